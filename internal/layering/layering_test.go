@@ -40,6 +40,8 @@ var rules = []rule{
 		"the FUSE adapter sits on the fs client"},
 	{"converter", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd"},
 		"the converter works over the fs client"},
+	{"container", []string{"github.com/labstack/echo", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd"},
+		"containers run over any lower directory; the command line wires the lazy mount in"},
 	{"registry", []string{"github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "cmd"},
 		"registries run against a cluster through its clients, so several can serve one cluster"},
 }
