@@ -1,0 +1,246 @@
+package chunkserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client talks to any number of chunkservers over HTTP. It is safe for
+// concurrent use; one Client per process is enough.
+type Client struct {
+	hc *http.Client
+}
+
+// NewClient returns a client using hc, or a tuned default when hc is nil.
+func NewClient(hc *http.Client) *Client {
+	if hc == nil {
+		hc = defaultHTTPClient()
+	}
+	return &Client{hc: hc}
+}
+
+// defaultHTTPClient keeps many idle connections per host because the fs client
+// writes k+m shards of many chunks in parallel to the same few servers; the
+// stock limit of two idle connections per host would make most requests pay a
+// new TCP handshake. No overall timeout: callers bound each call with ctx.
+func defaultHTTPClient() *http.Client {
+	tr := &http.Transport{
+		Proxy: nil, // chunkservers are always addressed directly
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		// Shard bodies are already checksummed and incompressible parity.
+		DisableCompression: true,
+		WriteBufferSize:    256 << 10,
+		ReadBufferSize:     256 << 10,
+	}
+	return &http.Client{Transport: tr}
+}
+
+func shardURL(addr, name string) string { return "http://" + addr + "/shards/" + name }
+
+// Put stores data as shard name on the chunkserver at addr and returns the
+// shard's checksum. The checksum is sent along so the server refuses bytes
+// damaged in transit before making them durable.
+func (c *Client) Put(ctx context.Context, addr, name string, data []byte) (uint64, error) {
+	sum := Sum(data)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, shardURL(addr, name), bytes.NewReader(data))
+	if err != nil {
+		return 0, &ShardError{"put", addr, name, err}
+	}
+	req.ContentLength = int64(len(data))
+	req.Header.Set(HeaderSum, FormatSum(sum))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, &ShardError{"put", addr, name, err}
+	}
+	defer drain(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return 0, &ShardError{"put", addr, name, statusError(resp)}
+	}
+	var reply PutReply
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&reply); err != nil {
+		return 0, &ShardError{"put", addr, name, fmt.Errorf("decoding reply: %w", err)}
+	}
+	got, err := ParseSum(reply.Sum)
+	if err != nil {
+		return 0, &ShardError{"put", addr, name, fmt.Errorf("reply: %w", err)}
+	}
+	if got != sum || reply.Size != int64(len(data)) {
+		return 0, &ShardError{"put", addr, name, fmt.Errorf("server stored sum %016x size %d, sent sum %016x size %d: %w",
+			got, reply.Size, sum, len(data), ErrSumMismatch)}
+	}
+	return sum, nil
+}
+
+// ReadAt fills p with the shard's bytes starting at off. It either fills p
+// completely or returns an error: reading past the end of the shard is an
+// error wrapping io.ErrUnexpectedEOF. A corrupt block yields ErrCorrupt, never
+// bytes.
+func (c *Client) ReadAt(ctx context.Context, addr, name string, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, &ShardError{"read", addr, name, fmt.Errorf("negative offset %d", off)}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, shardURL(addr, name), nil)
+	if err != nil {
+		return 0, &ShardError{"read", addr, name, err}
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+int64(len(p))-1))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, &ShardError{"read", addr, name, err}
+	}
+	defer drain(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK:
+		// A server may answer a range covering the whole shard with 200.
+		if off != 0 {
+			return 0, &ShardError{"read", addr, name, fmt.Errorf("server ignored range at offset %d", off)}
+		}
+	case http.StatusRequestedRangeNotSatisfiable:
+		return 0, &ShardError{"read", addr, name, fmt.Errorf("range %d+%d past end of shard: %w", off, len(p), io.ErrUnexpectedEOF)}
+	default:
+		return 0, &ShardError{"read", addr, name, statusError(resp)}
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength < int64(len(p)) {
+		return 0, &ShardError{"read", addr, name, fmt.Errorf("range %d+%d: shard holds only %d bytes there: %w",
+			off, len(p), resp.ContentLength, io.ErrUnexpectedEOF)}
+	}
+	n, err := io.ReadFull(resp.Body, p)
+	if err != nil {
+		return n, &ShardError{"read", addr, name, fmt.Errorf("reading body: %w", err)}
+	}
+	return n, nil
+}
+
+// Stat returns a shard's size and checksum without reading it.
+func (c *Client) Stat(ctx context.Context, addr, name string) (ShardInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, shardURL(addr, name), nil)
+	if err != nil {
+		return ShardInfo{}, &ShardError{"stat", addr, name, err}
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return ShardInfo{}, &ShardError{"stat", addr, name, err}
+	}
+	defer drain(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return ShardInfo{}, &ShardError{"stat", addr, name, statusError(resp)}
+	}
+	sum, err := ParseSum(resp.Header.Get(HeaderSum))
+	if err != nil {
+		return ShardInfo{}, &ShardError{"stat", addr, name, fmt.Errorf("%s header: %w", HeaderSum, err)}
+	}
+	if resp.ContentLength < 0 {
+		return ShardInfo{}, &ShardError{"stat", addr, name, errors.New("reply has no Content-Length")}
+	}
+	return ShardInfo{Size: resp.ContentLength, Sum: sum}, nil
+}
+
+// Delete removes a shard. Deleting a shard the server does not hold succeeds,
+// so a retried or repeated delete is harmless.
+func (c *Client) Delete(ctx context.Context, addr, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, shardURL(addr, name), nil)
+	if err != nil {
+		return &ShardError{"delete", addr, name, err}
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &ShardError{"delete", addr, name, err}
+	}
+	defer drain(resp.Body)
+	if resp.StatusCode != http.StatusNoContent {
+		return &ShardError{"delete", addr, name, statusError(resp)}
+	}
+	return nil
+}
+
+// Status fetches a chunkserver's identity and usage.
+func (c *Client) Status(ctx context.Context, addr string) (StatusReply, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	if err != nil {
+		return StatusReply{}, fmt.Errorf("chunkserver %s: status: %w", addr, err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return StatusReply{}, fmt.Errorf("chunkserver %s: status: %w", addr, err)
+	}
+	defer drain(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return StatusReply{}, fmt.Errorf("chunkserver %s: status: %w", addr, statusError(resp))
+	}
+	var st StatusReply
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&st); err != nil {
+		return StatusReply{}, fmt.Errorf("chunkserver %s: status: decoding: %w", addr, err)
+	}
+	return st, nil
+}
+
+// StatusError is an HTTP reply the client did not expect. It unwraps to the
+// sentinel the status stands for, when there is one.
+type StatusError struct {
+	Code int
+	Msg  string // first line of the reply body
+	kind error
+}
+
+func (e *StatusError) Error() string {
+	s := "HTTP " + strconv.Itoa(e.Code)
+	if e.Msg != "" {
+		s += ": " + e.Msg
+	}
+	return s
+}
+
+func (e *StatusError) Unwrap() error { return e.kind }
+
+// statusError maps a reply to an error; the sentinel decides what callers do
+// (a corrupt shard means degraded read plus report, no space means place
+// elsewhere), the message is for humans.
+func statusError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	msg := strings.TrimSpace(string(body))
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	e := &StatusError{Code: resp.StatusCode, Msg: msg}
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		e.kind = ErrNotFound
+	case resp.StatusCode == http.StatusInsufficientStorage:
+		e.kind = ErrNoSpace
+	case resp.Header.Get(HeaderError) == ErrorCorrupt:
+		e.kind = ErrCorrupt
+	case resp.StatusCode == http.StatusBadRequest && resp.Header.Get(HeaderError) == ErrorSum:
+		e.kind = ErrSumMismatch
+	case resp.StatusCode == http.StatusBadRequest && resp.Header.Get(HeaderError) == ErrorName:
+		e.kind = ErrBadName
+	}
+	return e
+}
+
+// drain lets the connection be reused: a body must be read to EOF before the
+// transport puts the connection back in its idle pool.
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
+	_ = body.Close()
+}

@@ -1,0 +1,500 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/dockyard/dockyard/chunkserver"
+)
+
+// Disk keeps each shard in a file of its own under dir/shards/XX/, where XX is
+// the low byte of the name's xxhash64 in hex. A file per shard keeps deletes
+// and repairs trivial (unlink, rename) and lets the kernel's page cache and
+// readahead do the buffering; 256 fan-out directories keep directories small
+// (4,000 entries each at a million shards) so lookups stay fast on ext4/xfs.
+//
+// File format (all integers little-endian):
+//
+//	header  64 bytes: "DYSHARD1" | version u32 (1) | block size u32 |
+//	        data size u64 | shard xxhash64 u64 | 24 zero bytes |
+//	        xxhash64 of the preceding 56 bytes
+//	data    the shard's bytes, at offset 64
+//	trailer one xxhash64 u64 per BlockSize block of data (the last may be short)
+//
+// The data sits at a fixed offset, so a ranged read is one pread for the
+// blocks it touches and one for their checksums; the header's own checksum
+// catches a damaged header before its size is trusted.
+//
+// Durability (fsync policy): Put writes the whole file under a temporary name
+// in the target directory, fsyncs it, renames it over the final name and
+// fsyncs the directory, so a Put that returned nil survives power loss and a
+// crash never leaves a half-written shard under a real name. Delete unlinks
+// without fsyncing the directory: a delete lost in a crash only resurrects a
+// shard the metaserver no longer references, which it deletes again through
+// heartbeat replies. Temporary files left by a crash are removed by OpenDisk.
+type Disk struct {
+	dir   string
+	limit int64 // configured capacity, math.MaxInt64 when unlimited
+
+	// locks serialise the file-system step and the index update of Put and
+	// Delete per name, so the index always matches the file that won.
+	locks [64]sync.Mutex
+
+	mu       sync.RWMutex
+	index    map[string]diskEntry
+	used     int64 // bytes of committed shard files
+	reserved int64 // bytes of Puts in flight
+	closed   bool
+}
+
+type diskEntry struct {
+	size    int64  // data bytes
+	sum     uint64 // whole-shard checksum
+	file    int64  // bytes the file occupies (header + data + trailer)
+	corrupt bool   // header failed its checksum when the store was opened
+}
+
+// HeaderSize is where a shard's data starts in its file.
+const HeaderSize = 64
+
+const (
+	formatVersion = 1
+	tmpMarker     = ".tmp."
+)
+
+var diskMagic = [8]byte{'D', 'Y', 'S', 'H', 'A', 'R', 'D', '1'}
+
+var _ Store = (*Disk)(nil)
+
+// OpenDisk opens (creating if needed) a disk store in dir holding at most
+// capacity bytes of shard files (0 = as much as the file system has). It
+// indexes the shards already there and removes temporary files a crash left.
+func OpenDisk(dir string, capacity int64) (*Disk, error) {
+	if capacity <= 0 {
+		capacity = math.MaxInt64
+	}
+	d := &Disk{dir: filepath.Join(dir, "shards"), limit: capacity, index: make(map[string]diskEntry)}
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("opening shard store: %w", err)
+	}
+	for i := range 256 {
+		if err := os.MkdirAll(filepath.Join(d.dir, fmt.Sprintf("%02x", i)), 0o755); err != nil {
+			return nil, fmt.Errorf("opening shard store: %w", err)
+		}
+	}
+	if err := d.load(); err != nil {
+		return nil, fmt.Errorf("opening shard store %s: %w", dir, err)
+	}
+	return d, nil
+}
+
+// load builds the in-memory index from the shard files' headers. A file whose
+// header is damaged stays indexed as corrupt, so reads fail with ErrCorrupt
+// and the scrubber reports it, instead of the shard silently vanishing.
+func (d *Disk) load() error {
+	subs, err := os.ReadDir(d.dir)
+	if err != nil {
+		return err
+	}
+	for _, sub := range subs {
+		if !sub.IsDir() {
+			continue
+		}
+		subdir := filepath.Join(d.dir, sub.Name())
+		files, err := os.ReadDir(subdir)
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			path := filepath.Join(subdir, f.Name())
+			if strings.Contains(f.Name(), tmpMarker) {
+				if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("removing leftover %s: %w", path, err)
+				}
+				continue
+			}
+			if !chunkserver.ValidName(f.Name()) || f.IsDir() {
+				continue // not ours; leave it alone
+			}
+			e, err := readEntry(path)
+			if err != nil {
+				return err
+			}
+			d.index[f.Name()] = e
+			d.used += e.file
+		}
+	}
+	return nil
+}
+
+func readEntry(path string) (diskEntry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return diskEntry{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return diskEntry{}, err
+	}
+	var hdr [HeaderSize]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
+		return diskEntry{}, err
+	}
+	size, sum, ok := parseHeader(hdr[:])
+	if !ok || fi.Size() != fileSize(size) {
+		return diskEntry{file: fi.Size(), corrupt: true}, nil
+	}
+	return diskEntry{size: size, sum: sum, file: fi.Size()}, nil
+}
+
+func fileSize(size int64) int64 { return HeaderSize + size + 8*int64(numBlocks(size)) }
+
+func encodeHeader(size int64, sum uint64) []byte {
+	h := make([]byte, HeaderSize)
+	copy(h, diskMagic[:])
+	binary.LittleEndian.PutUint32(h[8:], formatVersion)
+	binary.LittleEndian.PutUint32(h[12:], BlockSize)
+	binary.LittleEndian.PutUint64(h[16:], uint64(size))
+	binary.LittleEndian.PutUint64(h[24:], sum)
+	binary.LittleEndian.PutUint64(h[56:], xxhash.Sum64(h[:56]))
+	return h
+}
+
+func parseHeader(h []byte) (size int64, sum uint64, ok bool) {
+	if len(h) < HeaderSize || [8]byte(h[:8]) != diskMagic ||
+		binary.LittleEndian.Uint64(h[56:]) != xxhash.Sum64(h[:56]) ||
+		binary.LittleEndian.Uint32(h[8:]) != formatVersion ||
+		binary.LittleEndian.Uint32(h[12:]) != BlockSize {
+		return 0, 0, false
+	}
+	size = int64(binary.LittleEndian.Uint64(h[16:]))
+	if size < 0 {
+		return 0, 0, false
+	}
+	return size, binary.LittleEndian.Uint64(h[24:]), true
+}
+
+// Path returns the file holding shard name. Tests use it to damage a shard the
+// way a failing disk would; nothing else should touch the file.
+func (d *Disk) Path(name string) string {
+	return filepath.Join(d.dir, fmt.Sprintf("%02x", byte(xxhash.Sum64String(name))), name)
+}
+
+func (d *Disk) lockFor(name string) *sync.Mutex {
+	return &d.locks[xxhash.Sum64String(name)%uint64(len(d.locks))]
+}
+
+// capacityLocked is the smaller of the configured limit and what the file
+// system can still hold on top of what the store already uses.
+func (d *Disk) capacityLocked() (int64, error) {
+	free, err := freeBytes(d.dir)
+	if err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", d.dir, err)
+	}
+	if free > math.MaxInt64-d.used {
+		return d.limit, nil
+	}
+	return min(d.limit, d.used+free), nil
+}
+
+// Put implements Store.
+func (d *Disk) Put(name string, data []byte) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	blocks, sum := blockSums(data)
+	need := fileSize(int64(len(data)))
+
+	// Reserve the space first so concurrent Puts cannot together overshoot
+	// the limit. A replaced shard's bytes are not credited: until the rename
+	// both files exist on disk.
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return 0, ErrClosed
+	}
+	capacity, err := d.capacityLocked()
+	if err != nil {
+		d.mu.Unlock()
+		return 0, err
+	}
+	old := d.index[name].file
+	if d.used+d.reserved+need-old > capacity {
+		d.mu.Unlock()
+		return 0, fmt.Errorf("put %s: %d bytes, %d of %d used: %w", name, len(data), d.used+d.reserved, capacity, ErrNoSpace)
+	}
+	d.reserved += need
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.reserved -= need
+		d.mu.Unlock()
+	}()
+
+	final := d.Path(name)
+	tmp, err := d.writeTemp(final, data, blocks, sum)
+	if err != nil {
+		return 0, fmt.Errorf("put %s: %w", name, err)
+	}
+	l := d.lockFor(name)
+	l.Lock()
+	defer l.Unlock()
+	if err := os.Rename(tmp, final); err != nil {
+		_ = os.Remove(tmp)
+		return 0, fmt.Errorf("put %s: %w", name, err)
+	}
+	// The rename is only durable once the directory is; until then a crash
+	// could bring back the old shard (or none) after we acknowledged.
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return 0, fmt.Errorf("put %s: %w", name, err)
+	}
+	d.mu.Lock()
+	d.used += need - d.index[name].file
+	d.index[name] = diskEntry{size: int64(len(data)), sum: sum, file: need}
+	d.mu.Unlock()
+	return sum, nil
+}
+
+// writeTemp writes and fsyncs the shard file under a temporary name next to
+// final and returns that name; on any failure it removes the file.
+func (d *Disk) writeTemp(final string, data []byte, blocks []uint64, sum uint64) (path string, err error) {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	path = final + tmpMarker + hex.EncodeToString(rnd[:])
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", noSpace(err)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(path)
+		}
+	}()
+	trailer := make([]byte, 8*len(blocks))
+	putSums(trailer, blocks)
+	for _, part := range [][]byte{encodeHeader(int64(len(data)), sum), data, trailer} {
+		if _, err := f.Write(part); err != nil {
+			return "", noSpace(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return "", noSpace(err)
+	}
+	if err := f.Close(); err != nil {
+		return "", noSpace(err)
+	}
+	return path, nil
+}
+
+// noSpace turns the file system's "disk full" and "quota exceeded" into
+// ErrNoSpace, which the server answers with 507.
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func (d *Disk) entry(name string) (diskEntry, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return diskEntry{}, ErrClosed
+	}
+	e, ok := d.index[name]
+	if !ok {
+		return diskEntry{}, ErrNotFound
+	}
+	return e, nil
+}
+
+// ReadAt implements Store.
+func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	if _, err := d.entry(name); err != nil {
+		return 0, fmt.Errorf("read %s: %w", name, err)
+	}
+	f, err := os.Open(d.Path(name))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("read %s: %w", name, ErrNotFound)
+		}
+		return 0, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer f.Close()
+	// The header is read from the open file rather than taken from the
+	// index, so size and blocks come from the same file even if a Put
+	// replaces the shard meanwhile.
+	var hdr [HeaderSize]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("read %s: %w", name, err)
+	}
+	size, _, ok := parseHeader(hdr[:])
+	if !ok {
+		return 0, fmt.Errorf("read %s: header: %w", name, ErrCorrupt)
+	}
+	n, eof := readSpan(size, len(p), off)
+	if n == 0 {
+		return 0, eof
+	}
+	first, last := off/BlockSize, (off+int64(n)-1)/BlockSize
+	lo, hi := first*BlockSize, min((last+1)*BlockSize, size)
+
+	sums := make([]byte, 8*(last-first+1))
+	if err := readFull(f, sums, HeaderSize+size+8*first); err != nil {
+		return 0, fmt.Errorf("read %s: checksums: %w", name, err)
+	}
+	// Read straight into p when the request is block-aligned, the common
+	// case of whole-shard and large sequential reads; otherwise through a
+	// buffer covering the whole blocks.
+	var buf []byte
+	if lo == off && hi == off+int64(n) {
+		buf = p[:n]
+	} else {
+		buf = make([]byte, hi-lo)
+	}
+	if err := readFull(f, buf, HeaderSize+lo); err != nil {
+		return 0, fmt.Errorf("read %s: %w", name, err)
+	}
+	for b := first; b <= last; b++ {
+		s := (b - first) * BlockSize
+		e := min(s+BlockSize, int64(len(buf)))
+		if xxhash.Sum64(buf[s:e]) != binary.LittleEndian.Uint64(sums[8*(b-first):]) {
+			if &buf[0] == &p[0] {
+				clear(p[:n]) // never hand back bytes that failed their checksum
+			}
+			return 0, fmt.Errorf("read %s: block %d: %w", name, b, ErrCorrupt)
+		}
+	}
+	if &buf[0] != &p[0] {
+		copy(p, buf[off-lo:])
+	}
+	return n, eof
+}
+
+// readFull reads exactly len(p) bytes at off; a short file means the shard was
+// truncated, which is corruption, not an end of file.
+func readFull(f *os.File, p []byte, off int64) error {
+	_, err := f.ReadAt(p, off)
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("file truncated: %w", ErrCorrupt)
+	}
+	return err
+}
+
+// Stat implements Store.
+func (d *Disk) Stat(name string) (chunkserver.ShardInfo, error) {
+	if err := checkName(name); err != nil {
+		return chunkserver.ShardInfo{}, err
+	}
+	e, err := d.entry(name)
+	if err != nil {
+		return chunkserver.ShardInfo{}, fmt.Errorf("stat %s: %w", name, err)
+	}
+	if e.corrupt {
+		return chunkserver.ShardInfo{}, fmt.Errorf("stat %s: header: %w", name, ErrCorrupt)
+	}
+	return chunkserver.ShardInfo{Size: e.size, Sum: e.sum}, nil
+}
+
+// Delete implements Store.
+func (d *Disk) Delete(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	l := d.lockFor(name)
+	l.Lock()
+	defer l.Unlock()
+	if _, err := d.entry(name); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	if err := os.Remove(d.Path(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	d.mu.Lock()
+	d.used -= d.index[name].file
+	delete(d.index, name)
+	d.mu.Unlock()
+	return nil
+}
+
+// Walk implements Store. A shard whose header is damaged is passed to fn with
+// a zero ShardInfo; reading it returns ErrCorrupt.
+func (d *Disk) Walk(fn func(name string, info chunkserver.ShardInfo) error) error {
+	d.mu.RLock()
+	if d.closed {
+		d.mu.RUnlock()
+		return ErrClosed
+	}
+	names := make([]string, 0, len(d.index))
+	for name := range d.index {
+		names = append(names, name)
+	}
+	d.mu.RUnlock()
+	slices.Sort(names)
+	for _, name := range names {
+		e, err := d.entry(name)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(name, chunkserver.ShardInfo{Size: e.size, Sum: e.sum}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Usage implements Store.
+func (d *Disk) Usage() (Usage, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return Usage{}, ErrClosed
+	}
+	capacity, err := d.capacityLocked()
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{Capacity: capacity, Used: d.used, Shards: len(d.index)}, nil
+}
+
+// Close implements Store. Every Put already fsynced, so there is nothing to
+// flush.
+func (d *Disk) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	return nil
+}
