@@ -4,8 +4,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -21,7 +24,12 @@ func main() {
 	for _, add := range subcommands {
 		root.AddCommand(add())
 	}
-	if err := root.Execute(); err != nil {
+	// Servers and mounts shut down cleanly on SIGINT/SIGTERM through the
+	// command's context.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "dockyard:", err)
 		os.Exit(1)
 	}
