@@ -1,0 +1,53 @@
+package registry
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+func blobURL(name string, d Digest) string { return "/v2/" + name + "/blobs/" + d.String() }
+
+// getBlob serves GET and HEAD of a blob, with Range support.
+func (r *Registry) getBlob(c echo.Context, name, ref string) error {
+	d, err := ParseDigest(ref)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, _, err := r.rec.link(ctx, name, d); err != nil {
+		return err
+	}
+	br, err := r.blobs.Open(ctx, d)
+	if errors.Is(err, ErrBlobNotFound) {
+		return ErrBlobUnknown.With("%s: linked but missing from storage", d)
+	} else if err != nil {
+		return err
+	}
+	defer br.Close()
+	h := c.Response().Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set(echo.HeaderContentType, "application/octet-stream")
+	h.Set("ETag", `"`+d.String()+`"`)
+	// Blobs are immutable: a client may cache them for good.
+	h.Set("Cache-Control", "max-age=31536000")
+	// ServeContent handles Range, If-Range, If-None-Match, HEAD and 416.
+	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, io.NewSectionReader(br, 0, br.Size()))
+	return nil
+}
+
+// deleteBlob removes the blob from this repository; the bytes are collected
+// later, once no repository links them.
+func (r *Registry) deleteBlob(c echo.Context, name, ref string) error {
+	d, err := ParseDigest(ref)
+	if err != nil {
+		return err
+	}
+	if err := r.rec.unlinkBlob(c.Request().Context(), name, d); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusAccepted)
+}
