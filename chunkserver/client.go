@@ -53,10 +53,22 @@ func defaultHTTPClient() *http.Client {
 
 func shardURL(addr, name string) string { return "http://" + addr + "/shards/" + name }
 
+// checkName refuses an invalid name before it reaches the wire, where URL
+// cleaning could turn it into a different request.
+func checkName(op, addr, name string) error {
+	if !ValidName(name) {
+		return &ShardError{op, addr, name, ErrBadName}
+	}
+	return nil
+}
+
 // Put stores data as shard name on the chunkserver at addr and returns the
 // shard's checksum. The checksum is sent along so the server refuses bytes
 // damaged in transit before making them durable.
 func (c *Client) Put(ctx context.Context, addr, name string, data []byte) (uint64, error) {
+	if err := checkName("put", addr, name); err != nil {
+		return 0, err
+	}
 	sum := Sum(data)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, shardURL(addr, name), bytes.NewReader(data))
 	if err != nil {
@@ -93,6 +105,9 @@ func (c *Client) Put(ctx context.Context, addr, name string, data []byte) (uint6
 // error wrapping io.ErrUnexpectedEOF. A corrupt block yields ErrCorrupt, never
 // bytes.
 func (c *Client) ReadAt(ctx context.Context, addr, name string, p []byte, off int64) (int, error) {
+	if err := checkName("read", addr, name); err != nil {
+		return 0, err
+	}
 	if off < 0 {
 		return 0, &ShardError{"read", addr, name, fmt.Errorf("negative offset %d", off)}
 	}
@@ -134,6 +149,9 @@ func (c *Client) ReadAt(ctx context.Context, addr, name string, p []byte, off in
 
 // Stat returns a shard's size and checksum without reading it.
 func (c *Client) Stat(ctx context.Context, addr, name string) (ShardInfo, error) {
+	if err := checkName("stat", addr, name); err != nil {
+		return ShardInfo{}, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, shardURL(addr, name), nil)
 	if err != nil {
 		return ShardInfo{}, &ShardError{"stat", addr, name, err}
@@ -159,6 +177,9 @@ func (c *Client) Stat(ctx context.Context, addr, name string) (ShardInfo, error)
 // Delete removes a shard. Deleting a shard the server does not hold succeeds,
 // so a retried or repeated delete is harmless.
 func (c *Client) Delete(ctx context.Context, addr, name string) error {
+	if err := checkName("delete", addr, name); err != nil {
+		return err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, shardURL(addr, name), nil)
 	if err != nil {
 		return &ShardError{"delete", addr, name, err}
