@@ -1,0 +1,404 @@
+package metaserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Client implements API on top of an Executor: over HTTP against a cluster
+// (NewClient) or in process (NewClientWith).
+type Client struct {
+	exec     Executor
+	clientID string
+	seq      atomic.Uint64
+}
+
+var _ API = (*Client)(nil)
+
+// ClientOption tunes NewClient.
+type ClientOption func(*httpExecutor)
+
+// WithRetryTimeout bounds how long one call keeps retrying through leader
+// changes and connection failures when its context has no earlier deadline.
+// Default 30s.
+func WithRetryTimeout(d time.Duration) ClientOption {
+	return func(h *httpExecutor) { h.retryTimeout = d }
+}
+
+// WithHTTPClient replaces the tuned default HTTP client.
+func WithHTTPClient(c *http.Client) ClientOption {
+	return func(h *httpExecutor) { h.hc = c }
+}
+
+// NewClient returns a client of the metaservers at addrs (host:port of their
+// APIs, or http:// URLs). It finds the leader itself and follows it.
+func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
+	h := &httpExecutor{retryTimeout: 30 * time.Second}
+	for _, a := range addrs {
+		if a = strings.TrimSpace(a); a != "" {
+			h.addrs = append(h.addrs, baseURL(a))
+		}
+	}
+	if len(h.addrs) == 0 {
+		return nil, errors.New("metaserver client: no addresses")
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	if h.hc == nil {
+		h.hc = &http.Client{Transport: &http.Transport{
+			Proxy:               nil, // cluster-internal traffic never goes through a proxy
+			DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        512,
+			MaxIdleConnsPerHost: 256, // many goroutines share one client; keep their connections
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   false,
+		}}
+	}
+	return NewClientWith(h), nil
+}
+
+// NewClientWith returns a client running operations through e.
+func NewClientWith(e Executor) *Client {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return &Client{exec: e, clientID: hex.EncodeToString(b[:])}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() error {
+	if h, ok := c.exec.(*httpExecutor); ok {
+		h.hc.CloseIdleConnections()
+	}
+	return nil
+}
+
+func baseURL(a string) string {
+	if strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://") {
+		return strings.TrimRight(a, "/")
+	}
+	return "http://" + a
+}
+
+// call runs one operation. Mutations get a request id made of the client's
+// random id and a counter; the id stays the same across every retry, so the
+// metaserver applies the mutation once however often it is sent.
+func (c *Client) call(ctx context.Context, op string, args, out any) error {
+	body, err := json.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("%s: encoding arguments: %w", op, err)
+	}
+	reqID := ""
+	if Mutations[op] {
+		reqID = c.clientID + "-" + fmt.Sprint(c.seq.Add(1))
+	}
+	reply, err := c.exec.Exec(ctx, op, reqID, body)
+	if err != nil {
+		return err
+	}
+	if out == nil || len(reply) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(reply, out); err != nil {
+		return fmt.Errorf("%s: decoding reply: %w", op, err)
+	}
+	return nil
+}
+
+// httpExecutor sends operations to the leader over HTTP.
+type httpExecutor struct {
+	addrs        []string
+	hc           *http.Client
+	retryTimeout time.Duration
+
+	mu     sync.Mutex
+	leader string // base URL of the last known leader
+	next   int    // round-robin position when the leader is unknown
+}
+
+func (h *httpExecutor) target() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.leader != "" {
+		return h.leader
+	}
+	return h.addrs[h.next%len(h.addrs)]
+}
+
+// failed forgets a leader that did not answer and moves on to the next
+// address.
+func (h *httpExecutor) failed(url string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.leader == url {
+		h.leader = ""
+	}
+	h.next++
+}
+
+func (h *httpExecutor) setLeader(url string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.leader = url
+}
+
+// Exec retries connection errors, "not leader" and "unavailable" answers
+// until the context's deadline or the retry timeout; other errors return at
+// once.
+func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok && h.retryTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.retryTimeout)
+		defer cancel()
+	}
+	backoff := 10 * time.Millisecond
+	var last error
+	for attempt := 0; ; attempt++ {
+		url := h.target()
+		reply, err, retry := h.once(ctx, url, op, reqID, args)
+		if err == nil {
+			return reply, nil
+		}
+		if !retry {
+			return nil, err
+		}
+		last = err
+		var nl *ErrNotLeader
+		if errors.As(err, &nl) && nl.Leader != "" && baseURL(nl.Leader) != url {
+			// Redirected: go straight to the named leader.
+			h.setLeader(baseURL(nl.Leader))
+			continue
+		}
+		h.failed(url)
+		// Sweep the known addresses quickly before backing off.
+		if attempt%len(h.addrs) != len(h.addrs)-1 {
+			continue
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, ctx.Err(), last)
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// once sends one request; retry says whether another attempt may succeed.
+func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []byte) (reply []byte, err error, retry bool) {
+	if ctx.Err() != nil {
+		return nil, ctx.Err(), false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/op/"+op, bytes.NewReader(args))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err), false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if reqID != "" {
+		req.Header.Set(RequestIDHeader, reqID)
+	}
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", op, err), false
+		}
+		return nil, fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err), true
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading reply: %w: %w", op, ErrUnavailable, err), ctx.Err() == nil
+	}
+	if resp.StatusCode == http.StatusOK {
+		return body, nil, false
+	}
+	var env struct {
+		Error *WireError `json:"error"`
+	}
+	if json.Unmarshal(body, &env) != nil || env.Error == nil {
+		// Not our error envelope (a proxy, a dying server): worth another try.
+		return nil, fmt.Errorf("%s: %w: HTTP %d: %.200s", op, ErrUnavailable, resp.StatusCode, body), true
+	}
+	werr := env.Error.Err()
+	switch env.Error.Kind {
+	case KindNotLeader, KindUnavailable:
+		return nil, werr, true
+	}
+	return nil, werr, false
+}
+
+// --- API ---
+
+func (c *Client) Lookup(ctx context.Context, parent Ino, name string) (a Attr, err error) {
+	err = c.call(ctx, OpLookup, NameArgs{Parent: parent, Name: name}, &a)
+	return
+}
+
+func (c *Client) GetAttr(ctx context.Context, ino Ino) (a Attr, err error) {
+	err = c.call(ctx, OpGetAttr, InoArgs{Ino: ino}, &a)
+	return
+}
+
+func (c *Client) GetInode(ctx context.Context, ino Ino) (n Inode, err error) {
+	err = c.call(ctx, OpGetInode, InoArgs{Ino: ino}, &n)
+	return
+}
+
+func (c *Client) SetAttr(ctx context.Context, ino Ino, in SetAttrIn) (a Attr, err error) {
+	err = c.call(ctx, OpSetAttr, SetAttrArgs{Ino: ino, In: in}, &a)
+	return
+}
+
+func (c *Client) Create(ctx context.Context, in CreateIn) (a Attr, err error) {
+	err = c.call(ctx, OpCreate, in, &a)
+	return
+}
+
+func (c *Client) Link(ctx context.Context, ino Ino, newParent Ino, newName string) (a Attr, err error) {
+	err = c.call(ctx, OpLink, LinkArgs{Ino: ino, NewParent: newParent, NewName: newName}, &a)
+	return
+}
+
+func (c *Client) Unlink(ctx context.Context, parent Ino, name string) error {
+	return c.call(ctx, OpUnlink, NameArgs{Parent: parent, Name: name}, nil)
+}
+
+func (c *Client) Rmdir(ctx context.Context, parent Ino, name string) error {
+	return c.call(ctx, OpRmdir, NameArgs{Parent: parent, Name: name}, nil)
+}
+
+func (c *Client) Rename(ctx context.Context, oldParent Ino, oldName string, newParent Ino, newName string, flags uint32) error {
+	return c.call(ctx, OpRename, RenameArgs{OldParent: oldParent, OldName: oldName, NewParent: newParent, NewName: newName, Flags: flags}, nil)
+}
+
+func (c *Client) ReadDir(ctx context.Context, dir Ino, after string, limit int, plus bool) (es []DirEntry, err error) {
+	err = c.call(ctx, OpReadDir, ReadDirArgs{Dir: dir, After: after, Limit: limit, Plus: plus}, &es)
+	return
+}
+
+func (c *Client) SetXattr(ctx context.Context, ino Ino, name string, value []byte, flags int) error {
+	if value == nil {
+		value = []byte{}
+	}
+	return c.call(ctx, OpSetXattr, XattrArgs{Ino: ino, Name: name, Value: value, Flags: flags}, nil)
+}
+
+func (c *Client) GetXattr(ctx context.Context, ino Ino, name string) (v []byte, err error) {
+	err = c.call(ctx, OpGetXattr, XattrArgs{Ino: ino, Name: name}, &v)
+	if err == nil && v == nil {
+		v = []byte{}
+	}
+	return
+}
+
+func (c *Client) ListXattr(ctx context.Context, ino Ino) (names []string, err error) {
+	err = c.call(ctx, OpListXattr, InoArgs{Ino: ino}, &names)
+	return
+}
+
+func (c *Client) RemoveXattr(ctx context.Context, ino Ino, name string) error {
+	return c.call(ctx, OpRemoveXattr, XattrArgs{Ino: ino, Name: name}, nil)
+}
+
+func (c *Client) StatFS(ctx context.Context) (s StatFS, err error) {
+	err = c.call(ctx, OpStatFS, struct{}{}, &s)
+	return
+}
+
+func (c *Client) ResolvePath(ctx context.Context, path string) (a Attr, err error) {
+	err = c.call(ctx, OpResolvePath, PathArgs{Path: path}, &a)
+	return
+}
+
+func (c *Client) CreateTree(ctx context.Context, parent Ino, entries []TreeEntry) (inos []Ino, err error) {
+	err = c.call(ctx, OpCreateTree, CreateTreeArgs{Parent: parent, Entries: entries}, &inos)
+	return
+}
+
+func (c *Client) AllocChunk(ctx context.Context, k, m int, shardSize int64, size int64, replicated bool) (ch Chunk, err error) {
+	err = c.call(ctx, OpAllocChunk, AllocChunkArgs{K: k, M: m, ShardSize: shardSize, Size: size, Replicated: replicated}, &ch)
+	return
+}
+
+func (c *Client) CommitExtents(ctx context.Context, ino Ino, extents []Extent, sums map[ChunkID][]uint64, newSize uint64) (a Attr, err error) {
+	err = c.call(ctx, OpCommitExtents, CommitExtentsArgs{Ino: ino, Extents: extents, Sums: sums, NewSize: newSize}, &a)
+	return
+}
+
+func (c *Client) GetChunk(ctx context.Context, id ChunkID) (ch Chunk, err error) {
+	err = c.call(ctx, OpGetChunk, ChunkArgs{ID: id}, &ch)
+	return
+}
+
+func (c *Client) ReportBadShard(ctx context.Context, id ChunkID, index int, reason string) error {
+	return c.call(ctx, OpReportBadShard, BadShardArgs{ID: id, Index: index, Reason: reason}, nil)
+}
+
+func (c *Client) Heartbeat(ctx context.Context, hb Heartbeat) (r HeartbeatReply, err error) {
+	err = c.call(ctx, OpHeartbeat, hb, &r)
+	return
+}
+
+func (c *Client) Chunkservers(ctx context.Context) (cs []ChunkserverInfo, err error) {
+	err = c.call(ctx, OpChunkservers, struct{}{}, &cs)
+	return
+}
+
+func (c *Client) SetChunkserverState(ctx context.Context, id ServerID, state string) error {
+	return c.call(ctx, OpSetChunkserverState, SetStateArgs{ID: id, State: state}, nil)
+}
+
+func (c *Client) CompleteRepair(ctx context.Context, r RepairDone) error {
+	return c.call(ctx, OpCompleteRepair, r, nil)
+}
+
+func (c *Client) Members(ctx context.Context) (m []Member, err error) {
+	err = c.call(ctx, OpMembers, struct{}{}, &m)
+	return
+}
+
+func (c *Client) AddMember(ctx context.Context, id, raftAddr, apiAddr string) error {
+	return c.call(ctx, OpAddMember, MemberArgs{ID: id, RaftAddr: raftAddr, APIAddr: apiAddr}, nil)
+}
+
+func (c *Client) RemoveMember(ctx context.Context, id string) error {
+	return c.call(ctx, OpRemoveMember, MemberArgs{ID: id}, nil)
+}
+
+func (c *Client) Status(ctx context.Context) (s Status, err error) {
+	err = c.call(ctx, OpStatus, struct{}{}, &s)
+	return
+}
+
+func (c *Client) KVGet(ctx context.Context, bucket, key string) ([]byte, bool, error) {
+	var r KVGetReply
+	if err := c.call(ctx, OpKVGet, KVGetArgs{Bucket: bucket, Key: key}, &r); err != nil {
+		return nil, false, err
+	}
+	if r.Found && r.Value == nil {
+		r.Value = []byte{}
+	}
+	return r.Value, r.Found, nil
+}
+
+func (c *Client) KVList(ctx context.Context, bucket, prefix, after string, limit int) (ps []KVPair, err error) {
+	err = c.call(ctx, OpKVList, KVListArgs{Bucket: bucket, Prefix: prefix, After: after, Limit: limit}, &ps)
+	return
+}
+
+func (c *Client) KVTxn(ctx context.Context, conds []KVCond, ops []KVOp) error {
+	return c.call(ctx, OpKVTxn, KVTxnArgs{Conds: conds, Ops: ops}, nil)
+}

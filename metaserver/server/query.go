@@ -1,0 +1,128 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+
+	ms "github.com/dockyard/dockyard/metaserver"
+)
+
+func decodeArgs[T any](op string, b []byte) (T, error) {
+	var v T
+	if len(b) == 0 {
+		return v, nil
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("%w: decoding %s arguments: %v", ms.ErrBadRequest, op, err)
+	}
+	return v, nil
+}
+
+// isQuery reports whether op is a read the FSM answers itself.
+func isQuery(op string) bool {
+	switch op {
+	case ms.OpLookup, ms.OpGetAttr, ms.OpGetInode, ms.OpReadDir, ms.OpGetXattr, ms.OpListXattr,
+		ms.OpStatFS, ms.OpResolvePath, ms.OpGetChunk, ms.OpChunkservers, ms.OpKVGet, ms.OpKVList:
+		return true
+	}
+	return false
+}
+
+// query answers a read from the local state. The caller has made sure the
+// state is current enough (see Node.ensureReadable).
+func (f *FSM) query(op string, args []byte) (any, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	switch op {
+	case ms.OpLookup:
+		a, err := decodeArgs[ms.NameArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.lookup(a.Parent, a.Name)
+	case ms.OpGetAttr:
+		a, err := decodeArgs[ms.InoArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.getAttr(a.Ino)
+	case ms.OpGetInode:
+		a, err := decodeArgs[ms.InoArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.getFullInode(a.Ino)
+	case ms.OpReadDir:
+		a, err := decodeArgs[ms.ReadDirArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.readDir(a)
+	case ms.OpGetXattr:
+		a, err := decodeArgs[ms.XattrArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.getXattr(a)
+	case ms.OpListXattr:
+		a, err := decodeArgs[ms.InoArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.listXattr(a.Ino)
+	case ms.OpStatFS:
+		return f.statFS(), nil
+	case ms.OpResolvePath:
+		a, err := decodeArgs[ms.PathArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.resolvePath(a.Path)
+	case ms.OpGetChunk:
+		a, err := decodeArgs[ms.ChunkArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.getChunk(a.ID)
+	case ms.OpChunkservers:
+		return f.chunkservers(), nil
+	case ms.OpKVGet:
+		a, err := decodeArgs[ms.KVGetArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.kvGet(a.Bucket, a.Key), nil
+	case ms.OpKVList:
+		a, err := decodeArgs[ms.KVListArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.kvList(a), nil
+	}
+	return nil, fmt.Errorf("%w: unknown operation %q", ms.ErrBadRequest, op)
+}
+
+// status fills the FSM's part of Status.
+func (f *FSM) status() ms.Status {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := ms.Status{
+		Chunkservers:  f.chunkservers(),
+		Inodes:        uint64(len(f.inodes)),
+		Chunks:        uint64(len(f.chunks)),
+		RepairsQueued: uint64(len(f.repairs)),
+		AppliedIndex:  f.applied.Load(),
+	}
+	st.Degraded, st.Lost = f.health()
+	return st
+}
+
+func (f *FSM) memberRecords() map[string]ms.Member {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]ms.Member, len(f.members))
+	for k, v := range f.members {
+		out[k] = v
+	}
+	return out
+}
