@@ -214,7 +214,7 @@ func (g *bombGuard) Read(p []byte) (int, error) {
 // that when the blob was pushed).
 func BuildIndex(ctx context.Context, blob io.ReaderAt, size int64, digest string, opts Options) (*Index, error) {
 	opts = opts.withDefaults()
-	head := make([]byte, 4)
+	head := make([]byte, 8)
 	n, err := blob.ReadAt(head, 0)
 	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("reading layer %s: %w", digest, err)
