@@ -279,7 +279,7 @@ func (t *Tree) Batches(max int) ([]Batch, []DeferredLink) {
 	next := 0
 	for _, rb := range raws {
 		b := Batch{Parent: global[rb.parentNode]}
-		start := next // entries of this batch have global indexes start, start+1, ...
+		start := next                       // entries of this batch have global indexes start, start+1, ...
 		local := make([]int, len(rb.items)) // item -> index in b.Entries
 		for i, it := range rb.items {
 			parentGlobal := b.Parent
