@@ -32,7 +32,7 @@ func TestConformance(t *testing.T) {
 		"OCI_TLS=disabled",
 		"OCI_REPO1=conformance/repo1",
 		"OCI_REPO2=conformance/repo2",
-		"OCI_VERSION=1.1",
+		"OCI_VERSION="+envOr("DOCKYARD_CONFORMANCE_VERSION", "1.1"),
 		"OCI_RESULTS_DIR="+results,
 	)
 	out, err := cmd.CombinedOutput()
@@ -51,4 +51,11 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
