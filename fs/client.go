@@ -1,0 +1,184 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/klauspost/reedsolomon"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// Client is the file-system client of one process. It is safe for concurrent
+// use; its caches are shared by all the files it opens.
+type Client struct {
+	meta   metaserver.API
+	shards *chunkserver.Client
+	opt    Options
+	log    *slog.Logger
+
+	cache *blockCache // nil when disabled
+
+	// uploads bounds the chunks being encoded or uploaded, over all files.
+	uploads chan struct{}
+	// bufs recycles chunk buffers: ChunkSize of data followed by room for
+	// parity, so a full chunk is encoded in place without a copy.
+	bufs   sync.Pool
+	bufCap int64
+
+	encMu sync.Mutex
+	encs  map[[2]int]reedsolomon.Encoder
+
+	chunkMu sync.Mutex
+	chunks  map[metaserver.ChunkID]*metaserver.Chunk
+
+	reportMu sync.Mutex
+	reported map[shardRef]time.Time
+}
+
+type shardRef struct {
+	chunk metaserver.ChunkID
+	index int
+}
+
+// maxChunkInfos bounds the chunk-location cache; it is dropped whole when full,
+// which costs one GetChunk per chunk read afterwards and keeps the code simple.
+const maxChunkInfos = 1 << 16
+
+// reportEvery limits how often one bad shard is reported, so a hot file with a
+// dead shard does not flood the metaserver while the repair is under way.
+const reportEvery = time.Minute
+
+// New makes a client over a metaserver and the chunkservers' HTTP client.
+func New(meta metaserver.API, shards *chunkserver.Client, opt Options) *Client {
+	opt = opt.withDefaults()
+	c := &Client{
+		meta:     meta,
+		shards:   shards,
+		opt:      opt,
+		log:      opt.Logger,
+		uploads:  make(chan struct{}, opt.MaxUploads),
+		encs:     map[[2]int]reedsolomon.Encoder{},
+		chunks:   map[metaserver.ChunkID]*metaserver.Chunk{},
+		reported: map[shardRef]time.Time{},
+	}
+	if opt.CacheBytes > 0 {
+		c.cache = newBlockCache(opt.CacheBytes)
+	}
+	c.bufCap = int64(opt.K+opt.M) * shardSizeFor(opt.ChunkSize, opt.K)
+	// A replicated chunk needs only its data; a small chunk is EC-coded into
+	// at most (K+M)*ceil(size/K) bytes, less than bufCap.
+	c.bufs.New = func() any { b := make([]byte, c.bufCap); return &b }
+	return c
+}
+
+// Meta returns the metaserver API: namespace operations go straight to it.
+func (c *Client) Meta() metaserver.API { return c.meta }
+
+func (c *Client) encoder(k, m int) (reedsolomon.Encoder, error) {
+	c.encMu.Lock()
+	defer c.encMu.Unlock()
+	key := [2]int{k, m}
+	if e, ok := c.encs[key]; ok {
+		return e, nil
+	}
+	e, err := reedsolomon.New(k, m)
+	if err != nil {
+		return nil, fmt.Errorf("erasure coder %d+%d: %w", k, m, err)
+	}
+	c.encs[key] = e
+	return e, nil
+}
+
+// chunk returns a chunk's record, from the cache unless refresh is set.
+// Shard locations change when the metaserver repairs or drains, so a read that
+// fails refreshes before giving up.
+func (c *Client) chunk(ctx context.Context, id metaserver.ChunkID, refresh bool) (*metaserver.Chunk, error) {
+	if !refresh {
+		c.chunkMu.Lock()
+		ch, ok := c.chunks[id]
+		c.chunkMu.Unlock()
+		if ok {
+			return ch, nil
+		}
+	}
+	got, err := c.meta.GetChunk(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("looking up chunk %d: %w", id, err)
+	}
+	ch := &got
+	c.chunkMu.Lock()
+	if len(c.chunks) >= maxChunkInfos {
+		clear(c.chunks)
+	}
+	c.chunks[id] = ch
+	c.chunkMu.Unlock()
+	return ch, nil
+}
+
+func (c *Client) rememberChunk(ch metaserver.Chunk) {
+	c.chunkMu.Lock()
+	defer c.chunkMu.Unlock()
+	if len(c.chunks) >= maxChunkInfos {
+		clear(c.chunks)
+	}
+	c.chunks[ch.ID] = &ch
+}
+
+// reportBadShard tells the metaserver, in the background, that a shard is
+// missing or corrupt. A failed report is logged, not returned: the read that
+// found the damage has already succeeded from other shards.
+func (c *Client) reportBadShard(id metaserver.ChunkID, index int, reason string) {
+	ref := shardRef{id, index}
+	now := time.Now()
+	c.reportMu.Lock()
+	if t, ok := c.reported[ref]; ok && now.Sub(t) < reportEvery {
+		c.reportMu.Unlock()
+		return
+	}
+	if len(c.reported) > 4096 {
+		clear(c.reported)
+	}
+	c.reported[ref] = now
+	c.reportMu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opt.IOTimeout)
+		defer cancel()
+		if err := c.meta.ReportBadShard(ctx, id, index, reason); err != nil {
+			c.log.Warn("reporting bad shard failed", "chunk", id, "index", index, "reason", reason, "err", err)
+		}
+	}()
+}
+
+func (c *Client) getBuf() *[]byte { return c.bufs.Get().(*[]byte) }
+
+func (c *Client) putBuf(b *[]byte) { c.bufs.Put(b) }
+
+// Open returns a handle on a regular file. It always fetches the inode afresh
+// (close-to-open consistency); cached blocks stay valid because they are keyed
+// by immutable chunks.
+func (c *Client) Open(ctx context.Context, ino metaserver.Ino) (*File, error) {
+	in, err := c.meta.GetInode(ctx, ino)
+	if err != nil {
+		return nil, fmt.Errorf("opening inode %d: %w", ino, err)
+	}
+	if in.IsDir() {
+		return nil, metaserver.Errf("open", eisdir, "inode %d is a directory", ino)
+	}
+	if !in.IsRegular() {
+		return nil, metaserver.Errf("open", einval, "inode %d is not a regular file", ino)
+	}
+	f := newFile(c, in)
+	if in.Layer != nil {
+		if c.opt.LayerOpener == nil {
+			f.layerErr = errLayerNoOpener
+		} else if f.layer, err = c.opt.LayerOpener.OpenLayerFile(ctx, in); err != nil {
+			return nil, fmt.Errorf("opening layer-backed inode %d: %w", ino, err)
+		}
+	}
+	return f, nil
+}

@@ -1,0 +1,438 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// readChunkData reads chunk data bytes [a, a+n) into dst (len n), or only
+// warms the cache when dst is nil. When too few shards answer it refreshes the
+// chunk's locations once, since a repair may have moved shards since they
+// were cached.
+func (c *Client) readChunkData(ctx context.Context, id metaserver.ChunkID, dst []byte, a, n int64) error {
+	ch, err := c.chunk(ctx, id, false)
+	if err != nil {
+		return err
+	}
+	err = c.readChunk(ctx, ch, dst, a, n)
+	if err == nil || !errors.Is(err, ErrUnreadable) {
+		return err
+	}
+	fresh, ferr := c.chunk(ctx, id, true)
+	if ferr != nil || sameLocations(ch, fresh) {
+		return err
+	}
+	return c.readChunk(ctx, fresh, dst, a, n)
+}
+
+func sameLocations(a, b *metaserver.Chunk) bool {
+	if len(a.Shards) != len(b.Shards) {
+		return false
+	}
+	for i := range a.Shards {
+		if a.Shards[i].Index != b.Shards[i].Index || a.Shards[i].Addr != b.Shards[i].Addr {
+			return false
+		}
+	}
+	return true
+}
+
+// readChunk serves [a, a+n) of a chunk from the block cache, fetching the
+// missing blocks in runs (one ranged request per shard per run) and sharing
+// fetches already in flight.
+func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte, a, n int64) error {
+	if a < 0 || a+n > ch.Size {
+		return fmt.Errorf("chunk %d: read [%d,%d) outside its %d bytes", ch.ID, a, a+n, ch.Size)
+	}
+	if n == 0 {
+		return nil
+	}
+	if c.cache == nil {
+		if dst == nil {
+			return nil
+		}
+		return c.readShards(ctx, ch, dst, a)
+	}
+	bc := c.cache
+	first, last := a/blockSize, (a+n-1)/blockSize
+	blocks := make([][]byte, last-first+1)
+	waits := make([]*flight, last-first+1)
+	type run struct{ from, to int64 } // block indexes [from, to)
+	var runs []run
+	var runFlights [][]*flight
+	bc.mu.Lock()
+	for i := first; i <= last; i++ {
+		k := blockKey{ch.ID, i}
+		if b, ok := bc.lookupLocked(k); ok {
+			blocks[i-first] = b
+			continue
+		}
+		if fl, ok := bc.flights[k]; ok {
+			waits[i-first] = fl
+			continue
+		}
+		fl := &flight{done: make(chan struct{})}
+		bc.flights[k] = fl
+		waits[i-first] = fl
+		if len(runs) > 0 && runs[len(runs)-1].to == i {
+			runs[len(runs)-1].to++
+			runFlights[len(runFlights)-1] = append(runFlights[len(runFlights)-1], fl)
+		} else {
+			runs = append(runs, run{i, i + 1})
+			runFlights = append(runFlights, []*flight{fl})
+		}
+	}
+	bc.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for ri, r := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := r.from * blockSize
+			to := min(r.to*blockSize, ch.Size)
+			buf := make([]byte, to-from)
+			// The fetch is not tied to this caller's context alone: other
+			// readers may be waiting on the same flight.
+			err := c.readShards(context.WithoutCancel(ctx), ch, buf, from)
+			keys := make([]blockKey, 0, r.to-r.from)
+			bl := make([][]byte, 0, r.to-r.from)
+			for i := r.from; i < r.to; i++ {
+				keys = append(keys, blockKey{ch.ID, i})
+				lo := i*blockSize - from
+				bl = append(bl, buf[lo:min(lo+blockSize, int64(len(buf)))])
+			}
+			bc.finish(keys, runFlights[ri], bl, err)
+		}()
+	}
+	if dst == nil {
+		wg.Wait()
+		return nil
+	}
+	for i, fl := range waits {
+		if fl == nil {
+			continue
+		}
+		select {
+		case <-fl.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if fl.err != nil {
+			return fl.err
+		}
+		blocks[i] = fl.data
+	}
+	for i, b := range blocks {
+		bStart := (first + int64(i)) * blockSize
+		lo := max(a, bStart)
+		hi := min(a+n, bStart+int64(len(b)))
+		copy(dst[lo-a:hi-a], b[lo-bStart:hi-bStart])
+	}
+	return nil
+}
+
+// shardsByIndex maps shard index to its location; a missing entry means the
+// metaserver knows no live copy.
+func shardsByIndex(ch *metaserver.Chunk) []*metaserver.Shard {
+	out := make([]*metaserver.Shard, ch.K+ch.M)
+	for i := range ch.Shards {
+		s := &ch.Shards[i]
+		if s.Index >= 0 && s.Index < len(out) {
+			out[s.Index] = s
+		}
+	}
+	return out
+}
+
+// fetchShard reads shard-local bytes [lo, lo+len(dst)) of shard idx.
+func (c *Client) fetchShard(ctx context.Context, ch *metaserver.Chunk, locs []*metaserver.Shard, idx int, lo int64, dst []byte) error {
+	s := locs[idx]
+	if s == nil || s.Addr == "" {
+		return fmt.Errorf("shard %s: no known location: %w", metaserver.ShardName(ch.ID, idx), chunkserver.ErrNotFound)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opt.IOTimeout)
+	defer cancel()
+	name := metaserver.ShardName(ch.ID, idx)
+	if _, err := c.shards.ReadAt(ctx, s.Addr, name, dst, lo); err != nil {
+		return err
+	}
+	// A whole shard can be checked end to end against the checksum the
+	// metaserver recorded at commit, on top of the chunkserver's own block
+	// checksums.
+	if lo == 0 && int64(len(dst)) == ch.ShardSize && s.Sum != 0 {
+		if got := chunkserver.Sum(dst); got != s.Sum {
+			return fmt.Errorf("shard %s on %s: checksum %016x, recorded %016x: %w", name, s.Addr, got, s.Sum, chunkserver.ErrCorrupt)
+		}
+	}
+	return nil
+}
+
+// noteShardError reports damage the metaserver should repair. Unreachable
+// servers are not reported: heartbeats tell the metaserver about those.
+func (c *Client) noteShardError(ch *metaserver.Chunk, idx int, err error) {
+	switch {
+	case errors.Is(err, chunkserver.ErrCorrupt):
+		c.reportBadShard(ch.ID, idx, "corrupt")
+	case errors.Is(err, chunkserver.ErrNotFound):
+		c.reportBadShard(ch.ID, idx, "missing")
+	}
+}
+
+// readShards reads chunk data [a, a+len(dst)) from the data shards holding
+// it, in parallel. Shards that fail — or are slower than HedgeAfter — are
+// rebuilt from the same range of other shards; whichever answer comes first
+// wins. It never returns bytes it could not read or rebuild.
+func (c *Client) readShards(ctx context.Context, ch *metaserver.Chunk, dst []byte, a int64) error {
+	locs := shardsByIndex(ch)
+	ps := dataPieces(ch, a, dst)
+	type result struct {
+		i   int
+		err error
+	}
+	results := make(chan result, len(ps))
+	cancels := make([]context.CancelFunc, len(ps))
+	for i, p := range ps {
+		pctx, cancel := context.WithCancel(ctx)
+		cancels[i] = cancel
+		go func() { results <- result{i, c.fetchShard(pctx, ch, locs, p.idx, p.lo, p.dst)} }()
+	}
+	defer func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+	}()
+
+	const (
+		running = iota
+		ok
+		failed
+	)
+	state := make([]int, len(ps))
+	errs := make([]error, len(ps))
+	pending := len(ps)
+	take := func(r result) {
+		pending--
+		if r.err != nil {
+			state[r.i], errs[r.i] = failed, r.err
+			c.noteShardError(ch, ps[r.i].idx, r.err)
+		} else {
+			state[r.i] = ok
+		}
+	}
+	waitAll := func() {
+		for pending > 0 {
+			take(<-results)
+		}
+	}
+
+	hedge := time.NewTimer(c.opt.HedgeAfter)
+	defer hedge.Stop()
+phase1:
+	for pending > 0 {
+		select {
+		case r := <-results:
+			take(r)
+		case <-hedge.C:
+			break phase1
+		case <-ctx.Done():
+			for _, cancel := range cancels {
+				cancel()
+			}
+			waitAll()
+			return ctx.Err()
+		}
+	}
+	// Rebuild every piece that failed or is still running after the hedge
+	// delay, over the union of their shard ranges, without asking the shards
+	// being rebuilt.
+	var targets []int
+	lo, hi := int64(-1), int64(0)
+	exclude := map[int]bool{}
+	for i, st := range state {
+		if st == ok {
+			continue
+		}
+		targets = append(targets, i)
+		exclude[ps[i].idx] = true
+		if lo < 0 || ps[i].lo < lo {
+			lo = ps[i].lo
+		}
+		hi = max(hi, ps[i].hi)
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	known := map[int][]byte{}
+	for i, p := range ps {
+		if state[i] == ok && p.lo == lo && p.hi == hi {
+			known[p.idx] = p.dst
+		}
+	}
+	for i, s := range locs {
+		if s == nil && !exclude[i] {
+			// No location: not worth a request.
+			exclude[i] = true
+		}
+	}
+	type rebuilt struct {
+		data map[int][]byte
+		err  error
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	recon := make(chan rebuilt, 1)
+	go func() {
+		d, err := c.reconstruct(rctx, ch, locs, lo, hi, exclude, known)
+		recon <- rebuilt{d, err}
+	}()
+	for {
+		select {
+		case r := <-results:
+			take(r)
+			if r.err == nil && allOK(state, targets, ok) {
+				rcancel()
+				<-recon
+				return nil
+			}
+			continue
+		case rb := <-recon:
+			if rb.err != nil {
+				// Nothing rebuilt: the slow shards are the only hope left.
+				waitAll()
+				for _, i := range targets {
+					if state[i] != ok {
+						var ce *ChunkError
+						if errors.As(rb.err, &ce) {
+							for _, j := range targets {
+								if errs[j] != nil {
+									ce.Errs = append([]error{errs[j]}, ce.Errs...)
+								}
+							}
+						}
+						return rb.err
+					}
+				}
+				return nil
+			}
+			for _, i := range targets {
+				if state[i] == running {
+					cancels[i]()
+				}
+			}
+			waitAll()
+			for _, i := range targets {
+				if state[i] == ok {
+					continue
+				}
+				p := ps[i]
+				copy(p.dst, rb.data[p.idx][p.lo-lo:p.hi-lo])
+			}
+			return nil
+		}
+	}
+}
+
+func allOK(state []int, targets []int, ok int) bool {
+	for _, i := range targets {
+		if state[i] != ok {
+			return false
+		}
+	}
+	return true
+}
+
+// reconstruct rebuilds shard-local bytes [lo, hi) of every shard in exclude
+// that is a data shard, from K other shards. known holds that range of shards
+// already read. It fetches as few shards as it can: data shards first, since
+// for them the rebuild is a copy, then parity, one more for each failure.
+func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*metaserver.Shard, lo, hi int64, exclude map[int]bool, known map[int][]byte) (map[int][]byte, error) {
+	k, n := ch.K, ch.K+ch.M
+	size := hi - lo
+	shards := make([][]byte, n)
+	have := 0
+	for idx, b := range known {
+		if !exclude[idx] && have < k {
+			shards[idx] = b
+			have++
+		}
+	}
+	var candidates []int
+	for idx := 0; idx < n; idx++ {
+		if !exclude[idx] && shards[idx] == nil {
+			candidates = append(candidates, idx)
+		}
+	}
+	var errs []error
+	for have < k && len(candidates) > 0 {
+		batch := candidates[:min(k-have, len(candidates))]
+		candidates = candidates[len(batch):]
+		bufs := make([][]byte, len(batch))
+		ferrs := make([]error, len(batch))
+		var wg sync.WaitGroup
+		for j, idx := range batch {
+			bufs[j] = make([]byte, size)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ferrs[j] = c.fetchShard(ctx, ch, locs, idx, lo, bufs[j])
+			}()
+		}
+		wg.Wait()
+		for j, idx := range batch {
+			if ferrs[j] != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				errs = append(errs, ferrs[j])
+				c.noteShardError(ch, idx, ferrs[j])
+				continue
+			}
+			shards[idx] = bufs[j]
+			have++
+		}
+	}
+	if have < k {
+		for idx := range exclude {
+			if locs[idx] == nil {
+				errs = append(errs, fmt.Errorf("shard %s: no known location", metaserver.ShardName(ch.ID, idx)))
+			}
+		}
+		return nil, &ChunkError{Chunk: ch.ID, Readable: have, Need: k, Errs: errs}
+	}
+	out := map[int][]byte{}
+	if ch.Replicated || k == 1 {
+		// Every shard is a full copy: any one of them is the data.
+		for _, b := range shards {
+			if b != nil {
+				out[0] = b
+				break
+			}
+		}
+		return out, nil
+	}
+	enc, err := c.encoder(k, ch.M)
+	if err != nil {
+		return nil, err
+	}
+	for idx := range exclude {
+		if idx < k {
+			shards[idx] = make([]byte, 0, size)
+		}
+	}
+	if err := enc.ReconstructData(shards); err != nil {
+		return nil, fmt.Errorf("chunk %d: rebuilding shard range [%d,%d): %w", ch.ID, lo, hi, err)
+	}
+	for idx := range exclude {
+		if idx < k {
+			out[idx] = shards[idx]
+		}
+	}
+	return out, nil
+}
