@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dockyard/dockyard/chunkserver/server"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+func init() { subcommands = append(subcommands, chunkserverCmd) }
+
+func chunkserverCmd() *cobra.Command {
+	var (
+		data, listen, advertise, meta string
+		labels                        []string
+		capacity, scrubRate           string
+	)
+	cmd := &cobra.Command{
+		Use:   "chunkserver --data DIR --listen ADDR --meta ADDR[,ADDR...] [--label k=v ...]",
+		Short: "Run a chunkserver: store shards in DIR and serve them to the cluster",
+		Long: `Run a chunkserver. It keeps shards in DIR (one file each, every 64 KiB block
+checksummed), registers with the metaservers and heartbeats every second, deletes
+and rebuilds shards when the metaserver asks, and scrubs every stored block in the
+background. It runs until SIGINT or SIGTERM.
+
+Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if data == "" {
+				return fmt.Errorf("--data is required")
+			}
+			lbls, err := chunkserverLabels(labels)
+			if err != nil {
+				return err
+			}
+			capBytes, err := chunkserverSize(capacity)
+			if err != nil {
+				return fmt.Errorf("--capacity: %w", err)
+			}
+			rate, err := chunkserverSize(scrubRate)
+			if err != nil {
+				return fmt.Errorf("--scrub-rate: %w", err)
+			}
+			if rate == 0 {
+				rate = -1 // the flag's 0 means off; the config's 0 means default
+			}
+			mc, err := metaserver.NewClient(metaAddrs(meta))
+			if err != nil {
+				return err
+			}
+			defer mc.Close()
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			s, err := server.New(server.Config{
+				DataDir:   data,
+				Listen:    listen,
+				Advertise: advertise,
+				Labels:    lbls,
+				Capacity:  capBytes,
+				ScrubRate: rate,
+				Cluster:   mc,
+				Chunks:    mc,
+				Logger:    log,
+			})
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if err := s.Start(ctx); err != nil {
+				_ = s.Close()
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: chunkserver %s serving %s on %s\n", s.ID(), data, s.Addr())
+			<-ctx.Done()
+			return s.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&data, "data", "", "directory holding the shards and the server's ID (required)")
+	f.StringVar(&listen, "listen", "127.0.0.1:9600", "address of the shard API")
+	f.StringVar(&advertise, "advertise", "", "address peers and the metaserver use to reach this server (default: --listen)")
+	f.StringVar(&meta, "meta", defaultMeta, "metaserver API addresses, comma-separated")
+	f.StringArrayVar(&labels, "label", nil, "failure-domain label k=v, e.g. zone=a (repeatable)")
+	f.StringVar(&capacity, "capacity", "0", "most bytes to store; 0 = the disk's free space (the smaller of the two applies)")
+	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")
+	return cmd
+}
+
+// chunkserverLabels parses repeated k=v flags.
+func chunkserverLabels(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// chunkserverSize parses a byte count with an optional binary unit:
+// 123, 64K, 500M, 20GiB, 1T, 2TB.
+func chunkserverSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	num := strings.TrimRightFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToUpper(strings.TrimSpace(t[len(num):]))
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
+	sh, ok := shift[unit]
+	if num == "" || !ok {
+		return 0, fmt.Errorf("%q is not a size (e.g. 500M, 20GiB)", s)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n > (1<<63-1)>>sh {
+		return 0, fmt.Errorf("%q is not a size (e.g. 500M, 20GiB)", s)
+	}
+	return n << sh, nil
+}
