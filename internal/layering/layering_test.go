@@ -26,23 +26,25 @@ type rule struct {
 }
 
 var rules = []rule{
-	{"metaserver", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "chunkserver/server", "chunkserver/store", "fs", "registry", "converter", "cmd"},
+	{"metaserver", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "chunkserver/server", "chunkserver/store", "fs", "registry", "converter", "cmd", "local"},
 		"the metaserver owns state only; it never serves HTTP through echo, mounts, or runs chunkserver code"},
-	{"chunkserver", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "metaserver/server", "fs", "registry", "converter", "cmd"},
+	{"chunkserver", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "metaserver/server", "fs", "registry", "converter", "cmd", "local"},
 		"chunkservers store shards; they talk to the metaserver only through its client"},
+	{"local", []string{"registry", "converter", "cmd"},
+		"a local cluster is storage only; the command line puts the registry on top"},
 	{"metaserver!", []string{"github.com/hashicorp/raft"},
 		"the metaserver root package is the wire types and client; Raft lives in metaserver/server"},
 	{"chunkserver!", []string{"github.com/klauspost/reedsolomon"},
 		"the chunkserver client does not encode; repair does, in chunkserver/server"},
-	{"fs!", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "converter", "cmd"},
+	{"fs!", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "converter", "cmd", "local"},
 		"fs is the client layer: FUSE adapts it (fs/fuse), nothing below it knows about FUSE"},
-	{"fs/fuse", []string{"metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd"},
+	{"fs/fuse", []string{"metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd", "local"},
 		"the FUSE adapter sits on the fs client"},
-	{"converter", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd"},
+	{"converter", []string{"github.com/labstack/echo", "github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd", "local"},
 		"the converter works over the fs client"},
-	{"container", []string{"github.com/labstack/echo", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd"},
+	{"container", []string{"github.com/labstack/echo", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd", "local"},
 		"containers run over any lower directory; the command line wires the lazy mount in"},
-	{"registry", []string{"github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "cmd"},
+	{"registry", []string{"github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "cmd", "local"},
 		"registries run against a cluster through its clients, so several can serve one cluster"},
 }
 

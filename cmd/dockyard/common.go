@@ -1,0 +1,34 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/dockyard/dockyard/metaserver"
+	"github.com/spf13/cobra"
+)
+
+// defaultMeta is the metaserver address `dockyard serve` listens on, so on
+// one machine no --meta flag is needed.
+const defaultMeta = "127.0.0.1:9500"
+
+// metaAddrs splits a --meta value into addresses.
+func metaAddrs(v string) []string {
+	var out []string
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// metaClient connects to the metaservers named by the command's --meta flag
+// (its own or an inherited persistent one).
+func metaClient(cmd *cobra.Command) (*metaserver.Client, error) {
+	v, err := cmd.Flags().GetString("meta")
+	if err != nil {
+		return nil, fmt.Errorf("--meta: %w", err)
+	}
+	return metaserver.NewClient(metaAddrs(v))
+}

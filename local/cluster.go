@@ -1,0 +1,218 @@
+// Package local runs a whole Dockyard storage cluster in one process: a
+// metaserver and several chunkservers on loopback, plus the fs client over
+// them. `dockyard serve` runs one with a durable single-node Raft metaserver;
+// tests run one with an in-memory metaserver and can kill and restart
+// chunkservers to drill failures. Only the command line and tests import it.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	csserver "github.com/dockyard/dockyard/chunkserver/server"
+	"github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/metaserver"
+	msserver "github.com/dockyard/dockyard/metaserver/server"
+)
+
+// Config describes a local cluster. Zero values mean the defaults noted.
+type Config struct {
+	// Dir holds everything: meta/ and chunk-N/ below it.
+	Dir string
+	// Chunkservers is how many to run; default 6, so 4+2 works on one machine.
+	Chunkservers int
+	// ChunkBasePort: chunkserver i listens on 127.0.0.1:ChunkBasePort+i;
+	// 0 picks free ports.
+	ChunkBasePort int
+	// ChunkCapacity limits each chunkserver's bytes (0 = the disk's free space).
+	ChunkCapacity int64
+	// Meta is the metaserver to use. Nil runs an in-memory metaserver (tests).
+	Meta Meta
+	// FS tunes the fs client (K, M, chunk size...).
+	FS fs.Options
+	// HeartbeatInterval of the chunkservers; default one second.
+	HeartbeatInterval time.Duration
+	Logger            *slog.Logger
+}
+
+// Meta is a metaserver the cluster runs on: an in-memory one or a Raft node.
+type Meta interface {
+	API() *metaserver.Client
+	Close() error
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	cfg    Config
+	Meta   *metaserver.Client
+	Shards *chunkserver.Client
+	FS     *fs.Client
+
+	meta Meta
+	ctx  context.Context
+	stop context.CancelFunc
+
+	mu      sync.Mutex
+	servers []*csserver.Server // nil while killed
+	addrs   []string
+}
+
+// Start starts the metaserver (when cfg.Meta is nil) and the chunkservers,
+// and waits until every chunkserver has registered as up.
+func Start(cfg Config) (*Cluster, error) {
+	if cfg.Chunkservers <= 0 {
+		cfg.Chunkservers = 6
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("local cluster: no directory")
+	}
+	if cfg.Meta == nil {
+		cfg.Meta = memoryMeta{msserver.NewMemory()}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c := &Cluster{cfg: cfg, meta: cfg.Meta, Meta: cfg.Meta.API(), Shards: chunkserver.NewClient(nil), ctx: ctx, stop: stop,
+		servers: make([]*csserver.Server, cfg.Chunkservers), addrs: make([]string, cfg.Chunkservers)}
+	c.FS = fs.New(c.Meta, c.Shards, cfg.FS)
+	for i := range cfg.Chunkservers {
+		addr := "127.0.0.1:0"
+		if cfg.ChunkBasePort > 0 {
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ChunkBasePort+i))
+		}
+		c.addrs[i] = addr
+		if err := c.startChunkserver(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if err := c.WaitChunkserversUp(cfg.Chunkservers, 30*time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+type memoryMeta struct{ m *msserver.Memory }
+
+func (m memoryMeta) API() *metaserver.Client { return m.m.API() }
+func (m memoryMeta) Close() error            { return nil }
+
+func (c *Cluster) chunkDir(i int) string { return filepath.Join(c.cfg.Dir, fmt.Sprintf("chunk-%d", i)) }
+
+func (c *Cluster) startChunkserver(i int) error {
+	dir := c.chunkDir(i)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	s, err := csserver.New(csserver.Config{
+		DataDir:           dir,
+		Listen:            c.addrs[i],
+		Capacity:          c.cfg.ChunkCapacity,
+		Cluster:           c.Meta,
+		Chunks:            c.Meta,
+		HeartbeatInterval: c.cfg.HeartbeatInterval,
+		Client:            c.Shards,
+		Logger:            c.cfg.Logger.With("chunkserver", i),
+	})
+	if err != nil {
+		return fmt.Errorf("chunkserver %d: %w", i, err)
+	}
+	if err := s.Start(c.ctx); err != nil {
+		s.Close()
+		return fmt.Errorf("chunkserver %d: %w", i, err)
+	}
+	c.mu.Lock()
+	c.servers[i] = s
+	// Keep the port a restart must reuse: the metaserver knows the server by it.
+	c.addrs[i] = s.Addr()
+	c.mu.Unlock()
+	return nil
+}
+
+// ChunkserverCount is how many chunkservers the cluster was started with.
+func (c *Cluster) ChunkserverCount() int { return len(c.servers) }
+
+// Chunkserver returns server i, nil while it is killed.
+func (c *Cluster) Chunkserver(i int) *csserver.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.servers[i]
+}
+
+// ChunkserverDir is where server i keeps its shards.
+func (c *Cluster) ChunkserverDir(i int) string { return c.chunkDir(i) }
+
+// Kill stops chunkserver i abruptly: its listener closes and its shards stay
+// on disk, as after a crash.
+func (c *Cluster) Kill(i int) error {
+	c.mu.Lock()
+	s := c.servers[i]
+	c.servers[i] = nil
+	c.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("chunkserver %d is not running", i)
+	}
+	return s.Close()
+}
+
+// Restart starts a killed chunkserver again on its old address and data.
+func (c *Cluster) Restart(i int) error {
+	if c.Chunkserver(i) != nil {
+		return fmt.Errorf("chunkserver %d is running", i)
+	}
+	return c.startChunkserver(i)
+}
+
+// WaitChunkserversUp waits until at least n chunkservers are up in the
+// metaserver's view.
+func (c *Cluster) WaitChunkserversUp(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		cs, err := c.Meta.Chunkservers(ctx)
+		cancel()
+		up := 0
+		for _, s := range cs {
+			if s.State == metaserver.StateUp {
+				up++
+			}
+		}
+		if err == nil && up >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d chunkservers up after %s (last error: %v)", up, n, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Close stops the chunkservers and the metaserver.
+func (c *Cluster) Close() error {
+	c.stop()
+	var errs []error
+	c.mu.Lock()
+	servers := append([]*csserver.Server(nil), c.servers...)
+	for i := range c.servers {
+		c.servers[i] = nil
+	}
+	c.mu.Unlock()
+	for _, s := range servers {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	errs = append(errs, c.meta.Close())
+	return errors.Join(errs...)
+}
