@@ -560,11 +560,12 @@ func (f *FSM) gcWork(now, repairTimeout int64) bool {
 	return false
 }
 
-// livenessChanges lists the state changes missed heartbeats call for.
-func (f *FSM) livenessChanges(now, suspectAfter, downAfter int64) []ms.SetStateArgs {
+// livenessChanges lists the state changes missed heartbeats call for. Silence
+// is counted from floor at the earliest (when the leader took over).
+func (f *FSM) livenessChanges(now, suspectAfter, downAfter, floor int64) []ms.SetStateArgs {
 	var out []ms.SetStateArgs
 	for _, cs := range f.servers {
-		since := now - cs.LastHeartbeat
+		since := now - max(cs.LastHeartbeat, floor)
 		switch {
 		case (cs.State == ms.StateUp || cs.State == ms.StateSuspect) && since > downAfter:
 			out = append(out, ms.SetStateArgs{ID: cs.ID, State: ms.StateDown})

@@ -10,6 +10,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -130,7 +131,11 @@ type FSM struct {
 	dedupOrder []string // FIFO of ids in dedup; dedupHead is the oldest
 	dedupHead  int
 
-	applied atomic.Uint64 // last applied Raft index
+	applied  atomic.Uint64 // last applied Raft index
+	restores atomic.Int64  // snapshots restored since start
+
+	notifyMu sync.Mutex
+	notify   chan struct{} // closed and replaced after every applied batch
 }
 
 // NewFSM returns an FSM holding an empty namespace: just the root directory,
@@ -157,6 +162,39 @@ func (f *FSM) reset() {
 	f.dedup = map[string]*result{}
 	f.dedupOrder = nil
 	f.dedupHead = 0
+}
+
+// applyDone wakes readers waiting for an index.
+func (f *FSM) applyDone() {
+	f.notifyMu.Lock()
+	if f.notify != nil {
+		close(f.notify)
+		f.notify = nil
+	}
+	f.notifyMu.Unlock()
+}
+
+// waitApplied blocks until the state has applied index idx.
+func (f *FSM) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		f.notifyMu.Lock()
+		if f.notify == nil {
+			f.notify = make(chan struct{})
+		}
+		ch := f.notify
+		f.notifyMu.Unlock()
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for index %d: %w", idx, ctx.Err())
+		}
+	}
 }
 
 // AppliedIndex is the last Raft index applied.

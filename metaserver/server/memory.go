@@ -66,7 +66,7 @@ func (m *Memory) Tick(cfg Config) {
 	cfg.setDefaults()
 	now := m.Now()
 	m.fsm.mu.RLock()
-	changes := m.fsm.livenessChanges(now.UnixNano(), int64(cfg.SuspectAfter), int64(cfg.DownAfter))
+	changes := m.fsm.livenessChanges(now.UnixNano(), int64(cfg.SuspectAfter), int64(cfg.DownAfter), 0)
 	m.fsm.mu.RUnlock()
 	if len(changes) > 0 {
 		p, _ := json.Marshal(livenessArgs{Changes: changes})

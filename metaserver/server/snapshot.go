@@ -43,6 +43,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		f.applied.Store(l.Index)
 	}
+	f.applyDone()
 	return out
 }
 
@@ -228,6 +229,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.inodes, f.dentries, f.chunks, f.servers = n.inodes, n.dentries, n.chunks, n.servers
 	f.repairs, f.deletes, f.kv, f.members = n.repairs, n.deletes, n.kv, n.members
 	f.dedup, f.dedupOrder, f.dedupHead = n.dedup, n.dedupOrder, n.dedupHead
+	f.restores.Add(1)
 	return nil
 }
 

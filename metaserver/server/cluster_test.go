@@ -1,0 +1,375 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	ms "github.com/dockyard/dockyard/metaserver"
+)
+
+func testConfig(t *testing.T, id, dir string) Config {
+	return Config{
+		ID: id, DataDir: dir, APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		MaintainInterval: 50 * time.Millisecond, NoSync: true,
+	}
+}
+
+func startNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("starting %s: %v", cfg.ID, err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func startCluster(t *testing.T, size int) []*Node {
+	t.Helper()
+	first := startNode(t, testConfig(t, "n1", t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := first.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*Node{first}
+	for i := 2; i <= size; i++ {
+		cfg := testConfig(t, fmt.Sprintf("n%d", i), t.TempDir())
+		cfg.Join = first.APIAddr()
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	waitFor(t, 10*time.Second, "every node to know the leader", func() bool {
+		for _, n := range nodes {
+			if n.Leader() == "" {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+func leaderOf(nodes []*Node) *Node {
+	for _, n := range nodes {
+		if n != nil && n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+func addrs(nodes []*Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.APIAddr())
+	}
+	return out
+}
+
+// rootNames lists the root directory of a node's own state (no Raft read).
+func rootNames(n *Node) map[string]ms.Ino {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	es, _ := n.fsm.readDir(ms.ReadDirArgs{Dir: ms.RootIno})
+	out := map[string]ms.Ino{}
+	for _, e := range es {
+		out[e.Name] = e.Ino
+	}
+	return out
+}
+
+func inodeCount(n *Node) int {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	return len(n.fsm.inodes)
+}
+
+func TestSingleNodeOverHTTP(t *testing.T) {
+	ctx := context.Background()
+	n := startNode(t, testConfig(t, "solo", t.TempDir()))
+	if _, err := n.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ms.NewClient([]string{n.APIAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: "d", Mode: syscall.S_IFDIR | 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := c.Lookup(ctx, ms.RootIno, "d"); err != nil || a.Ino != d.Ino {
+		t.Fatalf("lookup: %+v %v", a, err)
+	}
+	// Errno and sentinel errors survive the wire.
+	_, err = c.Lookup(ctx, ms.RootIno, "missing")
+	wantErrno(t, "lookup over HTTP", err, syscall.ENOENT)
+	if err := c.KVTxn(ctx, []ms.KVCond{{Bucket: "b", Key: "k", Exists: true}}, []ms.KVOp{{Bucket: "b", Key: "k", Value: []byte("v")}}); !errors.Is(err, ms.ErrConflict) {
+		t.Fatalf("kv conflict over HTTP: %v", err)
+	}
+	if _, err := c.AllocChunk(ctx, 4, 2, 1024, 4096, false); !errors.Is(err, ms.ErrNoSpace) {
+		t.Fatalf("alloc over HTTP: %v", err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.Leader != n.APIAddr() || len(st.Members) != 1 || st.Inodes != 2 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	// The in-process API answers the same.
+	if a, err := n.API().GetAttr(ctx, d.Ino); err != nil || !a.IsDir() {
+		t.Fatalf("in-process getattr: %+v %v", a, err)
+	}
+	for _, path := range []string{"/healthz", "/metrics"} {
+		resp, err := http.Get("http://" + n.APIAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s", path, resp.Status)
+		}
+	}
+	resp, err := http.Post("http://"+n.APIAddr()+"/v1/op/nosuchop", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("unknown op: %s", resp.Status)
+	}
+}
+
+func TestFollowerRedirectsToLeader(t *testing.T) {
+	ctx := context.Background()
+	nodes := startCluster(t, 3)
+	var follower *Node
+	for _, n := range nodes {
+		if !n.IsLeader() {
+			follower = n
+		}
+	}
+	_, err := follower.API().Lookup(ctx, ms.RootIno, "x")
+	var nl *ms.ErrNotLeader
+	if !errors.As(err, &nl) || nl.Leader != leaderOf(nodes).APIAddr() {
+		t.Fatalf("follower answered %v, want ErrNotLeader naming %s", err, leaderOf(nodes).APIAddr())
+	}
+	// A client that only knows the follower is led to the leader.
+	c, _ := ms.NewClient([]string{follower.APIAddr()})
+	defer c.Close()
+	if _, err := c.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: "via-follower", Mode: syscall.S_IFREG}); err != nil {
+		t.Fatal(err)
+	}
+	ms_, err := c.Members(ctx)
+	if err != nil || len(ms_) != 3 {
+		t.Fatalf("members: %+v %v", ms_, err)
+	}
+	for _, m := range ms_ {
+		if m.APIAddr == "" || !m.Voter {
+			t.Fatalf("member %+v", m)
+		}
+	}
+}
+
+func TestKillLeaderDuringCreates(t *testing.T) {
+	nodes := startCluster(t, 3)
+	c, err := ms.NewClient(addrs(nodes), ms.WithRetryTimeout(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const workers, perWorker = 8, 125
+	var (
+		acked   sync.Map // name -> ino
+		nAcked  atomic.Int64
+		wg      sync.WaitGroup
+		errsMu  sync.Mutex
+		errs    []error
+		started = make(chan struct{})
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-started
+			for i := range perWorker {
+				name := fmt.Sprintf("f-%d-%d", w, i)
+				a, err := c.Create(context.Background(), ms.CreateIn{Parent: ms.RootIno, Name: name, Mode: syscall.S_IFREG | 0o644, Exclusive: true})
+				if err != nil {
+					errsMu.Lock()
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+					errsMu.Unlock()
+					continue
+				}
+				acked.Store(name, a.Ino)
+				nAcked.Add(1)
+			}
+		}()
+	}
+	close(started)
+	waitFor(t, 20*time.Second, "200 creates", func() bool { return nAcked.Load() >= 200 })
+	old := leaderOf(nodes)
+	if old == nil {
+		t.Fatal("no leader")
+	}
+	killedAt := time.Now()
+	if err := old.Close(); err != nil {
+		t.Logf("closing the leader: %v", err)
+	}
+	var rest []*Node
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	waitFor(t, 5*time.Second, "a new leader", func() bool { return leaderOf(rest) != nil })
+	t.Logf("new leader %s after %v", leaderOf(rest).ID(), time.Since(killedAt).Round(time.Millisecond))
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d creates failed, first: %v", len(errs), errs[0])
+	}
+	if nAcked.Load() != workers*perWorker {
+		t.Fatalf("%d creates acknowledged", nAcked.Load())
+	}
+	leader := leaderOf(rest)
+	waitFor(t, 10*time.Second, "followers to apply everything", func() bool {
+		for _, n := range rest {
+			if n.fsm.AppliedIndex() < leader.fsm.AppliedIndex() {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range rest {
+		names := rootNames(n)
+		acked.Range(func(k, v any) bool {
+			if names[k.(string)] != v.(ms.Ino) {
+				t.Errorf("%s: %s is %d, acknowledged as %d", n.ID(), k, names[k.(string)], v)
+			}
+			return true
+		})
+		// Root plus exactly one inode per create: no create applied twice.
+		if got := inodeCount(n); got != workers*perWorker+1 || len(names) != workers*perWorker {
+			t.Errorf("%s holds %d inodes and %d names, want %d", n.ID(), got, len(names), workers*perWorker)
+		}
+	}
+}
+
+func TestPartitionedFollowerCatchesUpFromSnapshot(t *testing.T) {
+	ctx := context.Background()
+	nodes := startCluster(t, 3)
+	leader := leaderOf(nodes)
+	var away *Node
+	for _, n := range nodes {
+		if n != leader {
+			away = n
+			break
+		}
+	}
+	c, _ := ms.NewClient(addrs(nodes))
+	defer c.Close()
+	for i := range 20 {
+		if _, err := c.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: fmt.Sprintf("before-%d", i), Mode: syscall.S_IFREG}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Cut the follower off: stop its Raft and transport; the others carry on.
+	awayCfg := away.cfg
+	awayCfg.RaftAddr = away.RaftAddr() // the cluster knows it by this address
+	if err := away.Close(); err != nil {
+		t.Logf("closing follower: %v", err)
+	}
+	for i := range 300 {
+		if _, err := c.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: fmt.Sprintf("during-%d", i), Mode: syscall.S_IFREG}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Compact the log behind the follower so it must take a snapshot.
+	leader = leaderOf(nodes)
+	if err := leader.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	back := startNode(t, awayCfg)
+	waitFor(t, 15*time.Second, "the follower to converge", func() bool {
+		return back.fsm.AppliedIndex() >= leader.fsm.AppliedIndex() && inodeCount(back) == inodeCount(leader)
+	})
+	if got := rootNames(back); len(got) != 320 {
+		t.Fatalf("rejoined follower lists %d names, want 320", len(got))
+	}
+	// It learned its new API address is to be advertised.
+	waitFor(t, 5*time.Second, "the new API address to be recorded", func() bool {
+		return leader.fsm.memberRecords()[back.ID()].APIAddr == back.APIAddr()
+	})
+}
+
+func TestRestartRestoresFromSnapshot(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := testConfig(t, "solo", dir)
+	n := startNode(t, cfg)
+	if _, err := n.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := n.API()
+	for i := range 50 {
+		if _, err := c.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: fmt.Sprintf("s-%d", i), Mode: syscall.S_IFREG}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	// Entries after the snapshot are replayed from the log.
+	for i := range 10 {
+		if _, err := c.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: fmt.Sprintf("l-%d", i), Mode: syscall.S_IFREG}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.KVTxn(ctx, nil, []ms.KVOp{{Bucket: "b", Key: "k", Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n2 := startNode(t, cfg)
+	if n2.Restores() < 1 {
+		t.Fatal("restart did not restore from the snapshot")
+	}
+	if _, err := n2.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c2 := n2.API()
+	if _, err := c2.Lookup(ctx, ms.RootIno, "s-49"); err != nil {
+		t.Fatalf("snapshotted file: %v", err)
+	}
+	if _, err := c2.Lookup(ctx, ms.RootIno, "l-9"); err != nil {
+		t.Fatalf("file from the log tail: %v", err)
+	}
+	if v, ok, err := c2.KVGet(ctx, "b", "k"); err != nil || !ok || string(v) != "v" {
+		t.Fatalf("kv after restart: %q %v %v", v, ok, err)
+	}
+	if a, err := c2.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: "new", Mode: syscall.S_IFREG}); err != nil || a.Ino != 62 {
+		t.Fatalf("create after restart: ino %d (want 62), %v", a.Ino, err)
+	}
+}

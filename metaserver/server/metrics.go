@@ -1,0 +1,57 @@
+package server
+
+import (
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics live in a registry of the node's own, so several nodes can run in
+// one process (tests, `dockyard serve`) without colliding.
+type metrics struct {
+	reg     *prometheus.Registry
+	ops     *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+	commit  prometheus.Histogram
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.ops = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dockyard_meta_ops_total", Help: "Metaserver API operations by name and outcome.",
+	}, []string{"op", "result"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "dockyard_meta_op_seconds", Help: "Metaserver API operation latency.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
+	}, []string{"op"})
+	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "dockyard_meta_commit_seconds", Help: "Time from proposing a Raft entry to its application.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
+	})
+	state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dockyard_meta_raft_state", Help: "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
+	}, func() float64 { return float64(n.raft.State()) })
+	leader := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dockyard_meta_is_leader", Help: "1 when this node is the Raft leader.",
+	}, func() float64 {
+		if n.raft.State() == raft.Leader {
+			return 1
+		}
+		return 0
+	})
+	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dockyard_meta_applied_index", Help: "Last Raft index applied to the state.",
+	}, func() float64 { return float64(n.fsm.AppliedIndex()) })
+	commitIdx := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dockyard_meta_commit_index", Help: "Raft commit index known to this node.",
+	}, func() float64 { return float64(n.raft.CommitIndex()) })
+	inodes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dockyard_meta_inodes", Help: "Inodes in the namespace.",
+	}, func() float64 {
+		n.fsm.mu.RLock()
+		defer n.fsm.mu.RUnlock()
+		return float64(len(n.fsm.inodes))
+	})
+	m.reg.MustRegister(m.ops, m.latency, m.commit, state, leader, applied, commitIdx, inodes,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
