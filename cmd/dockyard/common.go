@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/dockyard/dockyard/metaserver"
 	"github.com/spf13/cobra"
@@ -30,5 +31,6 @@ func metaClient(cmd *cobra.Command) (*metaserver.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--meta: %w", err)
 	}
-	return metaserver.NewClient(metaAddrs(v))
+	// A command line should not hang for long on a cluster that is down.
+	return metaserver.NewClient(metaAddrs(v), metaserver.WithRetryTimeout(10*time.Second))
 }
