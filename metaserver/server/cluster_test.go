@@ -46,9 +46,16 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func startCluster(t *testing.T, size int) []*Node {
+func startCluster(t *testing.T, size int, tune ...func(*Config)) []*Node {
 	t.Helper()
-	first := startNode(t, testConfig(t, "n1", t.TempDir()))
+	config := func(id string) Config {
+		cfg := testConfig(t, id, t.TempDir())
+		for _, f := range tune {
+			f(&cfg)
+		}
+		return cfg
+	}
+	first := startNode(t, config("n1"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := first.WaitLeader(ctx); err != nil {
@@ -56,7 +63,7 @@ func startCluster(t *testing.T, size int) []*Node {
 	}
 	nodes := []*Node{first}
 	for i := 2; i <= size; i++ {
-		cfg := testConfig(t, fmt.Sprintf("n%d", i), t.TempDir())
+		cfg := config(fmt.Sprintf("n%d", i))
 		cfg.Join = first.APIAddr()
 		nodes = append(nodes, startNode(t, cfg))
 	}
@@ -278,7 +285,9 @@ func TestKillLeaderDuringCreates(t *testing.T) {
 
 func TestPartitionedFollowerCatchesUpFromSnapshot(t *testing.T) {
 	ctx := context.Background()
-	nodes := startCluster(t, 3)
+	// Keep few log entries behind a snapshot, so a follower that was away
+	// cannot catch up from the log alone.
+	nodes := startCluster(t, 3, func(c *Config) { c.TrailingLogs = 10 })
 	leader := leaderOf(nodes)
 	var away *Node
 	for _, n := range nodes {
@@ -314,6 +323,9 @@ func TestPartitionedFollowerCatchesUpFromSnapshot(t *testing.T) {
 	waitFor(t, 15*time.Second, "the follower to converge", func() bool {
 		return back.fsm.AppliedIndex() >= leader.fsm.AppliedIndex() && inodeCount(back) == inodeCount(leader)
 	})
+	if back.Restores() < 1 {
+		t.Fatal("the rejoined follower caught up without installing the leader's snapshot")
+	}
 	if got := rootNames(back); len(got) != 320 {
 		t.Fatalf("rejoined follower lists %d names, want 320", len(got))
 	}

@@ -98,4 +98,3 @@ func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"state": st.String(), "leader": leader, "applied": n.fsm.AppliedIndex()})
 }
-
