@@ -44,6 +44,10 @@ type Config struct {
 	// smaller of the two applies). Used only when the server opens its own
 	// disk store.
 	Capacity int64
+	// NoSync makes the disk store skip fsync (store.WithoutSync): faster
+	// writes, at the risk store.Disk describes. Used only when the server
+	// opens its own disk store.
+	NoSync bool
 	// Store replaces the disk store in DataDir (e.g. store.NewMemory in
 	// tests). The caller keeps ownership: Close does not close it.
 	Store store.Store
@@ -163,7 +167,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.store = cfg.Store
 	if s.store == nil {
-		d, err := store.OpenDisk(cfg.DataDir, cfg.Capacity)
+		var opts []store.DiskOption
+		if cfg.NoSync {
+			opts = append(opts, store.WithoutSync())
+		}
+		d, err := store.OpenDisk(cfg.DataDir, cfg.Capacity, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("chunkserver: %w", err)
 		}

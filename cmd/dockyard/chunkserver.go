@@ -20,6 +20,7 @@ func chunkserverCmd() *cobra.Command {
 		data, listen, advertise, meta string
 		labels                        []string
 		capacity, scrubRate           string
+		fsync                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "chunkserver --data DIR --listen ADDR --meta ADDR[,ADDR...] [--label k=v ...]",
@@ -63,6 +64,7 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 				Labels:    lbls,
 				Capacity:  capBytes,
 				ScrubRate: rate,
+				NoSync:    !fsync,
 				Cluster:   mc,
 				Chunks:    mc,
 				Logger:    log,
@@ -88,6 +90,7 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.StringArrayVar(&labels, "label", nil, "failure-domain label k=v, e.g. zone=a (repeatable)")
 	f.StringVar(&capacity, "capacity", "0", "most bytes to store; 0 = the disk's free space (the smaller of the two applies)")
 	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")
+	f.BoolVar(&fsync, "fsync", true, "fsync every shard before acknowledging it; false trades crash durability of the newest writes for speed")
 	return cmd
 }
 

@@ -1,0 +1,92 @@
+package store_test
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dockyard/dockyard/chunkserver/store"
+)
+
+// The benchmarks measure one store call on 1 MiB shards, the shard size of a
+// default 4 MiB chunk with 4+2 coding, and 4 KiB reads, the smallest a FUSE
+// read asks for. Disk Put includes the two fsyncs it makes per shard.
+
+func benchPut(b *testing.B, s store.Store, size int) {
+	data := randData(size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		// 64 names in rotation: overwrites, so the disk does not fill.
+		if _, err := s.Put(fmt.Sprintf("%016x.0", i%64), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchReadAt(b *testing.B, s store.Store, size, readSize int) {
+	const shards = 16
+	for i := range shards {
+		if _, err := s.Put(fmt.Sprintf("%016x.0", i), randData(size)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p := make([]byte, readSize)
+	b.SetBytes(int64(readSize))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		off := int64(i*readSize) % int64(size-readSize+1)
+		if _, err := s.ReadAt(fmt.Sprintf("%016x.0", i%shards), p, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func randData(n int) []byte {
+	b := make([]byte, n)
+	x := uint64(88172645463325252)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}
+
+func openBenchDisk(b *testing.B, opts ...store.DiskOption) *store.Disk {
+	d, err := store.OpenDisk(b.TempDir(), 0, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	return d
+}
+
+func BenchmarkDiskPut1MiB(b *testing.B) { benchPut(b, openBenchDisk(b), 1<<20) }
+func BenchmarkDiskNoSyncPut1MiB(b *testing.B) {
+	benchPut(b, openBenchDisk(b, store.WithoutSync()), 1<<20)
+}
+func BenchmarkDiskReadAt1MiB(b *testing.B)       { benchReadAt(b, openBenchDisk(b), 1<<20, 1<<20) }
+func BenchmarkDiskReadAt4KiBOf1MiB(b *testing.B) { benchReadAt(b, openBenchDisk(b), 1<<20, 4<<10) }
+func BenchmarkMemoryPut1MiB(b *testing.B)        { benchPut(b, store.NewMemory(0), 1<<20) }
+func BenchmarkMemoryReadAt1MiB(b *testing.B)     { benchReadAt(b, store.NewMemory(0), 1<<20, 1<<20) }
+
+// BenchmarkDiskPut1MiBx8 runs eight Puts at a time, as a chunkserver serving
+// several writers does, so fsyncs of different shards overlap.
+func BenchmarkDiskPut1MiBx8(b *testing.B) {
+	d := openBenchDisk(b)
+	data := randData(1 << 20)
+	var seq atomic.Int64
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	b.SetParallelism(4) // x GOMAXPROCS (2 here) = 8 writers
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := d.Put(fmt.Sprintf("%016x.1", seq.Add(1)%256), data); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
