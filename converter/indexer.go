@@ -134,6 +134,7 @@ func (ix *Indexer) IndexManifest(ctx context.Context, repo string, manifest []by
 		if err != nil {
 			return nil, fmt.Errorf("image %s@%s: layer %s: %w", repo, md, l.Digest, err)
 		}
+		closeBlob(blob)
 		res.Layers = append(res.Layers, idx)
 		layers[i] = ImageLayer{Index: idx, Blob: blob.Ino}
 	}
@@ -183,6 +184,7 @@ func (ix *Indexer) layerIndex(ctx context.Context, d digest.Digest) (idx *Index,
 			return nil, fmt.Errorf("layer %s: %w", d, err)
 		}
 		idx, err := BuildIndex(ctx, blob, blob.Size, d.String(), ix.opts.Index)
+		closeBlob(blob)
 		if err != nil {
 			return nil, err
 		}
@@ -308,6 +310,9 @@ func (o *Opener) Layer(ctx context.Context, d digest.Digest) (*LayerReader, erro
 				oldest, min = k, l.used
 			}
 		}
+		// Files opened on the evicted layer keep their reader; only the
+		// zstd cursor is dropped. Blob handles are never closed here for
+		// the same reason: a read-only fs.File holds no resources.
 		o.layers[oldest].r.Close()
 		delete(o.layers, oldest)
 	}
