@@ -9,7 +9,8 @@ import (
 )
 
 // TestConformance runs the OCI distribution conformance suite against the
-// registry over in-memory stores. The suite is a separate binary (built from
+// registry over in-memory records with local blobs, and over an in-process
+// Dockyard cluster. The suite is a separate binary (built from
 // github.com/opencontainers/distribution-spec/conformance); its path comes
 // from DOCKYARD_CONFORMANCE_BIN.
 func TestConformance(t *testing.T) {
@@ -20,10 +21,16 @@ func TestConformance(t *testing.T) {
 		}
 		t.Skip("DOCKYARD_CONFORMANCE_BIN is not set; build the OCI conformance suite to run this test")
 	}
-	env := newTestEnv(t, Config{})
+	forEachStore(t, Config{}, func(t *testing.T, env *testEnv) { runConformance(t, bin, env) })
+}
+
+func runConformance(t *testing.T, bin string, env *testEnv) {
 	results := t.TempDir()
 	if d := os.Getenv("DOCKYARD_CONFORMANCE_RESULTS"); d != "" {
-		results = d
+		results = filepath.Join(d, filepath.Base(t.Name()))
+		if err := os.MkdirAll(results, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cmd := exec.Command(bin)
 	cmd.Dir = results

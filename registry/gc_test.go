@@ -83,8 +83,7 @@ func TestGCRaceWithManifestPut(t *testing.T) {
 		t.Fatal(err)
 	}
 	kv := &hookKV{KV: newMemKV(), prefix: "l/"}
-	env := &testEnv{t: t, blobs: blobs}
-	env.kv = kv.KV.(*memKV)
+	env := &testEnv{t: t, blobs: blobs, kv: kv}
 	cfg := Config{GCGrace: time.Hour, Now: clock.Now}
 	reg, err := New(cfg, blobs, kv)
 	if err != nil {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -10,14 +11,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dockyard/dockyard/metaserver"
 )
 
 // testEnv is a registry over an in-memory KV and a local-directory blob
 // store, served by httptest.
 type testEnv struct {
 	t     *testing.T
-	kv    *memKV
-	blobs *LocalBlobStore
+	kv    metaserver.KV
+	blobs BlobStore
 	reg   *Registry
 	srv   *httptest.Server
 }
@@ -31,6 +34,36 @@ func newTestEnv(t *testing.T, cfg Config) *testEnv {
 	env := &testEnv{t: t, kv: newMemKV(), blobs: blobs}
 	env.start(cfg)
 	return env
+}
+
+// newDFSEnv is a registry over an in-process Dockyard cluster: blobs in its
+// file system, records in its metaserver's KV.
+func newDFSEnv(t *testing.T, cfg Config) *testEnv {
+	t.Helper()
+	s := newDFSStore(t)
+	env := &testEnv{t: t, kv: s.c.Meta(), blobs: s}
+	env.start(cfg)
+	return env
+}
+
+// forEachStore runs a test over each blob store and KV pairing.
+func forEachStore(t *testing.T, cfg Config, fn func(t *testing.T, env *testEnv)) {
+	t.Run("local", func(t *testing.T) { fn(t, newTestEnv(t, cfg)) })
+	t.Run("dfs", func(t *testing.T) { fn(t, newDFSEnv(t, cfg)) })
+}
+
+// keys returns the registry records with a prefix.
+func (e *testEnv) keys(prefix string) []string {
+	e.t.Helper()
+	pairs, err := e.kv.KVList(context.Background(), bucket, prefix, "", 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, p := range pairs {
+		out = append(out, p.Key)
+	}
+	return out
 }
 
 // start (re)creates the Registry over the same stores, as a restart does.

@@ -70,13 +70,3 @@ func (m *memKV) KVTxn(_ context.Context, conds []metaserver.KVCond, ops []metase
 	m.txns++
 	return nil
 }
-
-// keys returns the keys of the registry bucket with a prefix.
-func (m *memKV) keys(prefix string) []string {
-	pairs, _ := m.KVList(context.Background(), bucket, prefix, "", 0)
-	var out []string
-	for _, p := range pairs {
-		out = append(out, p.Key)
-	}
-	return out
-}

@@ -61,35 +61,36 @@ func (e *testEnv) chunk(loc string, off int, b []byte) string {
 func TestChunkedUploadSurvivesRestart(t *testing.T) {
 	for _, alg := range []string{"sha256", "sha512"} {
 		t.Run(alg, func(t *testing.T) {
-			env := newTestEnv(t, Config{})
-			data := bytes.Repeat([]byte("0123456789abcdef"), 10000)
-			want := digestOf(alg, data)
-			loc := env.must(env.do("POST", "/v2/x/y/blobs/uploads/", nil, nil), http.StatusAccepted).header.Get("Location")
-			loc = env.chunk(loc, 0, data[:70000])
+			forEachStore(t, Config{}, func(t *testing.T, env *testEnv) {
+				data := bytes.Repeat([]byte("0123456789abcdef"), 10000)
+				want := digestOf(alg, data)
+				loc := env.must(env.do("POST", "/v2/x/y/blobs/uploads/", nil, nil), http.StatusAccepted).header.Get("Location")
+				loc = env.chunk(loc, 0, data[:70000])
 
-			env.start(Config{}) // restart
+				env.start(Config{}) // restart
 
-			st := env.must(env.do("GET", loc, nil, nil), http.StatusNoContent)
-			if st.header.Get("Range") != "0-69999" {
-				t.Fatalf("after restart Range = %q", st.header.Get("Range"))
-			}
-			// A retried chunk that overlaps what is stored is refused.
-			env.must(env.do("PATCH", loc, map[string]string{"Content-Range": "60000-69999"}, data[60000:70000]), http.StatusRequestedRangeNotSatisfiable)
-			loc = env.chunk(loc, 70000, data[70000:150000])
-			r := env.must(env.do("PUT", loc+"?digest="+want.String(), map[string]string{
-				"Content-Range": fmt.Sprintf("%d-%d", 150000, len(data)-1),
-			}, data[150000:]), http.StatusCreated)
-			if r.header.Get("Docker-Content-Digest") != want.String() {
-				t.Fatalf("Docker-Content-Digest %q", r.header.Get("Docker-Content-Digest"))
-			}
-			got := env.must(env.do("GET", "/v2/x/y/blobs/"+want.String(), nil, nil), http.StatusOK)
-			if !bytes.Equal(got.body, data) {
-				t.Fatalf("blob differs: %d bytes", len(got.body))
-			}
-			if keys := env.kv.keys("u/"); len(keys) != 0 {
-				t.Fatalf("upload records left: %v", keys)
-			}
-			env.must(env.do("GET", loc, nil, nil), http.StatusNotFound)
+				st := env.must(env.do("GET", loc, nil, nil), http.StatusNoContent)
+				if st.header.Get("Range") != "0-69999" {
+					t.Fatalf("after restart Range = %q", st.header.Get("Range"))
+				}
+				// A retried chunk that overlaps what is stored is refused.
+				env.must(env.do("PATCH", loc, map[string]string{"Content-Range": "60000-69999"}, data[60000:70000]), http.StatusRequestedRangeNotSatisfiable)
+				loc = env.chunk(loc, 70000, data[70000:150000])
+				r := env.must(env.do("PUT", loc+"?digest="+want.String(), map[string]string{
+					"Content-Range": fmt.Sprintf("%d-%d", 150000, len(data)-1),
+				}, data[150000:]), http.StatusCreated)
+				if r.header.Get("Docker-Content-Digest") != want.String() {
+					t.Fatalf("Docker-Content-Digest %q", r.header.Get("Docker-Content-Digest"))
+				}
+				got := env.must(env.do("GET", "/v2/x/y/blobs/"+want.String(), nil, nil), http.StatusOK)
+				if !bytes.Equal(got.body, data) {
+					t.Fatalf("blob differs: %d bytes", len(got.body))
+				}
+				if keys := env.keys("u/"); len(keys) != 0 {
+					t.Fatalf("upload records left: %v", keys)
+				}
+				env.must(env.do("GET", loc, nil, nil), http.StatusNotFound)
+			})
 		})
 	}
 }
