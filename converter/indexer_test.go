@@ -286,3 +286,25 @@ func TestPlatformAndConfig(t *testing.T) {
 		t.Errorf("bad config: %v", err)
 	}
 }
+
+func TestQueue(t *testing.T) {
+	s := newMemStore()
+	layer := gzipBytes(t, buildTar(t, []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "f", Mode: 0644}, data: []byte("x")}}), 6)
+	m := manifestFor(t, s, []byte(`{"os":"linux","architecture":"amd64"}`), layer)
+	q := NewQueue(NewIndexer(s, IndexerOptions{}), 2, 8)
+	q.OnManifestPut(context.Background(), "r", digest.FromBytes(m).String(), ocispec.MediaTypeImageManifest, m)
+	q.OnManifestPut(context.Background(), "r", "sha256:idx", ocispec.MediaTypeImageIndex, []byte(`{"schemaVersion":2,"manifests":[]}`))
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Done != 1 || st.Failed != 0 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if ok, _ := s.HasImageTree(context.Background(), digest.FromBytes(m)); !ok {
+		t.Error("tree not created")
+	}
+	q.OnManifestPut(context.Background(), "r", "x", "", m)
+	if st := q.Stats(); st.Dropped != 1 {
+		t.Errorf("put after close not dropped: %+v", st)
+	}
+}
