@@ -398,9 +398,16 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	// case of whole-shard and large sequential reads; otherwise through a
 	// buffer covering the whole blocks.
 	var buf []byte
-	if lo == off && hi == off+int64(n) {
+	switch {
+	case lo == off && hi == off+int64(n):
 		buf = p[:n]
-	} else {
+	case hi-lo <= 2*BlockSize:
+		// Small unaligned reads (FUSE asks for 4-128 KiB) reuse a buffer
+		// instead of allocating and zeroing up to 128 KiB each time.
+		bp := smallBufs.Get().(*[]byte)
+		defer smallBufs.Put(bp)
+		buf = (*bp)[:hi-lo]
+	default:
 		buf = make([]byte, hi-lo)
 	}
 	if err := readFull(f, buf, HeaderSize+lo); err != nil {
@@ -421,6 +428,8 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	}
 	return n, eof
 }
+
+var smallBufs = sync.Pool{New: func() any { b := make([]byte, 2*BlockSize); return &b }}
 
 // readFull reads exactly len(p) bytes at off; a short file means the shard was
 // truncated, which is corruption, not an end of file.
