@@ -5,12 +5,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dockyard/dockyard/container"
 )
 
 func main() {
@@ -29,6 +32,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)
 	stop()
+	// A container's exit status passes through `dockyard run` unchanged.
+	var exit *container.ExitError
+	if errors.As(err, &exit) {
+		os.Exit(exit.Code)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dockyard:", err)
 		os.Exit(1)

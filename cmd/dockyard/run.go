@@ -1,0 +1,140 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/container"
+	"github.com/dockyard/dockyard/converter"
+	"github.com/dockyard/dockyard/image"
+)
+
+func init() { subcommands = append(subcommands, runCmd) }
+
+func runCmd() *cobra.Command {
+	var (
+		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
+		env                                                                                     []string
+		keep, verbose                                                                           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run [--meta ADDRS] REF [-- CMD ARGS...]",
+		Short: "Start a container from an image in the cluster, without pulling it",
+		Long: `run resolves REF against its registry (127.0.0.1:5000 when REF names none), makes sure the image is
+indexed, mounts its merged tree read-only from the file system (bytes are fetched as the container reads
+them), puts an overlay with a local upper directory on top and runs the image's command, or CMD, with runc.
+Everything is torn down when the process exits, and run exits with the process's status.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := image.ParseRef(args[0])
+			if err != nil {
+				return err
+			}
+			plat, err := parsePlatform(platform)
+			if err != nil {
+				return err
+			}
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelInfo
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			ctx := cmd.Context()
+			start := time.Now()
+
+			res, err := (&image.Resolver{Scheme: scheme, Platform: plat}).Resolve(ctx, ref)
+			if err != nil {
+				return err
+			}
+			mc, err := metaClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer mc.Close()
+			images := image.New(mc, chunkserver.NewClient(nil), image.Options{Logger: log})
+			root, _, err := images.Prepare(ctx, res)
+			if err != nil {
+				return err
+			}
+
+			id := newContainerID()
+			dir := filepath.Join(stateDir, id)
+			lower := filepath.Join(dir, "image")
+			if err := os.MkdirAll(lower, 0o700); err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			srv, err := images.Mount(ctx, lower, root)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err := srv.Unmount(); err != nil {
+					log.Warn("unmounting the image", "dir", lower, "err", err)
+				}
+			}()
+			log.Info("image mounted", "ref", ref, "manifest", res.ManifestDigest, "after", time.Since(start))
+
+			var ep []string
+			if cmd.Flags().Changed("entrypoint") {
+				ep = strings.Fields(entrypoint)
+			}
+			return container.Run(ctx, container.RunOptions{
+				Lower:    lower,
+				StateDir: filepath.Join(dir, "bundle"),
+				ID:       id,
+				Image:    res.Config.Config,
+				Spec: container.SpecOptions{
+					Args: args[1:], Entrypoint: ep, Env: env, Workdir: workdir, User: user,
+					Hostname: hostname, HostNetwork: network == "host",
+				},
+				Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+				Runtime: runtime,
+				Keep:    keep,
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&meta, "meta", defaultMeta, "metaserver API addresses, comma-separated")
+	f.StringVar(&platform, "platform", "linux/amd64", "platform to pick from a multi-platform image")
+	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable (KEY=VALUE); repeatable")
+	f.StringVarP(&workdir, "workdir", "w", "", "working directory inside the container")
+	f.StringVarP(&user, "user", "u", "", "user[:group] to run as (names or ids)")
+	f.StringVar(&entrypoint, "entrypoint", "", "replace the image's entrypoint (the image's CMD is then dropped)")
+	f.StringVar(&network, "network", "none", "network: none (loopback only) or host")
+	f.StringVar(&hostname, "hostname", "", "container host name")
+	f.StringVar(&stateDir, "state-dir", "/run/dockyard", "where mounts and bundles of running containers live")
+	f.StringVar(&runtime, "runtime", "runc", "OCI runtime binary")
+	f.StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https")
+	f.BoolVar(&keep, "keep", false, "keep the bundle and the upper dir after exit (for debugging)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "log what run does")
+	return cmd
+}
+
+func newContainerID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return "dockyard-" + hex.EncodeToString(b[:])
+}
+
+// parsePlatform parses OS/ARCH[/VARIANT].
+func parsePlatform(s string) (converter.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return converter.Platform{}, fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT]", s)
+	}
+	p := converter.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}

@@ -1,0 +1,127 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/converter"
+	dfs "github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/fs/fuse"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// Options configure Images.
+type Options struct {
+	// SpanCacheBytes bounds the decompressed layer spans kept on this host
+	// (default 256 MiB).
+	SpanCacheBytes int64
+	FS             dfs.Options
+	Logger         *slog.Logger
+}
+
+// Images prepares and mounts images stored in one cluster.
+type Images struct {
+	meta    metaserver.API
+	blobs   *dfs.Client // plain client: layer blobs, indexes, trees
+	files   *dfs.Client // client whose layer-backed files read through the converter
+	store   *converter.DFSStore
+	indexer *converter.Indexer
+	opener  *converter.Opener
+	log     *slog.Logger
+}
+
+// New makes Images over a cluster's metaserver and chunkservers.
+func New(meta metaserver.API, shards *chunkserver.Client, o Options) *Images {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.SpanCacheBytes == 0 {
+		o.SpanCacheBytes = 256 << 20
+	}
+	o.FS.Logger = o.Logger
+	blobs := dfs.New(meta, shards, o.FS)
+	store := converter.NewDFSStore(blobs, 0)
+	opener := converter.NewOpener(store, converter.NewSpanCache(o.SpanCacheBytes), 0)
+	fo := o.FS
+	fo.LayerOpener = opener
+	return &Images{
+		meta:    meta,
+		blobs:   blobs,
+		files:   dfs.New(meta, shards, fo),
+		store:   store,
+		indexer: converter.NewIndexer(store, converter.IndexerOptions{Logger: o.Logger}),
+		opener:  opener,
+		log:     o.Logger,
+	}
+}
+
+// Indexer is the converter's indexer over this cluster; the registry's
+// manifest hook feeds it.
+func (im *Images) Indexer() *converter.Indexer { return im.indexer }
+
+// Prepare makes sure the image's layers are indexed and its merged tree
+// exists (indexing it now when it was pushed before indexing existed or its
+// indexing is still queued), and returns the tree's root inode.
+func (im *Images) Prepare(ctx context.Context, res *Resolved) (metaserver.Ino, *converter.ImageResult, error) {
+	r, err := im.indexer.IndexManifest(ctx, res.Ref.Repo, res.Manifest, res.MediaType)
+	if err != nil {
+		return 0, nil, fmt.Errorf("preparing %s: %w", res.Ref, err)
+	}
+	a, err := im.meta.ResolvePath(ctx, r.RootfsPath)
+	if err != nil {
+		return 0, nil, fmt.Errorf("preparing %s: image tree %s: %w", res.Ref, r.RootfsPath, err)
+	}
+	return a.Ino, r, nil
+}
+
+// Mount mounts an image tree read-only on dir. The tree never changes once
+// written, so the kernel may cache names and attributes for long.
+func (im *Images) Mount(ctx context.Context, dir string, root metaserver.Ino) (*fuse.Server, error) {
+	return fuse.Mount(ctx, dir, im.files, fuse.Options{
+		Root:         root,
+		ReadOnly:     true,
+		EntryTimeout: time.Hour,
+		AttrTimeout:  time.Hour,
+		// Absent names in an immutable tree stay absent.
+		NegativeTimeout: time.Hour,
+		FsName:          "dockyard-image",
+		Logger:          im.log,
+	})
+}
+
+// IndexOnPush returns a registry manifest hook that indexes pushed images in
+// the background, one at a time, so a push never waits for indexing. When the
+// queue is full the image is indexed on its first run instead.
+func (im *Images) IndexOnPush(ctx context.Context) func(ctx context.Context, repo, digest, mediaType string, body []byte) {
+	type job struct {
+		repo, mediaType string
+		body            []byte
+	}
+	q := make(chan job, 256)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case j := <-q:
+				if converter.IsIndex(j.body, j.mediaType) {
+					continue // each platform's manifest is pushed, and indexed, on its own
+				}
+				if _, err := im.indexer.IndexManifest(ctx, j.repo, j.body, j.mediaType); err != nil && !errors.Is(err, converter.ErrNotImage) {
+					im.log.Warn("indexing pushed image", "repo", j.repo, "err", err)
+				}
+			}
+		}
+	}()
+	return func(_ context.Context, repo, digest, mediaType string, body []byte) {
+		select {
+		case q <- job{repo, mediaType, body}:
+		default:
+			im.log.Warn("indexing queue full; the image is indexed on first run", "repo", repo, "manifest", digest)
+		}
+	}
+}
