@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// busyboxLayer writes a gzip layer with a static busybox and a few applet
+// links, the smallest image that runs a shell.
+func busyboxLayer(t *testing.T) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		Missing(t, "busybox (busybox-static) is not installed")
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	add := func(h *tar.Header, body []byte) {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"bin/", "etc/", "tmp/", "proc/", "sys/", "dev/"} {
+		add(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}, nil)
+	}
+	add(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(data))}, data)
+	for _, a := range []string{"sh", "echo", "cat", "ls", "pwd", "id", "true", "touch"} {
+		add(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}, nil)
+	}
+	passwd := []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+	add(&tar.Header{Name: "etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(passwd))}, passwd)
+	add(&tar.Header{Name: "etc/motd", Typeflag: tar.TypeReg, Mode: 0o644, Size: 12}, []byte("from layer!\n"))
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "busybox.tar.gz")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "dockyard run needs root (FUSE mount, overlay, runc)")
+	}
+}
+
+// TestRunFromRegistry pushes an image with crane and runs it with dockyard
+// run: the image's config (entrypoint, env, workdir) applies, a command given
+// on the line replaces CMD, output and exit status pass through, writes stay
+// in the container, and nothing is left mounted.
+func TestRunFromRegistry(t *testing.T) {
+	requireRoot(t)
+	RequireTool(t, "crane")
+	RequireTool(t, "runc")
+	c := SharedCluster(t)
+	layer := busyboxLayer(t)
+	ref := c.Registry + "/e2e/run"
+	Run(t, time.Minute, "crane", "append", "--insecure", "-f", layer, "-t", ref+":base")
+	Run(t, time.Minute, "crane", "mutate", "--insecure", ref+":base", "-t", ref+":configured",
+		"--entrypoint", "/bin/sh,-c", "--cmd", "echo $GREETING from $(pwd); cat /etc/motd", "-e", "GREETING=hello", "-w", "/tmp")
+
+	bin := Binary(t)
+	state := t.TempDir()
+	out := Run(t, 2*time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, ref+":configured")
+	if !strings.Contains(out, "hello from /tmp\nfrom layer!\n") {
+		t.Fatalf("image command output = %q", out)
+	}
+
+	// A command on the line replaces CMD (the entrypoint stays), and its exit
+	// status is run's.
+	out, err := RunErr(2*time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, ref+":configured", "--",
+		"touch /etc/new && cat /etc/motd && exit 42")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+		t.Fatalf("exit status: err = %v, want 42; output:\n%s", err, out)
+	}
+	if !strings.Contains(out, "from layer!") {
+		t.Fatalf("output = %q", out)
+	}
+	// The write went to the discarded overlay: a second run does not see it.
+	out, err = RunErr(2*time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, ref+":configured", "--", "test -e /etc/new")
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("a file written by an earlier container is visible: err = %v, output %q", err, out)
+	}
+
+	entries, _ := os.ReadDir(state)
+	if len(entries) != 0 {
+		t.Fatalf("state dir not cleaned: %v", entries)
+	}
+	mounts, _ := os.ReadFile("/proc/mounts")
+	if strings.Contains(string(mounts), state) {
+		t.Fatalf("mounts left behind:\n%s", mounts)
+	}
+
+	// Unknown images and tags fail with one clear line.
+	out, err = RunErr(time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, c.Registry+"/e2e/nope:1")
+	if err == nil || !strings.Contains(out, "image not found") {
+		t.Fatalf("unknown image: err = %v, output %q", err, out)
+	}
+}
