@@ -75,8 +75,12 @@ func (s *Server) Repair(ctx context.Context, task metaserver.RepairTask) (uint64
 	name := metaserver.ShardName(c.ID, task.Index)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RepairTimeout)
 	defer cancel()
+	if s.cfg.Cluster == nil {
+		return 0, fmt.Errorf("repair %s: no metaserver to report to: %w", name, ErrBadTask)
+	}
 	total := c.K + c.M
-	if c.K < 1 || c.M < 0 || task.Index < 0 || task.Index >= total || c.ShardSize < 0 || (c.Replicated && c.K != 1) {
+	if c.K < 1 || c.M < 0 || task.Index < 0 || task.Index >= total || c.ShardSize < 0 ||
+		c.ShardSize > s.cfg.MaxShardSize || (c.Replicated && c.K != 1) {
 		return 0, fmt.Errorf("repair %s: k=%d m=%d index %d shard size %d: %w", name, c.K, c.M, task.Index, c.ShardSize, ErrBadTask)
 	}
 	var (

@@ -173,6 +173,23 @@ func TestRepairTooFewShards(t *testing.T) {
 	}
 }
 
+func TestRepairRejectsBadTasks(t *testing.T) {
+	meta := &fakeMeta{}
+	s, _ := memServer(t, "cs-x", meta)
+	good := metaserver.Chunk{ID: 1, K: 4, M: 2, ShardSize: 1 << 20}
+	for _, task := range []metaserver.RepairTask{
+		{Chunk: good, Index: 6},
+		{Chunk: good, Index: -1},
+		{Chunk: metaserver.Chunk{ID: 1, K: 0, M: 2, ShardSize: 1}, Index: 0},
+		{Chunk: metaserver.Chunk{ID: 1, K: 4, M: 2, ShardSize: 1 << 40}, Index: 0},
+		{Chunk: metaserver.Chunk{ID: 1, K: 2, M: 1, ShardSize: 1, Replicated: true}, Index: 0},
+	} {
+		if _, err := s.Repair(context.Background(), task); !errors.Is(err, server.ErrBadTask) {
+			t.Errorf("Repair(%+v) = %v, want ErrBadTask", task, err)
+		}
+	}
+}
+
 func TestRepairReplicated(t *testing.T) {
 	meta := &fakeMeta{}
 	servers, stores := cluster(t, 4, nil)

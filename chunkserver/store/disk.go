@@ -237,8 +237,9 @@ func (d *Disk) Put(name string, data []byte) (uint64, error) {
 	need := fileSize(int64(len(data)))
 
 	// Reserve the space first so concurrent Puts cannot together overshoot
-	// the limit. A replaced shard's bytes are not credited: until the rename
-	// both files exist on disk.
+	// the limit. A replaced shard's bytes are credited, so rewriting a shard
+	// in place works on a store at its limit; the moment both files coexist
+	// is covered by the file system's own ENOSPC, which becomes ErrNoSpace.
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
