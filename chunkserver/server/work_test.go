@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,4 +312,69 @@ func TestScrubReportsCorruptShard(t *testing.T) {
 			!strings.Contains(string(body), "dockyard_chunkserver_scrub_passes_total 0\n") &&
 			!strings.Contains(string(body), "dockyard_chunkserver_corrupt_total 0\n")
 	})
+}
+
+// flakyMeta fails the first heartbeats, as a metaserver without a leader does.
+type flakyMeta struct {
+	fakeMeta
+	failures atomic.Int32
+}
+
+func (f *flakyMeta) Heartbeat(ctx context.Context, hb metaserver.Heartbeat) (metaserver.HeartbeatReply, error) {
+	if f.failures.Add(-1) >= 0 {
+		return metaserver.HeartbeatReply{}, &metaserver.ErrNotLeader{}
+	}
+	return f.fakeMeta.Heartbeat(ctx, hb)
+}
+
+func TestHeartbeatRetriesAfterFailures(t *testing.T) {
+	meta := &flakyMeta{}
+	meta.failures.Store(3)
+	s := startServer(t, server.Config{
+		Store: store.NewMemory(0), ID: "cs-flaky", Cluster: meta, HeartbeatInterval: 10 * time.Millisecond,
+	})
+	waitFor(t, "a heartbeat to get through", func() bool {
+		hbs, _, _ := meta.snapshot()
+		return len(hbs) > 0
+	})
+	resp, err := http.Get("http://" + s.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "dockyard_chunkserver_heartbeat_errors_total 3\n") {
+		t.Errorf("heartbeat failures not counted:\n%s", body)
+	}
+}
+
+// TestRestartKeepsShards stops a disk-backed server and starts another on the
+// same directory: same ID, same shards, readable over HTTP.
+func TestRestartKeepsShards(t *testing.T) {
+	dir := t.TempDir()
+	c := chunkserver.NewClient(nil)
+	ctx := context.Background()
+	s1, err := server.New(server.Config{DataDir: dir, ScrubRate: -1, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(3, 700<<10)
+	if _, err := c.Put(ctx, s1.Addr(), "00000000000000c1.2", data); err != nil {
+		t.Fatal(err)
+	}
+	id := s1.ID()
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startServer(t, server.Config{DataDir: dir})
+	if s2.ID() != id {
+		t.Errorf("ID changed across restart: %s -> %s", id, s2.ID())
+	}
+	p := make([]byte, len(data))
+	if _, err := c.ReadAt(ctx, s2.Addr(), "00000000000000c1.2", p, 0); err != nil || !bytes.Equal(p, data) {
+		t.Errorf("shard after restart: %v (equal %v)", err, bytes.Equal(p, data))
+	}
 }
