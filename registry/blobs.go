@@ -35,7 +35,7 @@ func (r *Registry) getBlob(c echo.Context, name, ref string) error {
 	// Blobs are immutable: a client may cache them for good.
 	h.Set("Cache-Control", "max-age=31536000")
 	// ServeContent handles Range, If-Range, If-None-Match, HEAD and 416.
-	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, io.NewSectionReader(br, 0, br.Size()))
+	http.ServeContent(bigWriter{c.Response()}, c.Request(), "", time.Time{}, io.NewSectionReader(br, 0, br.Size()))
 	return nil
 }
 

@@ -187,7 +187,7 @@ func (r *Registry) appendBody(c echo.Context, u *uploadRecord, raw []byte) ([]by
 		return nil, err
 	}
 	limit := r.cfg.MaxBlobSize - u.Size
-	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(req.Body, limit+1))
+	n, err := copyBig(io.MultiWriter(w, h), io.LimitReader(req.Body, limit+1))
 	if cerr := w.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("storing upload %s: %w", u.ID, cerr)
 	}

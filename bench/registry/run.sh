@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Registry push/pull benchmark. Pushes and pulls a 1 GiB image (8 uncompressed
+# layers of random bytes) with crane and skopeo over loopback, against
+# `dockyard serve` (blobs erasure coded 4+2 over six chunkservers) and the
+# reference registry (distribution v3.1.2, filesystem driver), side by side in
+# one run, each into a fresh repository every round. Prints a Markdown table
+# of MB/s (median of RUNS) and every round's raw seconds.
+#
+#   bench/registry/run.sh                  # RUNS=5 LAYERS=8 LAYER_MB=128
+#
+# Environment: DOCKYARD_BIN (default: built from this checkout), REFERENCE_BIN
+# (default: `registry` on PATH or in GOPATH/bin; install it with
+# go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2),
+# RUNS, LAYERS, LAYER_MB, DY_PORT/META_PORT/REF_PORT (default 15000/19600/15001),
+# TOOLS ("crane skopeo").
+set -euo pipefail
+
+RUNS=${RUNS:-5}
+LAYERS=${LAYERS:-8}
+LAYER_MB=${LAYER_MB:-128}
+DY_PORT=${DY_PORT:-15000}
+META_PORT=${META_PORT:-19600}
+REF_PORT=${REF_PORT:-15001}
+TOOLS=${TOOLS:-crane skopeo}
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/dockyard-bench-registry.XXXXXX")
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+die() { echo "bench/registry: $*" >&2; exit 1; }
+log() { echo "bench/registry: $*" >&2; }
+
+command -v crane >/dev/null || die "crane is not installed (go install github.com/google/go-containerregistry/cmd/crane@v0.22.1)"
+if [[ " $TOOLS " == *" skopeo "* ]] && ! command -v skopeo >/dev/null; then
+	die "skopeo is not installed (apt-get install skopeo), or run with TOOLS=crane"
+fi
+REFERENCE_BIN=${REFERENCE_BIN:-$(command -v registry || echo "$(go env GOPATH)/bin/registry")}
+[ -x "$REFERENCE_BIN" ] || die "reference registry not found; go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+if [ -z "${DOCKYARD_BIN:-}" ]; then
+	DOCKYARD_BIN=$work/dockyard
+	(cd "$root" && go build -o "$DOCKYARD_BIN" ./cmd/dockyard) || die "go build failed"
+fi
+for port in "$DY_PORT" "$META_PORT" "$((META_PORT + 1))" "$REF_PORT"; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		die "port $port is in use; set DY_PORT, META_PORT or REF_PORT"
+	fi
+done
+
+log "writing the test image (${LAYERS} x ${LAYER_MB} MiB) to $work/image"
+(cd "$root" && go run ./bench/registry/mkimage -out "$work/image" -layers "$LAYERS" -layer-mb "$LAYER_MB") || die "mkimage failed"
+bytes=$(find "$work/image/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+
+log "starting dockyard serve on 127.0.0.1:$DY_PORT"
+"$DOCKYARD_BIN" serve --data "$work/dockyard" --listen "127.0.0.1:$DY_PORT" \
+	--meta-listen "127.0.0.1:$META_PORT" --chunkserver-base-port 0 --gc-interval 0 --log-level warn \
+	>"$work/dockyard.log" 2>&1 &
+pids+=($!)
+
+log "starting the reference registry on 127.0.0.1:$REF_PORT"
+cat >"$work/reference.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $work/reference
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REF_PORT
+YAML
+OTEL_TRACES_EXPORTER=none "$REFERENCE_BIN" serve "$work/reference.yml" >"$work/reference.log" 2>&1 &
+pids+=($!)
+
+wait_up() {
+	for _ in $(seq 600); do
+		if curl -sf "http://$1/v2/" >/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	cat "$2" >&2
+	die "$1 did not come up"
+}
+wait_up "127.0.0.1:$DY_PORT" "$work/dockyard.log"
+wait_up "127.0.0.1:$REF_PORT" "$work/reference.log"
+
+# seconds CMD...: run CMD quietly, print its wall-clock seconds.
+seconds() {
+	local start end
+	start=$(date +%s.%N)
+	if ! "$@" >"$work/cmd.log" 2>&1; then
+		cat "$work/cmd.log" >&2
+		die "failed: $*"
+	fi
+	end=$(date +%s.%N)
+	awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f\n", b - a}'
+}
+
+push() { # tool addr repo
+	case $1 in
+	crane) crane push --insecure "$work/image" "$2/$3:bench" ;;
+	skopeo) skopeo copy --dest-tls-verify=false "oci:$work/image:bench" "docker://$2/$3:bench" ;;
+	esac
+}
+
+pull() { # tool addr repo
+	rm -rf "$work/pull"
+	case $1 in
+	crane) crane pull --insecure --format oci "$2/$3:bench" "$work/pull" ;;
+	skopeo) skopeo copy --src-tls-verify=false "docker://$2/$3:bench" "oci:$work/pull:bench" ;;
+	esac
+}
+
+declare -A times
+for run in $(seq "$RUNS"); do
+	for tool in $TOOLS; do
+		for reg in dockyard reference; do
+			addr=127.0.0.1:$DY_PORT
+			[ "$reg" = reference ] && addr=127.0.0.1:$REF_PORT
+			repo=bench/$tool-run$run
+			t=$(seconds push "$tool" "$addr" "$repo")
+			times[$tool.$reg.push]+="$t "
+			t=$(seconds pull "$tool" "$addr" "$repo")
+			times[$tool.$reg.pull]+="$t "
+			rm -rf "$work/pull"
+			log "run $run $tool $reg: push $(echo "${times[$tool.$reg.push]}" | awk '{print $NF}')s pull $t s"
+		done
+	done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN {printf "%.0f", b / 1e6 / s}'; }
+
+echo
+echo "Image: $LAYERS layers, $bytes bytes; median of $RUNS runs; MB/s = 10^6 bytes per second."
+echo
+echo "| client | operation | Dockyard (4+2 EC) MB/s | distribution v3.1.2 MB/s | ratio |"
+echo "|---|---|---|---|---|"
+for tool in $TOOLS; do
+	for op in push pull; do
+		d=$(echo "${times[$tool.dockyard.$op]}" | median)
+		r=$(echo "${times[$tool.reference.$op]}" | median)
+		printf '| %s | %s | %s | %s | %.2fx |\n' "$tool" "$op" "$(mbps "$d")" "$(mbps "$r")" "$(awk -v r="$r" -v d="$d" 'BEGIN {print r / d}')"
+	done
+done
+echo
+echo "Raw seconds per run:"
+for k in $(printf '%s\n' "${!times[@]}" | sort); do
+	echo "  $k: ${times[$k]}"
+done
