@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -18,7 +19,15 @@ func (r *Registry) getBlob(c echo.Context, name, ref string) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if _, _, err := r.rec.link(ctx, name, d); err != nil {
+	if _, _, err := r.rec.link(ctx, name, d); errors.Is(err, ErrBlobUnknown.E()) {
+		// Manifests are content too: like distribution, serve them on the
+		// blob endpoint, which some tools use to fetch by digest alone.
+		m, merr := r.rec.manifest(ctx, name, d)
+		if merr != nil {
+			return err
+		}
+		return serveBytes(c, d, "application/octet-stream", m.Body)
+	} else if err != nil {
 		return err
 	}
 	br, err := r.blobs.Open(ctx, d)
@@ -50,4 +59,14 @@ func (r *Registry) deleteBlob(c echo.Context, name, ref string) error {
 		return err
 	}
 	return c.NoContent(http.StatusAccepted)
+}
+
+// serveBytes serves a small in-memory body with blob semantics (Range, HEAD).
+func serveBytes(c echo.Context, d Digest, contentType string, body []byte) error {
+	h := c.Response().Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set(echo.HeaderContentType, contentType)
+	h.Set("ETag", `"`+d.String()+`"`)
+	http.ServeContent(c.Response(), c.Request(), "", time.Time{}, bytes.NewReader(body))
+	return nil
 }

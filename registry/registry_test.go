@@ -171,6 +171,10 @@ func TestManifestsTagsAndPaging(t *testing.T) {
 			t.Fatalf("same manifest, digest %s != %s", got, m1)
 		}
 	}
+	// A manifest is served on the blob endpoint too.
+	if b := env.must(env.do("GET", "/v2/p/q/blobs/"+m1, nil, nil), http.StatusOK); sha(b.body) != m1 {
+		t.Fatalf("manifest as blob: %s", b.body)
+	}
 	r := env.must(env.do("GET", "/v2/p/q/manifests/c", nil, nil), http.StatusOK)
 	if r.header.Get("Content-Type") != MediaTypeOCIManifest || r.header.Get("Docker-Content-Digest") != m1 || sha(r.body) != m1 {
 		t.Fatalf("GET by tag: %v", r.header)
