@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -17,9 +18,16 @@ func benchPut(b *testing.B, s store.Store, size int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		// 64 names in rotation: overwrites, so the disk does not fill.
-		if _, err := s.Put(fmt.Sprintf("%016x.0", i%64), data); err != nil {
+		// Every Put makes a new shard, as the write path does; the one from
+		// 64 Puts ago is deleted so the disk does not fill. (Overwriting
+		// instead would measure ext4's flush-on-replace, not a Put.)
+		if _, err := s.Put(fmt.Sprintf("%016x.0", i), data); err != nil {
 			b.Fatal(err)
+		}
+		if i >= 64 {
+			if err := s.Delete(fmt.Sprintf("%016x.0", i-64)); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }
@@ -83,9 +91,17 @@ func BenchmarkDiskPut1MiBx8(b *testing.B) {
 	b.SetParallelism(4) // x GOMAXPROCS (2 here) = 8 writers
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := d.Put(fmt.Sprintf("%016x.1", seq.Add(1)%256), data); err != nil {
+			i := seq.Add(1)
+			if _, err := d.Put(fmt.Sprintf("%016x.1", i), data); err != nil {
 				b.Error(err)
 				return
+			}
+			// The Put of i-64 may still be in flight on another goroutine.
+			if i > 64 {
+				if err := d.Delete(fmt.Sprintf("%016x.1", i-64)); err != nil && !errors.Is(err, store.ErrNotFound) {
+					b.Error(err)
+					return
+				}
 			}
 		}
 	})
