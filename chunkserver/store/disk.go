@@ -47,11 +47,12 @@ import (
 // heartbeat replies. Temporary files left by a crash are removed by OpenDisk.
 //
 // WithoutSync drops both fsyncs, for deployments that accept losing the last
-// seconds of writes of a machine that loses power: the write-then-rename still
-// keeps every shard whole or absent, so a lost shard is just a missing shard
-// the metaserver repairs from the others of its chunk, as long as no more
-// than M servers of a chunk crash together. fsync costs about half the write
-// throughput of a small disk (see docs/benchmarks.md).
+// seconds of writes of a machine that loses power. After such a crash a shard
+// is whole, absent, or detectably damaged (the header, size and block checks
+// catch data the kernel had not written yet), so the damage is a missing or
+// corrupt shard the metaserver rebuilds from the rest of its chunk, as long as
+// no more than M servers of a chunk lose power together. Single-writer Puts
+// run several times faster without fsync (see docs/benchmarks.md).
 type Disk struct {
 	dir    string
 	limit  int64 // configured capacity, math.MaxInt64 when unlimited
