@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -35,6 +36,13 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if data == "" {
 				return fmt.Errorf("--data is required")
+			}
+			// Peers and the metaserver dial the advertised address; a
+			// wildcard one would send them nowhere.
+			if host, _, err := net.SplitHostPort(listen); err != nil {
+				return fmt.Errorf("--listen %q: %w", listen, err)
+			} else if ip := net.ParseIP(host); advertise == "" && (host == "" || ip != nil && ip.IsUnspecified()) {
+				return fmt.Errorf("--listen %s has no specific host: give --advertise HOST:PORT", listen)
 			}
 			lbls, err := chunkserverLabels(labels)
 			if err != nil {
