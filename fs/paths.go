@@ -162,6 +162,15 @@ const readDirPage = 1024
 
 // ReadDir lists a directory, sorted by name.
 func (c *Client) ReadDir(ctx context.Context, p string) ([]metaserver.DirEntry, error) {
+	return c.readDir(ctx, p, false)
+}
+
+// ReadDirPlus is ReadDir with every entry's attributes filled in.
+func (c *Client) ReadDirPlus(ctx context.Context, p string) ([]metaserver.DirEntry, error) {
+	return c.readDir(ctx, p, true)
+}
+
+func (c *Client) readDir(ctx context.Context, p string, plus bool) ([]metaserver.DirEntry, error) {
 	dir, err := c.resolveDir(ctx, "readdir", path.Clean(p))
 	if err != nil {
 		return nil, err
@@ -169,7 +178,7 @@ func (c *Client) ReadDir(ctx context.Context, p string) ([]metaserver.DirEntry, 
 	var out []metaserver.DirEntry
 	after := ""
 	for {
-		page, err := c.meta.ReadDir(ctx, dir, after, readDirPage, false)
+		page, err := c.meta.ReadDir(ctx, dir, after, readDirPage, plus)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// File access without a mount: ls, stat and rm on dfs:/paths (cp is in cp.go).
+
+func init() {
+	subcommands = append(subcommands, lsCmd, statCmd, rmCmd)
+}
+
+// dfsPrefix marks a path in the Dockyard namespace on the command line.
+const dfsPrefix = "dfs:"
+
+// filesDefaultMeta is where `dockyard serve` puts its metaserver API.
+const filesDefaultMeta = "127.0.0.1:9500"
+
+// dfsPath returns the namespace path of a dfs:/path argument.
+func dfsPath(arg string) (string, bool) {
+	rest, ok := strings.CutPrefix(arg, dfsPrefix)
+	if !ok {
+		return "", false
+	}
+	if rest == "" {
+		rest = "/"
+	}
+	return rest, true
+}
+
+// mustDFSPath accepts only dfs:/absolute/path arguments.
+func mustDFSPath(arg string) (string, error) {
+	p, ok := dfsPath(arg)
+	if !ok || !strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("%q: want dfs:/absolute/path", arg)
+	}
+	return path.Clean(p), nil
+}
+
+func addMetaFlag(c *cobra.Command) {
+	c.Flags().String("meta", filesDefaultMeta, "metaserver API addresses, comma-separated")
+}
+
+// newFSClient connects to the metaservers named by --meta. It is the one
+// place the CLI's file commands build their client.
+func newFSClient(cmd *cobra.Command) (*fs.Client, error) {
+	v, err := cmd.Flags().GetString("meta")
+	if err != nil {
+		return nil, fmt.Errorf("--meta: %w", err)
+	}
+	var addrs []string
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	mc, err := metaserver.NewClient(addrs)
+	if err != nil {
+		return nil, fmt.Errorf("--meta %q: %w", v, err)
+	}
+	return fs.New(mc, chunkserver.NewClient(nil), fs.Options{}), nil
+}
+
+func lsCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "ls dfs:/path",
+		Short: "List a directory (or show one file) in the Dockyard file system",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := mustDFSPath(args[0])
+			if err != nil {
+				return fmt.Errorf("ls: %w", err)
+			}
+			c, err := newFSClient(cmd)
+			if err != nil {
+				return fmt.Errorf("ls: %w", err)
+			}
+			return runLs(cmd.Context(), c, p, cmd.OutOrStdout())
+		},
+	}
+	addMetaFlag(c)
+	return c
+}
+
+func runLs(ctx context.Context, c *fs.Client, p string, out io.Writer) error {
+	a, err := c.Stat(ctx, p)
+	if err != nil {
+		return fmt.Errorf("ls %s%s: %w", dfsPrefix, p, err)
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', tabwriter.AlignRight)
+	if !a.IsDir() {
+		lsLine(tw, a, path.Base(p))
+		return tw.Flush()
+	}
+	ents, err := c.ReadDirPlus(ctx, p)
+	if err != nil {
+		return fmt.Errorf("ls %s%s: %w", dfsPrefix, p, err)
+	}
+	for _, e := range ents {
+		if e.Attr == nil {
+			ea, err := c.Meta().GetAttr(ctx, e.Ino)
+			if err != nil {
+				return fmt.Errorf("ls %s%s: %w", dfsPrefix, path.Join(p, e.Name), err)
+			}
+			e.Attr = &ea
+		}
+		lsLine(tw, *e.Attr, e.Name)
+	}
+	return tw.Flush()
+}
+
+func lsLine(w io.Writer, a metaserver.Attr, name string) {
+	fmt.Fprintf(w, "%s\t %d\t %d\t %d\t %d\t %s\t %s\t\n", modeString(a.Mode), a.Nlink, a.Uid, a.Gid, a.Size,
+		time.Unix(0, a.Mtime).UTC().Format("2006-01-02 15:04"), name)
+}
+
+// modeString renders mode bits the way ls -l does.
+func modeString(mode uint32) string {
+	var b strings.Builder
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		b.WriteByte('d')
+	case syscall.S_IFLNK:
+		b.WriteByte('l')
+	case syscall.S_IFIFO:
+		b.WriteByte('p')
+	case syscall.S_IFCHR:
+		b.WriteByte('c')
+	case syscall.S_IFBLK:
+		b.WriteByte('b')
+	case syscall.S_IFSOCK:
+		b.WriteByte('s')
+	default:
+		b.WriteByte('-')
+	}
+	const rwx = "rwxrwxrwx"
+	for i := 0; i < 9; i++ {
+		if mode&(1<<(8-i)) != 0 {
+			b.WriteByte(rwx[i])
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	return b.String()
+}
+
+func statCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "stat dfs:/path",
+		Short: "Show the attributes of a path in the Dockyard file system",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := mustDFSPath(args[0])
+			if err != nil {
+				return fmt.Errorf("stat: %w", err)
+			}
+			c, err := newFSClient(cmd)
+			if err != nil {
+				return fmt.Errorf("stat: %w", err)
+			}
+			return runStat(cmd.Context(), c, p, cmd.OutOrStdout())
+		},
+	}
+	addMetaFlag(c)
+	return c
+}
+
+func runStat(ctx context.Context, c *fs.Client, p string, out io.Writer) error {
+	a, err := c.Stat(ctx, p)
+	if err != nil {
+		return fmt.Errorf("stat %s%s: %w", dfsPrefix, p, err)
+	}
+	ts := func(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }
+	fmt.Fprintf(out, "path:  %s%s\ninode: %d\nmode:  %s (%#o)\nlinks: %d\nuid:   %d\ngid:   %d\nsize:  %d\natime: %s\nmtime: %s\nctime: %s\ngen:   %d\n",
+		dfsPrefix, p, a.Ino, modeString(a.Mode), a.Mode&0o7777, a.Nlink, a.Uid, a.Gid, a.Size, ts(a.Atime), ts(a.Mtime), ts(a.Ctime), a.Gen)
+	if a.IsRegular() {
+		in, err := c.Meta().GetInode(ctx, a.Ino)
+		if err != nil {
+			return fmt.Errorf("stat %s%s: %w", dfsPrefix, p, err)
+		}
+		if in.Layer != nil {
+			fmt.Fprintf(out, "layer: %s at %d (blob inode %d)\n", in.Layer.Digest, in.Layer.Offset, in.Layer.Blob)
+		} else {
+			fmt.Fprintf(out, "extents: %d\n", len(in.Extents))
+		}
+	}
+	return nil
+}
+
+func rmCmd() *cobra.Command {
+	var recursive bool
+	c := &cobra.Command{
+		Use:   "rm [-r] dfs:/path...",
+		Short: "Remove files, symlinks or empty directories (-r: whole trees) from the Dockyard file system",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newFSClient(cmd)
+			if err != nil {
+				return fmt.Errorf("rm: %w", err)
+			}
+			for _, arg := range args {
+				p, err := mustDFSPath(arg)
+				if err != nil {
+					return fmt.Errorf("rm: %w", err)
+				}
+				if err := runRm(cmd.Context(), c, p, recursive); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&recursive, "recursive", "r", false, "remove directories and their contents")
+	addMetaFlag(c)
+	return c
+}
+
+func runRm(ctx context.Context, c *fs.Client, p string, recursive bool) error {
+	err := c.Remove(ctx, p)
+	if recursive && errors.Is(err, syscall.ENOTEMPTY) {
+		err = removeTree(ctx, c, p)
+	}
+	if err != nil {
+		return fmt.Errorf("rm %s%s: %w", dfsPrefix, p, err)
+	}
+	return nil
+}
+
+func removeTree(ctx context.Context, c *fs.Client, p string) error {
+	ents, err := c.ReadDir(ctx, p)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		child := path.Join(p, e.Name)
+		if e.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			if err := removeTree(ctx, c, child); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.Remove(ctx, child); err != nil {
+			return fmt.Errorf("%s: %w", child, err)
+		}
+	}
+	return c.Remove(ctx, p)
+}
+
+// isLocalDir reports whether a local path names an existing directory.
+func isLocalDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
