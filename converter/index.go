@@ -365,7 +365,7 @@ func CleanPath(name string) (string, error) {
 func (st *layerState) entry(hdr *tar.Header, off int64, idx *Index, opts Options) (*Entry, error) {
 	name := hdr.Name
 	if len(name) > opts.MaxPathLen {
-		return nil, entryErr(name[:64]+"...", fmt.Errorf("%w: name of %d bytes", ErrHeaderTooLarge, len(name)))
+		return nil, entryErr(name[:min(len(name), 64)]+"...", fmt.Errorf("%w: name of %d bytes", ErrHeaderTooLarge, len(name)))
 	}
 	if len(hdr.Linkname) > opts.MaxPathLen {
 		return nil, entryErr(name, fmt.Errorf("%w: link target of %d bytes", ErrHeaderTooLarge, len(hdr.Linkname)))

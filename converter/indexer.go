@@ -97,7 +97,9 @@ func NewIndexer(store Store, opts IndexerOptions) *Indexer {
 
 // ImageResult says what IndexManifest did.
 type ImageResult struct {
-	Manifest     digest.Digest
+	Manifest digest.Digest
+	// Layers are the layer indexes, bottom first; nil when the image's tree
+	// existed already (nothing was loaded).
 	Layers       []*Index
 	IndexedNow   []digest.Digest // layers indexed by this call (the others were stored already)
 	TreeCreated  bool            // false when the tree already existed
@@ -120,6 +122,14 @@ func (ix *Indexer) IndexManifest(ctx context.Context, repo string, manifest []by
 	}
 	md := digest.FromBytes(manifest)
 	res := &ImageResult{Manifest: md, RootfsPath: ImageRootfsPath(md)}
+	// The common case on `dockyard run`: the tree exists, so its layers were
+	// indexed. Answer without loading their indexes; the Opener loads each
+	// one when a file of that layer is first read.
+	if exists, err := ix.store.HasImageTree(ctx, md); err != nil {
+		return nil, fmt.Errorf("image %s@%s: %w", repo, md, err)
+	} else if exists {
+		return res, nil
+	}
 	layers := make([]ImageLayer, len(m.Layers))
 	for i, l := range m.Layers {
 		idx, built, n, err := ix.layerIndex(ctx, l.Digest)
