@@ -73,7 +73,7 @@ func (e *Error) Is(target error) bool {
 	return ok && t.Code.Code == e.Code.Code && t.Detail == "" && t.Err == nil
 }
 
-// Error makes an ErrorCode usable as a sentinel error: errors.Is(err, ErrBlobUnknown.E()).
+// E returns the code as an error, for errors.Is(err, ErrBlobUnknown.E()).
 func (c ErrorCode) E() *Error { return &Error{Code: c} }
 
 // With returns an error of this code with a detail message.

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -551,6 +550,3 @@ func (s *records) updateUpload(ctx context.Context, u uploadRecord, old []byte) 
 func (s *records) deleteUpload(ctx context.Context, id string) error {
 	return kvErr(s.kv.KVTxn(ctx, nil, []metaserver.KVOp{del(uploadKey(id))}), "deleting upload "+id)
 }
-
-// sameBytes reports whether two raw records are equal.
-func sameBytes(a, b []byte) bool { return bytes.Equal(a, b) }
