@@ -337,3 +337,47 @@ func TestCorruptIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestUnalignedCheckpoints uses text that deflate never stores, so many
+// checkpoints sit at bit offsets and resume through our own inflater.
+func TestUnalignedCheckpoints(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 11))
+	words := strings.Fields("the quick brown fox jumps over lazy dog lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor")
+	var text bytes.Buffer
+	for text.Len() < 8<<20 {
+		text.WriteString(words[r.IntN(len(words))])
+		text.WriteByte(" \n"[r.IntN(2)])
+	}
+	raw := buildTar(t, []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "text", Mode: 0644}, data: text.Bytes()}})
+	blob := gzipBytes(t, raw, 6)
+	idx, err := BuildIndex(context.Background(), bytes.NewReader(blob), int64(len(blob)), "sha256:text", Options{CheckpointSpacing: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unaligned int
+	for _, c := range idx.Checkpoints {
+		if c.Bits != 0 {
+			unaligned++
+		}
+	}
+	if unaligned == 0 {
+		t.Fatalf("no unaligned checkpoints among %d", len(idx.Checkpoints))
+	}
+	t.Logf("%d checkpoints, %d at bit offsets", len(idx.Checkpoints), unaligned)
+	// Read each span on its own, through a fresh reader, so each one resumes
+	// from its own checkpoint.
+	for i, c := range idx.Checkpoints {
+		lr := NewLayerReader(bytes.NewReader(blob), idx, NewSpanCache(1<<20))
+		end := idx.Size
+		if i+1 < len(idx.Checkpoints) {
+			end = idx.Checkpoints[i+1].Out
+		}
+		got := make([]byte, end-c.Out)
+		if _, err := lr.ReadAt(got, c.Out); err != nil && err != io.EOF {
+			t.Fatalf("span %d (bits %d): %v", i, c.Bits, err)
+		}
+		if !bytes.Equal(got, raw[c.Out:end]) {
+			t.Fatalf("span %d (bits %d) differs", i, c.Bits)
+		}
+	}
+}
