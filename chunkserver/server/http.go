@@ -146,7 +146,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, name string) 
 	}
 	sum, err := s.store.Put(name, data)
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeStoreError(w, name, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -155,8 +155,10 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, name string) 
 }
 
 // writeStoreError maps a store error to its status: the sentinels become the
-// statuses the client turns back into the same sentinels.
-func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
+// statuses the client turns back into the same sentinels. A corrupt shard is
+// also reported to the metaserver: the reader may report it too, but the
+// chunkserver is the one that knows for certain.
+func (s *Server) writeStoreError(w http.ResponseWriter, name string, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		http.Error(w, err.Error(), http.StatusNotFound)
@@ -166,6 +168,9 @@ func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrCorrupt):
 		s.metrics.corrupt.Add(1)
 		s.log.Warn("corrupt shard", "err", err)
+		if name != "" {
+			s.reportBadAsync(name, err)
+		}
 		w.Header().Set(chunkserver.HeaderError, chunkserver.ErrorCorrupt)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 	case errors.Is(err, store.ErrBadName):
@@ -182,7 +187,7 @@ func (s *Server) writeStoreError(w http.ResponseWriter, err error) {
 func (s *Server) handleHead(w http.ResponseWriter, name string) {
 	info, err := s.store.Stat(name)
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeStoreError(w, name, err)
 		return
 	}
 	h := w.Header()
@@ -200,7 +205,7 @@ func (s *Server) handleHead(w http.ResponseWriter, name string) {
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, name string) {
 	info, err := s.store.Stat(name)
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeStoreError(w, name, err)
 		return
 	}
 	start, end, partial, err := parseRange(r.Header.Get("Range"), info.Size)
@@ -218,7 +223,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, name string) 
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("shard %s changed while being read: %w", name, store.ErrNotFound)
 			}
-			s.writeStoreError(w, err)
+			s.writeStoreError(w, name, err)
 			return
 		}
 	}
@@ -287,7 +292,7 @@ func parseRange(h string, size int64) (start, end int64, partial bool, err error
 
 func (s *Server) handleDelete(w http.ResponseWriter, name string) {
 	if err := s.store.Delete(name); err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.writeStoreError(w, err)
+		s.writeStoreError(w, name, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -296,7 +301,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, name string) {
 func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	u, err := s.store.Usage()
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeStoreError(w, "", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -306,7 +311,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 	u, err := s.store.Usage()
 	if err != nil {
-		s.writeStoreError(w, err)
+		s.writeStoreError(w, "", err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -211,7 +211,8 @@ func TestCorruptShardOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	s := startServer(t, server.Config{Store: d, ID: "cs-corrupt"})
+	meta := &fakeMeta{}
+	s := startServer(t, server.Config{Store: d, ID: "cs-corrupt", Chunks: meta})
 	c := chunkserver.NewClient(nil)
 	ctx := context.Background()
 	name := "0000000000000042.5"
@@ -230,6 +231,14 @@ func TestCorruptShardOverHTTP(t *testing.T) {
 	if !errors.As(err, &se) || se.Addr != s.Addr() || se.Name != name {
 		t.Errorf("error %v does not name the server and shard", err)
 	}
+	// The server reports the shard itself, once however often it is read.
+	waitFor(t, "the corrupt read to be reported", func() bool {
+		_, _, reports := meta.snapshot()
+		return len(reports) > 0
+	})
+	if _, err := c.ReadAt(ctx, s.Addr(), name, p, 0); !errors.Is(err, chunkserver.ErrCorrupt) {
+		t.Fatalf("second read = %v, want ErrCorrupt", err)
+	}
 	// Ranges that avoid the damaged block still read.
 	q := make([]byte, 2*store.BlockSize)
 	if _, err := c.ReadAt(ctx, s.Addr(), name, q, 0); err != nil || !bytes.Equal(q, data[:2*store.BlockSize]) {
@@ -241,8 +250,11 @@ func TestCorruptShardOverHTTP(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "dockyard_chunkserver_corrupt_total 1\n") {
-		t.Errorf("corrupt read not counted in /metrics")
+	if !strings.Contains(string(body), "dockyard_chunkserver_corrupt_total 2\n") {
+		t.Errorf("corrupt reads not counted in /metrics")
+	}
+	if _, _, reports := meta.snapshot(); len(reports) != 1 || reports[0] != name {
+		t.Errorf("reports = %v, want one of %s", reports, name)
 	}
 }
 

@@ -81,6 +81,7 @@ func (s *Server) scrubPass(ctx context.Context) error {
 			_, err := s.store.ReadAt(name, buf[:n], off)
 			if errors.Is(err, store.ErrCorrupt) {
 				s.metrics.corrupt.Add(1)
+				s.log.Warn("scrub found a corrupt shard", "shard", name, "err", err)
 				s.reportBad(ctx, name, err)
 				break
 			}
@@ -111,14 +112,24 @@ func (s *Server) scrubPass(ctx context.Context) error {
 	return nil
 }
 
+// reportInterval is how often one shard is reported corrupt at most: the
+// metaserver needs one report to schedule the rebuild, but a report lost to a
+// leader change must not be the last.
+const reportInterval = 10 * time.Minute
+
 // reportBad tells the metaserver that a local shard is corrupt so it schedules
 // a rebuild. The shard stays in place: reads of it fail cleanly, and the
-// repair overwrites it or the metaserver orders it deleted.
+// repair overwrites it or the metaserver orders it deleted. Reports of one
+// shard are spaced by reportInterval, since every read of it finds it again.
 func (s *Server) reportBad(ctx context.Context, name string, cause error) {
-	s.log.Warn("scrub found a corrupt shard", "shard", name, "err", cause)
 	if s.cfg.Chunks == nil {
 		return
 	}
+	now := time.Now()
+	if last, ok := s.reported.Load(name); ok && now.Sub(last.(time.Time)) < reportInterval {
+		return
+	}
+	s.reported.Store(name, now)
 	chunk, index, err := chunkserver.ParseName(name)
 	if err != nil {
 		s.log.Warn("cannot report shard with a foreign name", "shard", name, "err", err)
@@ -126,8 +137,18 @@ func (s *Server) reportBad(ctx context.Context, name string, cause error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	reason := fmt.Sprintf("scrub on %s: %v", s.id, cause)
+	reason := fmt.Sprintf("chunkserver %s: %v", s.id, cause)
 	if err := s.cfg.Chunks.ReportBadShard(ctx, metaserver.ChunkID(chunk), index, reason); err != nil {
+		s.reported.Delete(name) // try again at the next detection
 		s.log.Warn("reporting corrupt shard", "shard", name, "err", err)
 	}
+}
+
+// reportBadAsync reports a corrupt shard found while serving a request,
+// without holding up the reply.
+func (s *Server) reportBadAsync(name string, cause error) {
+	if s.cfg.Chunks == nil || s.life.Err() != nil {
+		return
+	}
+	s.wg.Go(func() { s.reportBad(s.life, name, cause) })
 }

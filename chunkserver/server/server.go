@@ -111,6 +111,12 @@ type Server struct {
 	repairs  chan metaserver.RepairTask
 	inflight sync.Map // shard name -> struct{}: repairs queued or running
 
+	// life bounds background work started by requests (corruption reports);
+	// Close cancels it.
+	life     context.Context
+	endLife  context.CancelFunc
+	reported sync.Map // shard name -> time.Time of the last corruption report
+
 	mu      sync.Mutex
 	started bool
 	cancel  context.CancelFunc
@@ -157,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		metrics: newMetrics(),
 		repairs: make(chan metaserver.RepairTask, 1024),
 	}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	s.id = cfg.ID
 	if s.id == "" {
 		id, err := loadOrCreateID(cfg.DataDir)
@@ -254,6 +261,7 @@ func (s *Server) Close() error {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	s.endLife()
 	s.mu.Unlock()
 
 	var errs []error
