@@ -1,0 +1,283 @@
+// Command ecbench measures Dockyard's erasure-coded data path on one machine:
+// the raw klauspost/reedsolomon encode rate on one core, then writing and
+// reading a large file through the fs Go client into six in-process
+// chunkservers — healthy, and degraded with two of them stopped — once with
+// disk stores (fsync'd, the real thing) and once with memory stores (the
+// same path with the disk taken out, to show what else limits it).
+//
+// The metaserver runs in process without Raft (metaserver/server.Memory): a
+// 1 GiB file is a few hundred chunk allocations and a few dozen commits, so
+// metadata is not what this measures.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/klauspost/reedsolomon"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	csserver "github.com/dockyard/dockyard/chunkserver/server"
+	"github.com/dockyard/dockyard/chunkserver/store"
+	"github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/metaserver"
+	msserver "github.com/dockyard/dockyard/metaserver/server"
+)
+
+func main() {
+	size := flag.Int64("size", 1<<30, "bytes to write and read")
+	dir := flag.String("dir", "", "parent of the chunkservers' data directories (default: a new temporary directory, removed afterwards)")
+	stores := flag.String("stores", "disk,memory", "which shard stores to run: disk, memory or both")
+	servers := flag.Int("chunkservers", 6, "chunkservers to start")
+	k := flag.Int("k", 4, "data shards")
+	m := flag.Int("m", 2, "parity shards")
+	down := flag.Int("down", 2, "chunkservers stopped for the degraded read")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ecbench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*size, *dir, *stores, *servers, *k, *m, *down); err != nil {
+		pprof.StopCPUProfile()
+		fmt.Fprintln(os.Stderr, "ecbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(size int64, dir, stores string, servers, k, m, down int) error {
+	fmt.Printf("ecbench: %d MiB, %d+%d over %d chunkservers, GOMAXPROCS=%d, %s\n", size>>20, k, m, servers, runtime.GOMAXPROCS(0), runtime.Version())
+	raw, err := rawEncode(k, m, 4<<20, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-34s %8.0f MB/s\n", fmt.Sprintf("raw encode %d+%d, 4 MiB, one core", k, m), raw)
+	for _, kind := range []string{"disk", "memory"} {
+		if !contains(stores, kind) {
+			continue
+		}
+		if err := runStore(kind, size, dir, servers, k, m, down, raw); err != nil {
+			return fmt.Errorf("%s stores: %w", kind, err)
+		}
+	}
+	return nil
+}
+
+func contains(list, s string) bool {
+	for len(list) > 0 {
+		var item string
+		item, list, _ = cut(list, ',')
+		if item == s {
+			return true
+		}
+	}
+	return false
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// rawEncode is the reference: reedsolomon's own encoder, one goroutine, on
+// one chunk's shards, in data bytes per second.
+func rawEncode(k, m int, chunk int, d time.Duration) (float64, error) {
+	enc, err := reedsolomon.New(k, m, reedsolomon.WithMaxGoroutines(1))
+	if err != nil {
+		return 0, err
+	}
+	shards, err := enc.Split(randomBytes(chunk, 1))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	start := time.Now()
+	for time.Since(start) < d {
+		if err := enc.Encode(shards); err != nil {
+			return 0, err
+		}
+		n += int64(chunk)
+	}
+	return mbps(n, time.Since(start)), nil
+}
+
+func runStore(kind string, size int64, dir string, n, k, m, down int, raw float64) error {
+	base, err := os.MkdirTemp(dir, "ecbench-"+kind+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(base)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mem := msserver.NewMemory()
+	api := mem.API()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var css []*csserver.Server
+	defer func() {
+		for _, s := range css {
+			s.Close()
+		}
+	}()
+	for i := range n {
+		cfg := csserver.Config{
+			DataDir: fmt.Sprintf("%s/cs%d", base, i), Cluster: api, Chunks: api,
+			ScrubRate: -1, Logger: quiet,
+		}
+		if kind == "memory" {
+			cfg.Store, cfg.ID = store.NewMemory(0), metaserver.ServerID(fmt.Sprintf("cs%d", i))
+		} else if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return err
+		}
+		s, err := csserver.New(cfg)
+		if err != nil {
+			return err
+		}
+		if err := s.Start(ctx); err != nil {
+			return err
+		}
+		css = append(css, s)
+	}
+	if err := waitUp(ctx, api, n); err != nil {
+		return err
+	}
+	opt := fs.Options{K: k, M: m, Logger: quiet}
+	newClient := func() *fs.Client { return fs.New(api, chunkserver.NewClient(nil), opt) }
+
+	src := &stream{left: size, block: randomBytes(16<<20, 2), h: xxhash.New()}
+	start := time.Now()
+	if _, err := newClient().WriteFile(ctx, "/ecbench", src, 0o644); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	w := time.Since(start)
+	fmt.Printf("%-34s %8.0f MB/s  (%.0f%% of raw encode)\n", kind+" stores: write", mbps(size, w), 100*mbps(size, w)/raw)
+
+	sum, r, err := readBack(ctx, newClient(), size)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if sum != src.h.Sum64() {
+		return errors.New("read back different bytes than written")
+	}
+	fmt.Printf("%-34s %8.0f MB/s\n", kind+" stores: read, healthy", mbps(size, r))
+
+	for _, s := range css[:down] {
+		s.Close()
+	}
+	sum, r, err = readBack(ctx, newClient(), size)
+	if err != nil {
+		return fmt.Errorf("degraded read: %w", err)
+	}
+	if sum != src.h.Sum64() {
+		return errors.New("degraded read returned different bytes than written")
+	}
+	fmt.Printf("%-34s %8.0f MB/s\n", fmt.Sprintf("%s stores: read, %d of %d down", kind, down, n), mbps(size, r))
+	return nil
+}
+
+func waitUp(ctx context.Context, api metaserver.API, n int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cs, err := api.Chunkservers(ctx)
+		if err == nil && len(cs) == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d chunkservers registered: %v", len(cs), n, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// readBack reads the file sequentially in 4 MiB reads, the way cp does.
+func readBack(ctx context.Context, c *fs.Client, size int64) (uint64, time.Duration, error) {
+	start := time.Now()
+	f, err := c.OpenPath(ctx, "/ecbench")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	h := xxhash.New()
+	buf := make([]byte, 4<<20)
+	var off int64
+	for {
+		n, err := f.ReadAt(buf, off)
+		h.Write(buf[:n])
+		off += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	if off != size {
+		return 0, 0, fmt.Errorf("read %d bytes, wrote %d", off, size)
+	}
+	return h.Sum64(), time.Since(start), nil
+}
+
+// stream yields size incompressible bytes without holding them: a random
+// block repeated, each repetition stamped with its offset so no two chunks
+// are alike. It hashes what it yields.
+type stream struct {
+	left  int64
+	off   int64
+	block []byte
+	h     *xxhash.Digest
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	if s.left == 0 {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && s.left > 0 {
+		pos := s.off % int64(len(s.block))
+		c := copy(p[n:min(len(p), n+int(s.left))], s.block[pos:])
+		if pos == 0 && c >= 8 {
+			for i := range 8 {
+				p[n+i] ^= byte(s.off >> (8 * i))
+			}
+		}
+		n += c
+		s.off += int64(c)
+		s.left -= int64(c)
+	}
+	s.h.Write(p[:n])
+	return n, nil
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+func mbps(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
