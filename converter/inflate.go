@@ -110,6 +110,16 @@ func (b *bitReader) readByte() (byte, error) {
 }
 
 func (b *bitReader) readFull(p []byte) error {
+	// Stored blocks (incompressible data) copy up to 64 KiB at a time: skip
+	// the per-byte path once the bit buffer is drained.
+	if r, ok := b.r.(io.Reader); ok && b.nbits == 0 {
+		n, err := io.ReadFull(r, p)
+		b.in += int64(n)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
 	for i := range p {
 		c, err := b.readByte()
 		if err != nil {
