@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -91,37 +90,4 @@ func (im *Images) Mount(ctx context.Context, dir string, root metaserver.Ino) (*
 		FsName:          "dockyard-image",
 		Logger:          im.log,
 	})
-}
-
-// IndexOnPush returns a registry manifest hook that indexes pushed images in
-// the background, one at a time, so a push never waits for indexing. When the
-// queue is full the image is indexed on its first run instead.
-func (im *Images) IndexOnPush(ctx context.Context) func(ctx context.Context, repo, digest, mediaType string, body []byte) {
-	type job struct {
-		repo, mediaType string
-		body            []byte
-	}
-	q := make(chan job, 256)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case j := <-q:
-				if converter.IsIndex(j.body, j.mediaType) {
-					continue // each platform's manifest is pushed, and indexed, on its own
-				}
-				if _, err := im.indexer.IndexManifest(ctx, j.repo, j.body, j.mediaType); err != nil && !errors.Is(err, converter.ErrNotImage) {
-					im.log.Warn("indexing pushed image", "repo", j.repo, "err", err)
-				}
-			}
-		}
-	}()
-	return func(_ context.Context, repo, digest, mediaType string, body []byte) {
-		select {
-		case q <- job{repo, mediaType, body}:
-		default:
-			im.log.Warn("indexing queue full; the image is indexed on first run", "repo", repo, "manifest", digest)
-		}
-	}
 }

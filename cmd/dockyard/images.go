@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/converter"
 	"github.com/dockyard/dockyard/image"
 	"github.com/dockyard/dockyard/metaserver"
 	"github.com/dockyard/dockyard/registry"
@@ -13,11 +14,18 @@ import (
 )
 
 // newRegistry builds the registry over the file system, with the converter
-// indexing every pushed image in the background. `dockyard serve` and
-// `dockyard registry` both use it, so both index pushed images the same way.
-func newRegistry(ctx context.Context, c *dfs.Client, meta metaserver.API, shards *chunkserver.Client, cfg registry.Config, log *slog.Logger) (*registry.Registry, error) {
+// indexing every pushed image in the background (one worker: indexing must
+// not starve pushes of CPU). `dockyard serve` and `dockyard registry` both
+// use it, so both index pushed images the same way. The caller closes the
+// returned queue after the registry stops.
+func newRegistry(ctx context.Context, c *dfs.Client, meta metaserver.API, shards *chunkserver.Client, cfg registry.Config, log *slog.Logger) (*registry.Registry, *converter.Queue, error) {
 	cfg.Logger = log
-	images := image.New(meta, shards, image.Options{Logger: log})
-	cfg.OnManifestPut = images.IndexOnPush(ctx)
-	return registry.NewOnDFS(ctx, cfg, c)
+	q := converter.NewQueue(image.New(meta, shards, image.Options{Logger: log}).Indexer(), 1, 0)
+	cfg.OnManifestPut = q.OnManifestPut
+	reg, err := registry.NewOnDFS(ctx, cfg, c)
+	if err != nil {
+		q.Close(ctx)
+		return nil, nil, err
+	}
+	return reg, q, nil
 }

@@ -94,10 +94,17 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			defer cluster.Close()
 			log.Info("chunkservers up", "count", chunkservers, "ec", ec)
 
-			reg, err := newRegistry(ctx, cluster.FS, cluster.Meta, cluster.Shards, registry.Config{Logger: log}, log)
+			reg, queue, err := newRegistry(ctx, cluster.FS, cluster.Meta, cluster.Shards, registry.Config{Logger: log}, log)
 			if err != nil {
 				return err
 			}
+			defer func() {
+				// Let indexing already under way finish briefly; the rest is
+				// indexed on first run.
+				qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				queue.Close(qctx)
+			}()
 			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: serving on %s (metaserver %s, data %s); try: docker push %s/IMAGE\n",
 				listen, node.APIAddr(), data, listen)
 			return serveRegistry(ctx, cmd, reg, listen, gcInterval)
