@@ -271,13 +271,14 @@ type openLayer struct {
 	used uint64
 }
 
-// NewOpener makes an Opener; maxLayers bounds the layers kept open (<= 0: 64).
+// NewOpener makes an Opener; maxLayers bounds the layers kept open (<= 0:
+// 32, about 32 MiB of checkpoint windows for layers of 250 MiB).
 func NewOpener(src BlobSource, cache *SpanCache, maxLayers int) *Opener {
 	if cache == nil {
 		cache = NewSpanCache(0)
 	}
 	if maxLayers <= 0 {
-		maxLayers = 64
+		maxLayers = 32
 	}
 	return &Opener{src: src, cache: cache, max: maxLayers, layers: map[string]*openLayer{}}
 }
@@ -306,6 +307,10 @@ func (o *Opener) Layer(ctx context.Context, d digest.Digest) (*LayerReader, erro
 	if blob.Size != idx.CompressedSize {
 		return nil, fmt.Errorf("%w: layer %s is %d bytes, its index says %d", ErrBadIndex, d, blob.Size, idx.CompressedSize)
 	}
+	// Inodes carry their file's offset, so the reader needs only the
+	// checkpoints; dropping the entry list keeps an open layer at its
+	// windows (32 KiB per checkpoint) instead of ~200 bytes per file.
+	idx.Entries = nil
 	r := NewLayerReader(blob, idx, o.cache)
 	o.mu.Lock()
 	defer o.mu.Unlock()
