@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/dockyard/dockyard/metaserver"
 )
@@ -47,6 +48,9 @@ type File struct {
 	seq     uint64
 	err     error // sticky write failure
 	closed  bool
+	// commitTimer commits uploaded chunks of a file left open without a
+	// Flush, before their lease runs out.
+	commitTimer *time.Timer
 
 	// sequential read detection and read-ahead
 	raNext   int64
@@ -284,6 +288,9 @@ func (f *File) settleLocked() {
 			ext := metaserver.Extent{Off: uint64(w.off), Len: uint64(len(w.data)), Chunk: w.chunk.ID}
 			f.extents = spliceExtent(f.extents, ext)
 			f.pending = append(f.pending, pendingChunk{ext: ext, chunk: w.chunk, sums: w.sums})
+			if f.commitTimer == nil && !f.closed {
+				f.commitTimer = time.AfterFunc(f.c.opt.CommitAfter, f.backgroundCommit)
+			}
 		}
 		f.wbufs = append(f.wbufs[:i], f.wbufs[i+1:]...)
 		f.unrefLocked(w)
@@ -388,6 +395,31 @@ func (f *File) commit(ctx context.Context) error {
 	return nil
 }
 
+// backgroundCommit commits what uploads have settled when nobody flushed in
+// time. A failure is logged and retried later: the caller that flushes or
+// closes gets the error from its own commit.
+func (f *File) backgroundCommit() {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.mu.Lock()
+	f.commitTimer = nil
+	closed := f.closed
+	f.mu.Unlock()
+	if closed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.c.opt.IOTimeout)
+	defer cancel()
+	if err := f.commit(ctx); err != nil {
+		f.c.log.Warn("background commit failed; retrying", "ino", f.ino, "err", err)
+		f.mu.Lock()
+		if f.commitTimer == nil && !f.closed && len(f.pending) > 0 {
+			f.commitTimer = time.AfterFunc(f.c.opt.CommitAfter, f.backgroundCommit)
+		}
+		f.mu.Unlock()
+	}
+}
+
 // Truncate writes out buffered data and sets the file's size; bytes past it
 // are dropped and a later extension reads zeros.
 func (f *File) Truncate(ctx context.Context, size uint64) error {
@@ -444,6 +476,10 @@ func (f *File) Close() error {
 	}
 	f.mu.Lock()
 	f.closed = true
+	if f.commitTimer != nil {
+		f.commitTimer.Stop()
+		f.commitTimer = nil
+	}
 	for _, w := range f.wbufs {
 		f.unrefLocked(w)
 	}
@@ -627,6 +663,10 @@ func (c *Client) readExtents(ctx context.Context, exts []metaserver.Extent, p []
 	return nil
 }
 
+// seqSlack is how far from the previous read's end a read may start and
+// still count as sequential.
+const seqSlack = 8 * blockSize
+
 type readAheadJob struct {
 	exts []metaserver.Extent
 }
@@ -636,15 +676,20 @@ type readAheadJob struct {
 // warms the block cache, so it needs the cache.
 func (f *File) readAheadLocked(off, n, size int64) *readAheadJob {
 	ra := f.c.opt.ReadAhead
-	sequential := off == f.raNext
-	f.raNext = off + n
+	// The kernel sends a sequential reader's requests in parallel, so they
+	// arrive slightly out of order: near the last end counts as sequential.
+	sequential := off >= f.raNext-seqSlack && off <= f.raNext+seqSlack
+	f.raNext = max(f.raNext, off+n)
+	if !sequential {
+		f.raNext = off + n
+	}
 	if !sequential || ra <= 0 || f.c.cache == nil || f.raBusy {
 		if !sequential {
 			f.raIssued = 0
 		}
 		return nil
 	}
-	end := off + n
+	end := f.raNext
 	if f.raIssued >= end+ra/2 {
 		return nil
 	}

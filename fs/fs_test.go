@@ -699,3 +699,28 @@ func TestAddSpan(t *testing.T) {
 		t.Fatalf("spans %v", s)
 	}
 }
+
+// TestUnflushedChunksCommitBeforeTheirLease: a file written and left open
+// commits its uploaded chunks by itself, so the metaserver's lease on
+// uncommitted chunks never collects data a writer still holds open.
+func TestUnflushedChunksCommitBeforeTheirLease(t *testing.T) {
+	ctx := context.Background()
+	cl := newCluster(t, 6)
+	c := cl.client(Options{ChunkSize: testChunk, CommitAfter: 50 * time.Millisecond})
+	f, err := c.CreateFile(ctx, "/f", 0o644, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := randBytes(3, 2*testChunk)
+	if _, err := f.WriteAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the background commit", func() bool {
+		in, err := cl.meta.GetInode(ctx, f.Ino())
+		return err == nil && in.Size == uint64(len(want)) && len(in.Extents) == 2
+	})
+	if got := readAll(t, cl.client(Options{ChunkSize: testChunk}), "/f"); !bytes.Equal(got, want) {
+		t.Fatal("committed bytes differ")
+	}
+}

@@ -33,6 +33,7 @@ const (
 	DefaultWriteAttempts  = 4
 	DefaultMaxDirtyChunks = 8
 	DefaultCommitEvery    = 16
+	DefaultCommitAfter    = 5 * time.Second
 )
 
 // blockSize is the unit of the client cache. 128 KiB matches the largest read
@@ -74,6 +75,11 @@ type Options struct {
 	// commits them without waiting for Flush, so a long stream never outlives
 	// the lease of its uncommitted chunks.
 	CommitEvery int
+	// CommitAfter is the longest an uploaded chunk waits for its commit when
+	// the file is left open without a Flush: the metaserver collects
+	// uncommitted chunks after a lease (minutes), so a file written and then
+	// left alone must still commit on its own.
+	CommitAfter time.Duration
 }
 
 // LayerOpener reads files whose bytes live inside a layer blob.
@@ -120,6 +126,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CommitEvery <= 0 {
 		o.CommitEvery = DefaultCommitEvery
+	}
+	if o.CommitAfter <= 0 {
+		o.CommitAfter = DefaultCommitAfter
 	}
 	return o
 }
