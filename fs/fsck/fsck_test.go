@@ -15,9 +15,9 @@ import (
 	"github.com/dockyard/dockyard/metaserver"
 )
 
-func startCluster(t *testing.T) *local.Cluster {
+func startCluster(t *testing.T, n int) *local.Cluster {
 	t.Helper()
-	c, err := local.Start(local.Config{Dir: t.TempDir(), Chunkservers: 7, HeartbeatInterval: 100 * time.Millisecond, Logger: quietLogger()})
+	c, err := local.Start(local.Config{Dir: t.TempDir(), Chunkservers: n, HeartbeatInterval: 100 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,18 @@ func writeFile(t *testing.T, c *local.Cluster, path string, size int) {
 }
 
 func TestFsckFindsAndRepairsAMissingShard(t *testing.T) {
-	c := startCluster(t)
+	// Seven chunkservers: the lost shard is rebuilt on the one that holds
+	// no shard of the chunk.
+	testFsckRepair(t, startCluster(t, 7))
+}
+
+func TestFsckRepairsInPlaceWhenEveryServerHoldsAShard(t *testing.T) {
+	// Six chunkservers and 4+2, as `dockyard serve` runs: the only place
+	// for the rebuilt shard is the server that lost it.
+	testFsckRepair(t, startCluster(t, 6))
+}
+
+func testFsckRepair(t *testing.T, c *local.Cluster) {
 	ctx := context.Background()
 	if _, err := c.FS.MkdirAll(ctx, "/data/sub", 0o755); err != nil {
 		t.Fatal(err)
@@ -99,7 +110,7 @@ func TestFsckFindsAndRepairsAMissingShard(t *testing.T) {
 }
 
 func TestFsckReportsLostChunks(t *testing.T) {
-	c := startCluster(t)
+	c := startCluster(t, 6)
 	ctx := context.Background()
 	writeFile(t, c, "/f", 5<<20)
 	in, err := c.Meta.GetInode(ctx, mustResolve(t, c, "/f"))

@@ -462,7 +462,15 @@ func (f *FSM) assignRepair(j *repairJob, rng *rand.Rand) {
 	}
 	picked, err := f.place(1, ch.ShardSize, exclude, domains, rng)
 	if err != nil {
-		return // stays unassigned; the next GC round tries again
+		// No server outside the chunk's set has room (with six chunkservers
+		// and 4+2, every server holds a shard of every chunk). A bad shard on
+		// a server that is still up is then rebuilt in place; otherwise the
+		// job stays unassigned and the next GC round tries again.
+		holder := f.servers[ch.Shards[j.Index].Server]
+		if j.Bad && holder != nil && holder.State == ms.StateUp {
+			j.Target, j.Handed = holder.ID, 0
+		}
+		return
 	}
 	j.Target, j.Handed = picked[0].ID, 0
 }
