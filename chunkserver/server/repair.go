@@ -83,6 +83,14 @@ func (s *Server) Repair(ctx context.Context, task metaserver.RepairTask) (uint64
 		c.ShardSize > s.cfg.MaxShardSize || (c.Replicated && c.K != 1) {
 		return 0, fmt.Errorf("repair %s: k=%d m=%d index %d shard size %d: %w", name, c.K, c.M, task.Index, c.ShardSize, ErrBadTask)
 	}
+	// The metaserver never keeps two shards of one chunk on one server (one
+	// lost server must cost a chunk at most one shard), so it would refuse
+	// the result; say so now instead of after rebuilding.
+	for _, sh := range c.Shards {
+		if sh.Server == s.id && sh.Index != task.Index {
+			return 0, fmt.Errorf("repair %s: this server already holds shard %d of the chunk: %w", name, sh.Index, ErrBadTask)
+		}
+	}
 	var (
 		data []byte
 		err  error

@@ -184,6 +184,8 @@ func TestRepairRejectsBadTasks(t *testing.T) {
 		{Chunk: metaserver.Chunk{ID: 1, K: 0, M: 2, ShardSize: 1}, Index: 0},
 		{Chunk: metaserver.Chunk{ID: 1, K: 4, M: 2, ShardSize: 1 << 40}, Index: 0},
 		{Chunk: metaserver.Chunk{ID: 1, K: 2, M: 1, ShardSize: 1, Replicated: true}, Index: 0},
+		// Rebuilding shard 1 here would put two shards of the chunk on one server.
+		{Chunk: metaserver.Chunk{ID: 1, K: 1, M: 1, ShardSize: 1, Shards: []metaserver.Shard{{Index: 0, Server: "cs-x"}}}, Index: 1},
 	} {
 		if _, err := s.Repair(context.Background(), task); !errors.Is(err, server.ErrBadTask) {
 			t.Errorf("Repair(%+v) = %v, want ErrBadTask", task, err)
