@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	dfs "github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/fs/fuse"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+func init() { subcommands = append(subcommands, mountCmd) }
+
+func mountCmd() *cobra.Command {
+	var (
+		meta         string
+		opt          fuse.Options
+		cacheMB      int64
+		readAheadMB  int64
+		debug        bool
+		lazyOnSignal bool
+	)
+	cmd := &cobra.Command{
+		Use:   "mount [--meta ADDRS] DIR",
+		Short: "Mount the Dockyard file system on DIR (runs until unmounted or interrupted)",
+		Long: `Mount the whole Dockyard file system read-write on DIR through FUSE. The command
+stays in the foreground serving the mount; SIGINT or SIGTERM, or "dockyard umount DIR",
+unmounts it. /.dockyard, the file system's reserved tree, is hidden unless
+--show-reserved is given.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			mc, err := metaserver.NewClient(strings.Split(meta, ","))
+			if err != nil {
+				return err
+			}
+			defer mc.Close()
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			client := dfs.New(mc, chunkserver.NewClient(nil), dfs.Options{
+				CacheBytes: cacheMB << 20,
+				ReadAhead:  readAheadMB << 20,
+				Logger:     log,
+			})
+			opt.Logger = log
+			opt.Debug = debug
+			// A mount made by root serves every user, as a local disk
+			// does; the kernel checks their permissions.
+			opt.AllowOther = os.Geteuid() == 0
+			srv, err := fuse.Mount(ctx, args[0], client, opt)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: mounted on %s\n", srv.Dir)
+			done := make(chan error, 1)
+			go func() { done <- srv.Wait() }()
+			select {
+			case err := <-done:
+				// Unmounted from outside (dockyard umount, umount, fusermount -u).
+				return err
+			case <-ctx.Done():
+			}
+			err = srv.Unmount()
+			if errors.Is(err, fuse.ErrBusy) {
+				if !lazyOnSignal {
+					return fmt.Errorf("%w; close the files or run \"dockyard umount --lazy %s\"", err, srv.Dir)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: %s is busy; detached, serving open files until they are closed\n", srv.Dir)
+				if err := srv.UnmountLazy(); err != nil {
+					return err
+				}
+				return <-done
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&meta, "meta", "127.0.0.1:9500", "metaserver API addresses, comma-separated")
+	f.BoolVar(&opt.ReadOnly, "read-only", false, "mount read-only")
+	f.BoolVar(&opt.ShowReserved, "show-reserved", false, "show the reserved tree /"+fuse.ReservedName)
+	f.DurationVar(&opt.EntryTimeout, "entry-timeout", fuse.DefaultEntryTimeout, "how long the kernel caches names (negative: not at all)")
+	f.DurationVar(&opt.AttrTimeout, "attr-timeout", fuse.DefaultAttrTimeout, "how long the kernel caches attributes (negative: not at all)")
+	f.DurationVar(&opt.NegativeTimeout, "negative-timeout", 0, "how long the kernel caches failed lookups")
+	f.IntVar(&opt.MaxWrite, "max-write", fuse.DefaultMaxWrite, "largest read/write request in bytes (at most 1 MiB)")
+	f.Int64Var(&cacheMB, "cache-mb", dfs.DefaultCacheBytes>>20, "client block cache in MiB")
+	f.Int64Var(&readAheadMB, "read-ahead-mb", dfs.DefaultReadAhead>>20, "sequential read-ahead window in MiB")
+	f.BoolVar(&lazyOnSignal, "lazy-on-signal", true, "on SIGINT/SIGTERM with files still open, detach and serve them until closed")
+	f.BoolVar(&debug, "debug", false, "log every FUSE request")
+	return cmd
+}

@@ -1,0 +1,49 @@
+// Package fuse mounts the Dockyard file system through the kernel's FUSE
+// interface (hanwen/go-fuse/v2). It is a thin adapter: nodes embed fs.Inode,
+// implement only the operations they need and turn every error into a
+// syscall.Errno. Namespace operations go straight to the metaserver
+// (fs.Client.Meta()); file bytes go through *fs.File. Anything that can be
+// tested without a kernel mount belongs in package fs, not here.
+//
+// It must never hold state the metaserver does not also have, apart from
+// caches that are safe to lose: a crashed mount loses nothing but the
+// unflushed writes of files still open.
+//
+// # Decisions, and why
+//
+// Permissions: the mount uses the kernel's default_permissions, so mode,
+// uid/gid, sticky-directory and supplementary-group checks are the kernel's own
+// (the same code that guards ext4). Files are created with the caller's
+// uid/gid; the metaserver applies setgid-directory inheritance.
+//
+// Open-unlinked files: a file that is unlinked (or renamed over) while this
+// mount holds it open gets an extra hard link in a private orphan directory,
+// /.dockyard/orphans/<host>-<pid>-<nonce>/<ino>, made before the unlink, and
+// removed when the last handle is released. The alternative, making the
+// metaserver track open handles per client, needs leases and session expiry in
+// the FSM to be crash-safe; the orphan link needs nothing new, survives a
+// metaserver failover, and a crashed mount's orphans are swept by the next
+// mount on the same host (the directory name carries the pid). While such a
+// link is held, the nlink this mount reports is reduced by one so fstat shows
+// what POSIX promises (0 after the last name is gone).
+//
+// The reserved tree: /.dockyard holds the registry's blobs, layer indexes and
+// the orphan directories. A mount of the whole namespace hides it: lookup
+// answers ENOENT, listings skip it and renames onto it are refused, because the
+// kernel's dentry cache is shared by all users and so cannot show it to root
+// alone. Options.ShowReserved exposes it for operators.
+//
+// Caching and consistency: the kernel caches entries and attributes for
+// EntryTimeout/AttrTimeout (1 s by default) and never caches negative lookups
+// unless asked, so a file created on another mount is found at once. Opening
+// a file fetches its inode afresh from the metaserver (close-to-open): when
+// the content generation (Attr.Gen) is the one the kernel's page cache was
+// filled from, the open keeps the page cache (FOPEN_KEEP_CACHE); otherwise the
+// kernel drops it and is told that the cached size is stale. Within one mount
+// every open of an inode shares one *fs.File, so readers see the writes of
+// other descriptors before they are flushed, as on a local disk.
+//
+// Locks: POSIX and BSD locks are left to the kernel, which enforces them among
+// the processes of this host only. Cluster-wide locks need a lock table in the
+// metaserver with session leases; until then the mount does not pretend.
+package fuse

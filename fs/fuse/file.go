@@ -1,0 +1,243 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	dfs "github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// openFile is the one *fs.File an inode has in this mount while any handle
+// is open, so all descriptors of a file see each other's buffered writes.
+type openFile struct {
+	f    *dfs.File
+	refs int
+}
+
+// handle is one open(2) of a file.
+type handle struct {
+	n *node
+	f *dfs.File
+}
+
+var (
+	_ gofs.FileReader    = (*handle)(nil)
+	_ gofs.FileWriter    = (*handle)(nil)
+	_ gofs.FileFlusher   = (*handle)(nil)
+	_ gofs.FileFsyncer   = (*handle)(nil)
+	_ gofs.FileReleaser  = (*handle)(nil)
+	_ gofs.FileAllocater = (*handle)(nil)
+)
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return n.openFlags(ctx, flags)
+}
+
+// openFlags opens the inode for a new handle. The first open in this mount
+// fetches the inode afresh (close-to-open consistency); later ones share the
+// file already open, whose view is coherent with the kernel's page cache.
+func (n *node) openFlags(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.m.opt.ReadOnly && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
+		return nil, 0, syscall.EROFS
+	}
+	n.mu.Lock()
+	fresh := n.open == nil
+	if fresh {
+		f, err := n.m.client.Open(ctx, n.ino)
+		if err != nil {
+			n.mu.Unlock()
+			return nil, 0, n.m.fail("open", n.ino, err)
+		}
+		n.open = &openFile{f: f}
+	}
+	o := n.open
+	o.refs++
+	if flags&syscall.O_TRUNC != 0 && o.f.Attr().Size > 0 {
+		if err := o.f.Truncate(ctx, 0); err != nil {
+			n.releaseLocked(ctx)
+			n.mu.Unlock()
+			return nil, 0, n.m.fail("open", n.ino, err)
+		}
+	}
+	gen := o.f.Attr().Gen
+	var fuseFlags uint32
+	stale := false
+	switch {
+	case !fresh:
+		fuseFlags |= gofuse.FOPEN_KEEP_CACHE
+	case n.genKnown && n.cachedGen == gen:
+		fuseFlags |= gofuse.FOPEN_KEEP_CACHE
+	case n.genKnown:
+		stale = true
+	}
+	n.cachedGen, n.genKnown = gen, true
+	n.mu.Unlock()
+	if stale {
+		// Without KEEP_CACHE the kernel drops the pages itself; the size
+		// and mtime it holds are stale too and would cut a read short.
+		// Offset -1 invalidates the attributes only.
+		if errno := n.NotifyContent(-1, 0); errno != 0 && errno != syscall.ENOENT {
+			n.m.log.Debug("invalidating attributes", "ino", uint64(n.ino), "errno", errno.Error())
+		}
+	}
+	if flags&syscall.O_DIRECT != 0 {
+		fuseFlags |= gofuse.FOPEN_DIRECT_IO
+	}
+	return &handle{n: n, f: o.f}, fuseFlags, 0
+}
+
+// releaseLocked drops one reference to the open file; the last one closes it
+// (flushing) and removes the orphan link of a file unlinked while open.
+// n.mu is held.
+func (n *node) releaseLocked(ctx context.Context) error {
+	o := n.open
+	o.refs--
+	if o.refs > 0 {
+		return nil
+	}
+	n.open = nil
+	err := o.f.Close()
+	n.cachedGen = o.f.Attr().Gen
+	if rerr := n.m.orphans.release(ctx, n.ino); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	in := n.newIn(ctx, name, syscall.S_IFREG|mode&07777)
+	in.Exclusive = flags&syscall.O_EXCL != 0
+	ch, errno := n.create(ctx, "create", in, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	c := ch.Operations().(*node)
+	fh, fuseFlags, errno := c.openFlags(ctx, flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return ch, fh, fuseFlags, 0
+}
+
+// Tmpfile makes an O_TMPFILE file: it is born in this mount's orphan
+// directory, so it has no name a user can see and is removed at its last
+// close, unless linkat(2) gives it one.
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *gofuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if n.m.opt.ReadOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	uid, gid := caller(ctx)
+	a, err := n.m.orphans.createTemp(ctx, metaserver.CreateIn{Mode: syscall.S_IFREG | mode&07777, Uid: uid, Gid: gid})
+	if err != nil {
+		return nil, nil, 0, n.m.fail("tmpfile", n.ino, err)
+	}
+	n.m.fillAttr(a, &out.Attr)
+	out.SetAttrTimeout(n.m.opt.AttrTimeout)
+	c := &node{m: n.m, ino: a.Ino}
+	ch := n.NewInode(ctx, c, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(a.Ino)})
+	fh, fuseFlags, errno := c.openFlags(ctx, flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return ch, fh, fuseFlags, 0
+}
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.n.m.fail("read", h.n.ino, err)
+	}
+	return gofuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.n.m.opt.ReadOnly {
+		return 0, syscall.EROFS
+	}
+	n, err := h.f.WriteAt(data, off)
+	if err != nil {
+		return uint32(n), h.n.m.fail("write", h.n.ino, err)
+	}
+	return uint32(n), 0
+}
+
+// Flush runs at every close(2) of a descriptor: the data is committed before
+// close returns, which is what makes the next open on another mount see it.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if err := h.f.Flush(ctx); err != nil {
+		return h.n.m.fail("flush", h.n.ino, err)
+	}
+	h.n.keepGen()
+	return 0
+}
+
+// keepGen records that the page cache matches the generation our own flush
+// produced, so reopening the file keeps it.
+func (n *node) keepGen() {
+	n.mu.Lock()
+	if n.open != nil {
+		n.cachedGen, n.genKnown = n.open.f.Attr().Gen, true
+	}
+	n.mu.Unlock()
+}
+
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if err := h.f.Sync(ctx); err != nil {
+		return h.n.m.fail("fsync", h.n.ino, err)
+	}
+	h.n.keepGen()
+	return 0
+}
+
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.open == nil || n.open.f != h.f {
+		return 0
+	}
+	if err := n.releaseLocked(ctx); err != nil {
+		return n.m.fail("release", n.ino, err)
+	}
+	return 0
+}
+
+// Allocate implements fallocate(2) as far as a file system of shared chunks
+// can: mode 0 extends the size (the new range reads as zeros, as a hole
+// does), KEEP_SIZE succeeds without effect. Space is not reserved ahead:
+// chunks are placed when written. Punching holes is not supported.
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	const keepSize = 0x01 // FALLOC_FL_KEEP_SIZE
+	if h.n.m.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	switch mode {
+	case keepSize:
+		return 0
+	case 0:
+	default:
+		return syscall.EOPNOTSUPP
+	}
+	end := off + size
+	if end <= h.f.Attr().Size {
+		return 0
+	}
+	if err := h.f.Truncate(ctx, end); err != nil {
+		return h.n.m.fail("fallocate", h.n.ino, err)
+	}
+	return 0
+}
+
+func (n *node) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	h, ok := f.(*handle)
+	if !ok {
+		return syscall.EBADF
+	}
+	return h.Allocate(ctx, off, size, mode)
+}

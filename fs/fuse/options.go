@@ -1,0 +1,149 @@
+package fuse
+
+import (
+	"context"
+	"log/slog"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	dfs "github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// Defaults, kept in one place.
+const (
+	DefaultEntryTimeout = time.Second
+	DefaultAttrTimeout  = time.Second
+	// DefaultMaxWrite is the largest READ/WRITE request the kernel sends:
+	// 1 MiB, the most Linux allows, so a sequential stream costs a quarter
+	// of the round trips 256 KiB requests would, and a chunk of 4 MiB fills
+	// in four requests.
+	DefaultMaxWrite = 1 << 20
+	// blockSize is what stat reports as st_blksize: the unit programs such as
+	// cp size their buffers by.
+	blockSize = 1 << 20
+)
+
+// ReservedName is the root entry holding the DFS's own files (registry blobs,
+// layer indexes, orphans). A mount of the whole namespace hides it.
+const ReservedName = ".dockyard"
+
+// Options configure a mount. Zero values mean the defaults.
+type Options struct {
+	// Root is the directory to mount; 0 means "/". The image mount points it
+	// at an image's merged tree.
+	Root metaserver.Ino
+	// ReadOnly refuses every change with EROFS and mounts read-only.
+	ReadOnly bool
+	// ShowReserved makes /.dockyard visible (operators only; see the package
+	// comment for why it is hidden).
+	ShowReserved bool
+	// EntryTimeout and AttrTimeout bound how long the kernel trusts a name or
+	// an attribute without asking again; negative means 0 (always ask).
+	EntryTimeout time.Duration
+	AttrTimeout  time.Duration
+	// NegativeTimeout lets the kernel cache "no such file" answers. It is 0
+	// by default so a file created on another mount is found at once.
+	NegativeTimeout time.Duration
+	// AllowOther lets users other than the mounter use the mount (needs root
+	// or user_allow_other in fuse.conf).
+	AllowOther bool
+	// MaxWrite is the largest read or write request, default and most 1 MiB.
+	MaxWrite int
+	// FsName is shown as the source in /proc/mounts and df.
+	FsName string
+	// Debug logs every FUSE request.
+	Debug  bool
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Root == 0 {
+		o.Root = metaserver.RootIno
+	}
+	if o.EntryTimeout == 0 {
+		o.EntryTimeout = DefaultEntryTimeout
+	}
+	if o.EntryTimeout < 0 {
+		o.EntryTimeout = 0
+	}
+	if o.AttrTimeout == 0 {
+		o.AttrTimeout = DefaultAttrTimeout
+	}
+	if o.AttrTimeout < 0 {
+		o.AttrTimeout = 0
+	}
+	if o.NegativeTimeout < 0 {
+		o.NegativeTimeout = 0
+	}
+	if o.MaxWrite <= 0 || o.MaxWrite > DefaultMaxWrite {
+		o.MaxWrite = DefaultMaxWrite
+	}
+	if o.FsName == "" {
+		o.FsName = "dockyard"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// mountState is what every node of one mount shares.
+type mountState struct {
+	client  *dfs.Client
+	meta    metaserver.API
+	opt     Options
+	log     *slog.Logger
+	orphans *orphanage
+}
+
+// hideReserved reports whether name, looked up in dir, is the hidden
+// reserved tree.
+func (m *mountState) hideReserved(dir metaserver.Ino, name string) bool {
+	return !m.opt.ShowReserved && dir == metaserver.RootIno && name == ReservedName
+}
+
+// fail turns err into an errno and logs the ones that are real failures, so
+// an EIO seen by an application can be traced to its cause.
+func (m *mountState) fail(op string, ino metaserver.Ino, err error) syscall.Errno {
+	e := toErrno(err)
+	if !expected(e) {
+		m.log.Warn("fuse operation failed", "op", op, "ino", uint64(ino), "errno", e.Error(), "err", err)
+	}
+	return e
+}
+
+// NewRoot returns the root node of a tree over c and the go-fuse options it
+// must be mounted with. Mount uses it; callers that assemble their own
+// go-fuse server (tests, the image mount) can too.
+func NewRoot(c *dfs.Client, opt Options) (gofs.InodeEmbedder, *gofs.Options) {
+	opt = opt.withDefaults()
+	m := &mountState{client: c, meta: c.Meta(), opt: opt, log: opt.Logger}
+	m.orphans = newOrphanage(m)
+	root := &node{m: m, ino: opt.Root}
+	entry, attr, neg := opt.EntryTimeout, opt.AttrTimeout, opt.NegativeTimeout
+	gopt := &gofs.Options{
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		// Inode numbers are the metaserver's, so they are stable across
+		// mounts and hard links share one.
+		RootStableAttr: &gofs.StableAttr{Ino: uint64(opt.Root)},
+		// Mode 0 is a real mode here, not "unset".
+		NullPermissions: true,
+	}
+	gopt.MountOptions = mountOptions(opt)
+	return root, gopt
+}
+
+// closeTree releases what a tree holds beyond the kernel's lifetime: the
+// orphan links of files that were still open.
+func closeTree(ctx context.Context, root gofs.InodeEmbedder) error {
+	n, ok := root.(*node)
+	if !ok {
+		return nil
+	}
+	return n.m.orphans.close(ctx)
+}
