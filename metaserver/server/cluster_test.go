@@ -197,6 +197,13 @@ func TestFollowerRedirectsToLeader(t *testing.T) {
 			t.Fatalf("member %+v", m)
 		}
 	}
+	if err := c.RemoveMember(ctx, follower.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if ms_, err = c.Members(ctx); err != nil || len(ms_) != 2 {
+		t.Fatalf("members after removal: %+v %v", ms_, err)
+	}
+	wantErrno(t, "remove unknown member", c.RemoveMember(ctx, "nope"), syscall.ENOENT)
 }
 
 func TestKillLeaderDuringCreates(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 
 	ms "github.com/dockyard/dockyard/metaserver"
 )
@@ -58,7 +59,7 @@ var _ ms.Executor = (*Node)(nil)
 // Start opens (or creates) the node's data directory, starts Raft and the
 // HTTP API, and bootstraps or joins a cluster as the Config says. It returns
 // once the node is serving; it does not wait for a leader (see WaitLeader).
-func Start(cfg Config) (n *Node, err error) {
+func Start(cfg Config) (_ *Node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -66,16 +67,21 @@ func Start(cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("metaserver: data directory: %w", err)
 	}
-	n = &Node{cfg: cfg, fsm: NewFSM(), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, fsm: NewFSM(), stop: make(chan struct{})}
 	n.verify.n = n
 	defer func() {
 		if err != nil {
 			_ = n.Close()
 		}
 	}()
-	n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
+	n.store, err = raftboltdb.New(raftboltdb.Options{
+		Path:   filepath.Join(cfg.DataDir, "raft.db"),
+		NoSync: cfg.NoSync,
+		// Another process holding the file blocks the open forever otherwise.
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoSync: cfg.NoSync},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("metaserver: opening raft log: %w", err)
+		return nil, fmt.Errorf("metaserver: opening raft log in %s (is another metaserver using it?): %w", cfg.DataDir, err)
 	}
 	n.snaps, err = raft.NewFileSnapshotStore(cfg.DataDir, defaultSnapshotsRetain, cfg.LogOutput)
 	if err != nil {
@@ -414,6 +420,17 @@ func (n *Node) changeMembership(op string, a ms.MemberArgs) error {
 		p, _ := json.Marshal(a)
 		_, err := n.apply(&command{Type: cmdSetMember, Time: now, Payload: p})
 		return err
+	}
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return n.membershipErr(op, err)
+	}
+	known := false
+	for _, s := range cf.Configuration().Servers {
+		known = known || string(s.ID) == a.ID
+	}
+	if !known {
+		return ms.Errf(op, syscall.ENOENT, "no member %q", a.ID)
 	}
 	if err := n.raft.RemoveServer(raft.ServerID(a.ID), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return n.membershipErr(op, err)
