@@ -240,7 +240,7 @@ func TestRealCorruptShardOnDisk(t *testing.T) {
 }
 
 func TestRealDiskFull(t *testing.T) {
-	opt := Options{ChunkSize: testChunk}
+	opt := Options{ChunkSize: testChunk, RetryBackoff: time.Millisecond}
 	// Room for a few shards each: the cluster fills up during the test.
 	rc := newRealCluster(t, 7, 6*testChunk/4)
 	c := rc.client(opt)
@@ -270,5 +270,27 @@ func TestRealDiskFull(t *testing.T) {
 		if got := readAll(t, rc.client(opt), p); !bytes.Equal(got, data) {
 			t.Fatalf("%s lost", p)
 		}
+	}
+}
+
+// TestRealFallbackToCopies: with fewer chunkservers than K+M the metaserver
+// cannot place an erasure-coded chunk, and the client stores M+1 copies.
+func TestRealFallbackToCopies(t *testing.T) {
+	opt := Options{ChunkSize: testChunk}
+	rc := newRealCluster(t, 5, 0)
+	want := randBytes(11, testChunk+5)
+	if _, err := rc.client(opt).WriteFile(context.Background(), "/f", bytes.NewReader(want), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range rc.chunksOf("/f") {
+		if !ch.Replicated || len(ch.Shards) != 3 {
+			t.Fatalf("chunk %d: replicated=%v with %d shards, want 3 copies", ch.ID, ch.Replicated, len(ch.Shards))
+		}
+	}
+	first := rc.chunksOf("/f")[0]
+	rc.server(first.Shards[0].Addr).Close()
+	rc.server(first.Shards[2].Addr).Close()
+	if got := readAll(t, rc.client(opt), "/f"); !bytes.Equal(got, want) {
+		t.Fatal("copies lost data with 2 servers down")
 	}
 }

@@ -349,7 +349,7 @@ func TestTruncate(t *testing.T) {
 // ErrNoSpace, and committed data stays readable; once the metaserver knows,
 // placement avoids the server and writes succeed.
 func TestDiskFull(t *testing.T) {
-	opt := Options{ChunkSize: testChunk}
+	opt := Options{ChunkSize: testChunk, RetryBackoff: time.Millisecond}
 	cl := newCluster(t, 7)
 	c := cl.client(opt)
 	before := writeRandom(t, c, "/before", 3*testChunk)
@@ -393,7 +393,7 @@ func TestDiskFull(t *testing.T) {
 }
 
 func TestAllFullFailsClearly(t *testing.T) {
-	opt := Options{ChunkSize: testChunk, WriteAttempts: 3}
+	opt := Options{ChunkSize: testChunk, WriteAttempts: 3, RetryBackoff: time.Millisecond}
 	cl := newCluster(t, 6)
 	c := cl.client(opt)
 	before := writeRandom(t, c, "/before", testChunk+1)
@@ -722,5 +722,37 @@ func TestUnflushedChunksCommitBeforeTheirLease(t *testing.T) {
 	})
 	if got := readAll(t, cl.client(Options{ChunkSize: testChunk}), "/f"); !bytes.Equal(got, want) {
 		t.Fatal("committed bytes differ")
+	}
+}
+
+// TestWriteSurvivesAFreshlyDeadServer: a chunkserver dies and the metaserver
+// still places shards on it (it has not missed enough heartbeats yet); the
+// client retries on new placements until one avoids it.
+func TestWriteSurvivesAFreshlyDeadServer(t *testing.T) {
+	opt := Options{ChunkSize: testChunk, RetryBackoff: 5 * time.Millisecond}
+	cl := newCluster(t, 7)
+	dead := cl.servers[4]
+	dead.kill()
+	// The metaserver notices once it has handed out a few more placements,
+	// standing in for the missed heartbeats.
+	noticed := make(chan struct{})
+	go func() {
+		defer close(noticed)
+		waitFor(t, "placements after the death", func() bool {
+			cl.meta.mu.Lock()
+			defer cl.meta.mu.Unlock()
+			return cl.meta.allocs >= 12
+		})
+		cl.meta.setDown(dead.addr())
+	}()
+	want := writeRandom(t, cl.client(opt), "/f", 4*testChunk+10)
+	<-noticed
+	if got := readAll(t, cl.client(opt), "/f"); !bytes.Equal(got, want) {
+		t.Fatal("read back differs")
+	}
+	cl.meta.mu.Lock()
+	defer cl.meta.mu.Unlock()
+	if cl.meta.allocs <= 5 {
+		t.Fatalf("%d allocations for 5 chunks: the dead server was never hit", cl.meta.allocs)
 	}
 }

@@ -30,7 +30,8 @@ const (
 	DefaultHedgeAfter     = time.Second
 	DefaultIOTimeout      = 30 * time.Second
 	DefaultMaxUploads     = 8
-	DefaultWriteAttempts  = 4
+	DefaultWriteAttempts  = 8
+	DefaultRetryBackoff   = 100 * time.Millisecond
 	DefaultMaxDirtyChunks = 8
 	DefaultCommitEvery    = 16
 	DefaultCommitAfter    = 5 * time.Second
@@ -68,6 +69,11 @@ type Options struct {
 	// WriteAttempts is how many placements a chunk is tried on before the
 	// write fails.
 	WriteAttempts int
+	// RetryBackoff is the wait before the second placement, doubling for
+	// each further one up to 2 s. A chunkserver that just died keeps being
+	// placed on until the metaserver misses its heartbeats (a few seconds),
+	// so the default attempts span that window instead of failing inside it.
+	RetryBackoff time.Duration
 	// MaxDirtyChunks bounds the partially written chunks a file buffers; past
 	// it the oldest is written out as a smaller chunk.
 	MaxDirtyChunks int
@@ -120,6 +126,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.WriteAttempts <= 0 {
 		o.WriteAttempts = DefaultWriteAttempts
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = DefaultRetryBackoff
 	}
 	if o.MaxDirtyChunks <= 0 {
 		o.MaxDirtyChunks = DefaultMaxDirtyChunks

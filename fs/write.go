@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/dockyard/dockyard/metaserver"
 )
@@ -18,6 +19,9 @@ import (
 // than M+1 the write fails — durability is never traded for availability.
 // A shard that cannot be stored (server down, disk full) makes the whole chunk
 // go to a fresh placement, up to WriteAttempts times.
+
+// maxRetryBackoff caps the wait between two placements of one chunk.
+const maxRetryBackoff = 2 * time.Second
 
 // writeChunk stores chunk data held at the start of *buf (size bytes; *buf has
 // room for parity behind it) and returns the chunk record with its shard
@@ -35,9 +39,15 @@ func (c *Client) writeChunk(ctx context.Context, buf []byte, size int64) (metase
 		}
 	}
 	var lastErr error
+	backoff := c.opt.RetryBackoff
 	for attempt := 0; attempt < c.opt.WriteAttempts; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return metaserver.Chunk{}, nil, err
+		if attempt > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return metaserver.Chunk{}, nil, ctx.Err()
+			}
+			backoff = min(2*backoff, maxRetryBackoff)
 		}
 		var ch metaserver.Chunk
 		if !replicated {
