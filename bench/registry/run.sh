@@ -45,7 +45,8 @@ fi
 REFERENCE_BIN=${REFERENCE_BIN:-$(command -v registry || echo "$(go env GOPATH)/bin/registry")}
 [ -x "$REFERENCE_BIN" ] || die "reference registry not found; go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
 if [ -z "${DOCKYARD_BIN:-}" ]; then
-	DOCKYARD_BIN=$work/dockyard
+	DOCKYARD_BIN=$work/bin/dockyard
+	mkdir -p "$work/bin"
 	(cd "$root" && go build -o "$DOCKYARD_BIN" ./cmd/dockyard) || die "go build failed"
 fi
 for port in "$DY_PORT" "$META_PORT" "$((META_PORT + 1))" "$REF_PORT"; do
@@ -62,7 +63,8 @@ log "starting dockyard serve on 127.0.0.1:$DY_PORT"
 "$DOCKYARD_BIN" serve --data "$work/dockyard" --listen "127.0.0.1:$DY_PORT" \
 	--meta-listen "127.0.0.1:$META_PORT" --chunkserver-base-port 0 --gc-interval 0 --log-level warn \
 	>"$work/dockyard.log" 2>&1 &
-pids+=($!)
+dy_pid=$!
+pids+=($dy_pid)
 
 log "starting the reference registry on 127.0.0.1:$REF_PORT"
 cat >"$work/reference.yml" <<YAML
@@ -78,18 +80,20 @@ http:
   addr: 127.0.0.1:$REF_PORT
 YAML
 OTEL_TRACES_EXPORTER=none "$REFERENCE_BIN" serve "$work/reference.yml" >"$work/reference.log" 2>&1 &
-pids+=($!)
+ref_pid=$!
+pids+=($ref_pid)
 
-wait_up() {
+wait_up() { # addr pid log
 	for _ in $(seq 600); do
 		if curl -sf "http://$1/v2/" >/dev/null; then return 0; fi
+		kill -0 "$2" 2>/dev/null || break
 		sleep 0.1
 	done
-	cat "$2" >&2
+	cat "$3" >&2
 	die "$1 did not come up"
 }
-wait_up "127.0.0.1:$DY_PORT" "$work/dockyard.log"
-wait_up "127.0.0.1:$REF_PORT" "$work/reference.log"
+wait_up "127.0.0.1:$DY_PORT" "$dy_pid" "$work/dockyard.log"
+wait_up "127.0.0.1:$REF_PORT" "$ref_pid" "$work/reference.log"
 
 # seconds CMD...: run CMD quietly, print its wall-clock seconds.
 seconds() {
