@@ -318,3 +318,45 @@ func flipOnDisk(t *testing.T, path string, off int64) {
 		t.Fatal(err)
 	}
 }
+
+// onlyReader hides the concrete type of a reader so the request is sent
+// without a Content-Length (chunked), as a streaming writer would send it.
+type onlyReader struct{ io.Reader }
+
+func TestPutBodyLimits(t *testing.T) {
+	s := startServer(t, server.Config{Store: store.NewMemory(0), ID: "cs-limits", MaxShardSize: 256 << 10})
+	base := "http://" + s.Addr() + "/shards/"
+	put := func(name string, body io.Reader) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPut, base+name, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	small, big := randBytes(1, 100<<10), randBytes(2, 300<<10)
+	if code := put("0000000000000001.0", onlyReader{bytes.NewReader(small)}); code != http.StatusCreated {
+		t.Errorf("chunked PUT within the limit: %d, want 201", code)
+	}
+	if code := put("0000000000000001.1", onlyReader{bytes.NewReader(big)}); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("chunked PUT over the limit: %d, want 413", code)
+	}
+	if code := put("0000000000000001.2", bytes.NewReader(big)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("PUT with a Content-Length over the limit: %d, want 413", code)
+	}
+	info, err := chunkserver.NewClient(nil).Stat(context.Background(), s.Addr(), "0000000000000001.0")
+	if err != nil || info.Sum != chunkserver.Sum(small) {
+		t.Errorf("chunked PUT stored %+v, %v", info, err)
+	}
+	for _, n := range []string{"0000000000000001.1", "0000000000000001.2"} {
+		if _, err := chunkserver.NewClient(nil).Stat(context.Background(), s.Addr(), n); !errors.Is(err, chunkserver.ErrNotFound) {
+			t.Errorf("refused PUT of %s stored something: %v", n, err)
+		}
+	}
+}

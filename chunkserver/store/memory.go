@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -152,7 +153,7 @@ func (m *Memory) Walk(fn func(name string, info chunkserver.ShardInfo) error) er
 	for _, name := range names {
 		info, err := m.Stat(name)
 		if err != nil {
-			if errorsIsNotFound(err) {
+			if errors.Is(err, ErrNotFound) {
 				continue
 			}
 			return err

@@ -121,5 +121,3 @@ func putSums(dst []byte, sums []uint64) {
 		binary.LittleEndian.PutUint64(dst[8*i:], s)
 	}
 }
-
-func errorsIsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
