@@ -436,6 +436,10 @@ func (st *layerState) entry(hdr *tar.Header, off int64, idx *Index, opts Options
 	if e.Xattrs, err = xattrs(hdr, opts); err != nil {
 		return nil, entryErr(p, err)
 	}
+	if e.IsHardLink() {
+		// One inode: the link has its target's xattrs, whatever its header says.
+		e.Xattrs = idx.Entries[e.LinkIdx-1].Xattrs
+	}
 	return e, nil
 }
 

@@ -1,111 +1,104 @@
 #!/usr/bin/env bash
-# Lazy-run benchmark: time to the exit of an image's command with
-# `dockyard run` on a cold host cache, side by side with `docker pull` +
-# `docker run` from the same registry, and the bytes each read from the
-# chunkservers. The image is a static busybox plus a PAYLOAD_MB file of random
-# bytes (incompressible, so the layer is as large as the image) that the
-# command never reads: `/bin/true`.
+# Side by side: time to a container's exit with `dockyard run` (lazy: the image is mounted from the file system
+# and only what the command reads is fetched) against `docker pull` + `docker run` from the same registry, for an
+# image of SIZE_MB of incompressible payload plus busybox, whose command (/bin/true) reads almost none of it.
+# Also counts the shard bytes the chunkservers sent for each (their dockyard_chunkserver_bytes_out_total).
 #
-#   bench/lazyrun/run.sh                 # RUNS=5 PAYLOAD_MB=512
+# Needs root (FUSE, runc), a running dockerd, crane, a static busybox, curl. Everything it starts it stops;
+# everything it makes lives in one temporary directory, removed at the end.
 #
-# Needs root, dockerd running, busybox-static. Environment: DOCKYARD_BIN
-# (default: built from this checkout), RUNS, PAYLOAD_MB, DY_PORT/META_PORT
-# (default 15100/19700). Prints a Markdown table (medians) and every round.
+#   bench/lazyrun/run.sh            # SIZE_MB=512 PORT=5077 META=9577 CS=9677 RUNS=3
 set -euo pipefail
 
-RUNS=${RUNS:-5}
-PAYLOAD_MB=${PAYLOAD_MB:-512}
-DY_PORT=${DY_PORT:-15100}
-META_PORT=${META_PORT:-19700}
+SIZE_MB=${SIZE_MB:-512}
+PORT=${PORT:-5077}
+META=${META:-9577}
+CS=${CS:-9677}
+RUNS=${RUNS:-3}
+BUSYBOX=${BUSYBOX:-$(command -v busybox)}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+serve_pid=""
+ref="127.0.0.1:$PORT/lazyrun/payload:$SIZE_MB"
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/dockyard-bench-lazyrun.XXXXXX")
-pids=()
-log() { echo "bench/lazyrun: $*" >&2; }
-die() { log "$*"; exit 1; }
 cleanup() {
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	docker rmi -f "127.0.0.1:$DY_PORT/bench/lazy:1" >/dev/null 2>&1 || true
+	docker rmi -f "$ref" >/dev/null 2>&1 || true
+	if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-[ "$(id -u)" = 0 ] || die "needs root (FUSE, overlay, runc, dropping the page cache)"
-docker info >/dev/null 2>&1 || die "needs a running dockerd"
-bb=$(command -v busybox) || die "needs busybox-static"
-bin=${DOCKYARD_BIN:-}
-if [ -z "$bin" ]; then
-	bin=$work/dockyard
-	(cd "$root" && go build -o "$bin" ./cmd/dockyard)
-fi
+die() { echo "lazyrun: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (FUSE mount and runc)"
+[ -x "$BUSYBOX" ] || die "no busybox (set BUSYBOX to a static one)"
+docker info >/dev/null 2>&1 || die "dockerd is not running"
+command -v crane >/dev/null || die "no crane"
 
-log "starting dockyard serve"
-"$bin" serve --data "$work/data" --listen "127.0.0.1:$DY_PORT" --meta-listen "127.0.0.1:$META_PORT" \
-	--chunkserver-base-port 0 --log-level warn >"$work/serve.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do
-	curl -fsS "http://127.0.0.1:$DY_PORT/v2/" >/dev/null 2>&1 && break
-	sleep 0.2
+echo "building dockyard" >&2
+(cd "$here" && go build -o "$work/dockyard" ./cmd/dockyard)
+dy="$work/dockyard"
+
+echo "making a ${SIZE_MB} MB image" >&2
+root="$work/rootfs"
+mkdir -p "$root/bin" "$root/payload" "$root/tmp" "$root/etc"
+cp "$BUSYBOX" "$root/bin/busybox"
+for t in sh true cat ls; do ln -s busybox "$root/bin/$t"; done
+echo "root:x:0:0:root:/:/bin/sh" >"$root/etc/passwd"
+head -c "$((SIZE_MB << 20))" /dev/urandom >"$root/payload/blob"
+tar -C "$root" --numeric-owner -cf "$work/layer.tar" .
+rm -rf "$root"
+
+"$dy" serve --data "$work/data" --listen "127.0.0.1:$PORT" --meta-listen "127.0.0.1:$META" \
+	--chunkserver-base-port "$CS" --log-level warn >"$work/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 600); do
+	curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break
+	kill -0 "$serve_pid" 2>/dev/null || { cat "$work/serve.log" >&2; die "dockyard serve exited"; }
+	sleep 0.1
 done
-curl -fsS "http://127.0.0.1:$DY_PORT/v2/" >/dev/null || die "dockyard serve did not start: $(tail -5 "$work/serve.log")"
+curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null || die "registry did not come up"
 
-log "building a $PAYLOAD_MB MB image and pushing it with docker"
-rootfs=$work/rootfs
-mkdir -p "$rootfs/bin" "$rootfs/payload" "$rootfs/etc" "$rootfs/tmp"
-cp "$bb" "$rootfs/bin/busybox"
-for a in sh true cat ls; do ln -s busybox "$rootfs/bin/$a"; done
-head -c "$((PAYLOAD_MB << 20))" /dev/urandom >"$rootfs/payload/blob.bin"
-tar -C "$rootfs" -cf "$work/rootfs.tar" .
-ref=127.0.0.1:$DY_PORT/bench/lazy:1
-docker import "$work/rootfs.tar" "$ref" >/dev/null
-docker push "$ref" >/dev/null
-image_bytes=$(docker image inspect "$ref" --format '{{.Size}}')
-# Give the background indexer time to finish, then make sure it did: the run
-# side measures starting a container, not first-time indexing.
-"$bin" run --meta "127.0.0.1:$META_PORT" --state-dir "$work/state" "$ref" -- /bin/true
+echo "pushing" >&2
+t0=$(date +%s.%N)
+crane append --insecure -f "$work/layer.tar" -t "$ref.base" >/dev/null 2>"$work/crane.log" || { cat "$work/crane.log" >&2; die "push failed"; }
+crane mutate --insecure --set-platform linux/amd64 --cmd /bin/true -t "$ref" "$ref.base" >/dev/null 2>>"$work/crane.log" || { cat "$work/crane.log" >&2; die "mutate failed"; }
+manifest=$(crane digest --insecure "$ref")
+t1=$(date +%s.%N)
+rm -f "$work/layer.tar"
+# The push hook indexes the image in the background; wait for its tree.
+tree="dfs:/.dockyard/images/${manifest%%:*}/${manifest#*:}/rootfs"
+for _ in $(seq 1200); do
+	"$dy" stat --meta "127.0.0.1:$META" "$tree" >/dev/null 2>&1 && break
+	sleep 0.1
+done
+"$dy" stat --meta "127.0.0.1:$META" "$tree" >/dev/null 2>&1 || die "image was not indexed after push"
+t2=$(date +%s.%N)
 
-chunk_bytes_out() {
-	local total=0 addr v
-	for addr in $("$bin" admin chunkservers ls --json --meta "127.0.0.1:$META_PORT" | grep '"addr"' | sed 's/.*"addr": "\([^"]*\)".*/\1/'); do
-		v=$(curl -fsS "http://$addr/metrics" | awk '$1=="dockyard_chunkserver_bytes_out_total"{print $2}')
-		total=$((total + ${v%.*}))
+bytes_out() {
+	local sum=0 i v
+	for i in $(seq 0 5); do
+		v=$(curl -fs "http://127.0.0.1:$((CS + i))/metrics" | awk '$1 == "dockyard_chunkserver_bytes_out_total" {printf "%d", $2}')
+		sum=$((sum + ${v:-0}))
 	done
-	echo "$total"
+	echo "$sum"
 }
-cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
+image_bytes=$(crane manifest --insecure "$ref" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
 
-dy_times=() dy_bytes=() dk_times=() dk_bytes=()
-for i in $(seq 1 "$RUNS"); do
-	cold
-	b0=$(chunk_bytes_out); t0=$(now)
-	"$bin" run --meta "127.0.0.1:$META_PORT" --state-dir "$work/state" "$ref" -- /bin/true
-	t1=$(now); b1=$(chunk_bytes_out)
-	dy_times+=("$(echo "$t1 - $t0" | bc)"); dy_bytes+=($((b1 - b0)))
+printf 'push %.1f s, indexed %.1f s after push; image %d bytes\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$image_bytes"
+printf '%-28s %10s %14s %8s %s\n' "run" "seconds" "bytes read" "% image" "(dockyard: mounted after)"
+for r in $(seq "$RUNS"); do
+	b0=$(bytes_out); s=$(date +%s.%N)
+	"$dy" run -v --meta "127.0.0.1:$META" --state-dir "$work/state" "$ref" >/dev/null 2>"$work/run.log" ||
+		{ cat "$work/run.log" >&2; die "dockyard run failed"; }
+	e=$(date +%s.%N); b1=$(bytes_out)
+	mounted=$(sed -n 's/.*msg="image mounted".* after=\([^ ]*\).*/\1/p' "$work/run.log")
+	printf '%-28s %10.2f %14d %8.2f %s\n' "dockyard run #$r" "$(echo "$e - $s" | bc)" "$((b1 - b0))" "$(echo "100 * ($b1 - $b0) / $image_bytes" | bc -l)" "$mounted"
 
-	docker rmi -f "$ref" >/dev/null
-	cold
-	b0=$(chunk_bytes_out); t0=$(now)
+	docker rmi -f "$ref" >/dev/null 2>&1 || true
+	b0=$(bytes_out); s=$(date +%s.%N)
 	docker pull -q "$ref" >/dev/null
-	docker run --rm --network none "$ref" /bin/true
-	t1=$(now); b1=$(chunk_bytes_out)
-	dk_times+=("$(echo "$t1 - $t0" | bc)"); dk_bytes+=($((b1 - b0)))
-	log "round $i: dockyard run ${dy_times[-1]} s, ${dy_bytes[-1]} B read; docker pull+run ${dk_times[-1]} s, ${dk_bytes[-1]} B read"
+	docker run --rm --network none "$ref" >/dev/null
+	e=$(date +%s.%N); b1=$(bytes_out)
+	printf '%-28s %10.2f %14d %8.2f\n' "docker pull + run #$r" "$(echo "$e - $s" | bc)" "$((b1 - b0))" "$(echo "100 * ($b1 - $b0) / $image_bytes" | bc -l)"
+	docker rmi -f "$ref" >/dev/null 2>&1 || true
 done
-
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-dt=$(median "${dy_times[@]}"); kt=$(median "${dk_times[@]}")
-db=$(median "${dy_bytes[@]}"); kb=$(median "${dk_bytes[@]}")
-echo
-echo "image: $image_bytes bytes uncompressed (busybox + $PAYLOAD_MB MB payload), command /bin/true, median of $RUNS, cold page cache"
-echo
-echo "| | time to exit (s) | bytes read from chunkservers | share of image |"
-echo "|---|---|---|---|"
-printf '| dockyard run | %.2f | %d | %.2f%% |\n' "$dt" "$db" "$(echo "100 * $db / $image_bytes" | bc -l)"
-printf '| docker pull + docker run | %.2f | %d | %.2f%% |\n' "$kt" "$kb" "$(echo "100 * $kb / $image_bytes" | bc -l)"
-printf '\nspeed-up: %.1fx\n' "$(echo "$kt / $dt" | bc -l)"
-echo
-echo "rounds (s): dockyard ${dy_times[*]}; docker ${dk_times[*]}"
