@@ -18,7 +18,17 @@ func newGCEnv(t *testing.T) (*testEnv, *fakeClock) {
 }
 
 func TestGCRemovesOnlyUnreferenced(t *testing.T) {
-	env, clock := newGCEnv(t)
+	t.Run("local", func(t *testing.T) {
+		env, clock := newGCEnv(t)
+		testGCRemovesOnlyUnreferenced(t, env, clock)
+	})
+	t.Run("dfs", func(t *testing.T) {
+		clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+		testGCRemovesOnlyUnreferenced(t, newDFSEnv(t, Config{GCGrace: time.Hour, UploadTTL: 24 * time.Hour, Now: clock.Now}), clock)
+	})
+}
+
+func testGCRemovesOnlyUnreferenced(t *testing.T, env *testEnv, clock *fakeClock) {
 	ctx := context.Background()
 	_, kept := env.pushImage("g", "v1", []byte("referenced layer"))
 	orphan := env.pushBlob("g", []byte("pushed, never referenced"))
