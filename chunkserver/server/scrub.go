@@ -35,17 +35,24 @@ func (s *Server) scrubLoop(ctx context.Context) {
 }
 
 // pacer holds a reader to a byte rate, measured from the start of the pass so
-// short bursts average out.
+// short stalls average out. A reader that fell far behind (the disk was busy
+// with foreground traffic) is forgiven all but maxDebt of it, so it does not
+// then race at full speed to catch up, just when the disk is needed most.
 type pacer struct {
 	rate  int64
 	start time.Time
 	done  int64
 }
 
+const maxDebt = time.Second
+
 func (p *pacer) wait(ctx context.Context, n int64) error {
 	p.done += n
 	due := p.start.Add(time.Duration(float64(p.done) / float64(p.rate) * float64(time.Second)))
 	d := time.Until(due)
+	if d < -maxDebt {
+		p.start = p.start.Add(-d - maxDebt)
+	}
 	if d <= 0 {
 		return nil
 	}
@@ -74,7 +81,7 @@ func (s *Server) scrubPass(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// One pass per piece; a zero-length shard still gets one (empty)
+		// One read per piece; a zero-length shard still gets one (empty)
 		// read, which makes a disk store check the shard's header.
 		for off := int64(0); ; {
 			n := min(int64(scrubPiece), info.Size-off)
