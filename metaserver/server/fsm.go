@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/btree"
 
@@ -174,10 +175,15 @@ func (f *FSM) applyDone() {
 	f.notifyMu.Unlock()
 }
 
-// waitApplied blocks until the state has applied index idx.
-func (f *FSM) waitApplied(ctx context.Context, idx uint64) error {
+// waitApplied blocks until the state reflects every log entry up to idx.
+// Raft hands the FSM only commands and configurations; barrier and no-op
+// entries never reach it, so applied can stay below idx for good. inert
+// reports whether the entries in (from, to] are all such entries, in which
+// case the state is current already.
+func (f *FSM) waitApplied(ctx context.Context, idx uint64, inert func(from, to uint64) bool) error {
 	for {
-		if f.applied.Load() >= idx {
+		a := f.applied.Load()
+		if a >= idx || inert(a, idx) {
 			return nil
 		}
 		f.notifyMu.Lock()
@@ -186,14 +192,20 @@ func (f *FSM) waitApplied(ctx context.Context, idx uint64) error {
 		}
 		ch := f.notify
 		f.notifyMu.Unlock()
-		if f.applied.Load() >= idx {
-			return nil
+		if f.applied.Load() != a {
+			continue
 		}
+		// The entries may be applied already without a notification: a
+		// restored snapshot covers them. Look again after a short while.
+		t := time.NewTimer(5 * time.Millisecond)
 		select {
 		case <-ch:
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("waiting for index %d: %w", idx, ctx.Err())
 		}
+		t.Stop()
 	}
 }
 

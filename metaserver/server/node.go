@@ -352,7 +352,25 @@ func (n *Node) ensureReadable(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: %v", ms.ErrUnavailable, err)
 	}
-	return n.fsm.waitApplied(ctx, idx)
+	return n.fsm.waitApplied(ctx, idx, n.inertLogs)
+}
+
+// inertLogs reports whether the log entries in (from, to] carry nothing for
+// the FSM (no-ops and barriers). An entry it cannot read counts as a command.
+func (n *Node) inertLogs(from, to uint64) bool {
+	if to-from > 64 {
+		return false // a backlog of real work: just wait for it
+	}
+	var l raft.Log
+	for i := from + 1; i <= to; i++ {
+		if err := n.store.GetLog(i, &l); err != nil {
+			return false
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return false
+		}
+	}
+	return true
 }
 
 // leaderVerifier shares one VerifyLeader round among the reads that arrived
