@@ -392,3 +392,27 @@ func TestRestartRestoresFromSnapshot(t *testing.T) {
 		t.Fatalf("create after restart: ino %d (want 62), %v", a.Ino, err)
 	}
 }
+
+// Raft never hands barrier and no-op entries to the FSM; a read issued when
+// such entries end the log must not wait for an apply that never comes.
+func TestReadAfterBarrierDoesNotHang(t *testing.T) {
+	n := startNode(t, testConfig(t, "solo", t.TempDir()))
+	if _, err := n.WaitLeader(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the leader's member record", func() bool {
+		_, ok := n.fsm.memberRecords()["solo"]
+		return ok
+	})
+	for i := range 3 {
+		if err := n.raft.Barrier(time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := n.API().GetAttr(ctx, ms.RootIno)
+		cancel()
+		if err != nil {
+			t.Fatalf("read %d after a barrier: %v", i, err)
+		}
+	}
+}
