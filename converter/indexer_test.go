@@ -122,7 +122,7 @@ func manifestFor(t *testing.T, s *memStore, config []byte, layers ...[]byte) []b
 func TestIndexerAndOpener(t *testing.T) {
 	ctx := context.Background()
 	s := newMemStore()
-	lowerRaw := buildTar(t, richLayer(t))
+	lowerRaw := richTar(t)
 	upperRaw := buildTar(t, []tarEntry{
 		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "usr/bin/.wh.big2", Mode: 0644}},
 		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "etc/motd", Mode: 0644}, data: []byte("welcome\n")},

@@ -20,11 +20,7 @@ func testData(seed uint64, n int) []byte {
 	for b.Len() < n {
 		switch r.IntN(3) {
 		case 0:
-			p := make([]byte, r.IntN(64<<10))
-			for i := range p {
-				p[i] = byte(r.Uint32())
-			}
-			b.Write(p)
+			b.Write(randBytes(r, r.IntN(64<<10)))
 		case 1:
 			b.Write(bytes.Repeat([]byte{byte(r.IntN(256))}, r.IntN(100<<10)))
 		default:

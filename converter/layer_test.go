@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,10 +50,20 @@ func buildTar(t testing.TB, entries []tarEntry) []byte {
 
 func randBytes(r *rand.Rand, n int) []byte {
 	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(r.Uint32())
-	}
+	seed := [32]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())}
+	rand.NewChaCha8(seed).Read(p)
 	return p
+}
+
+var richOnce struct {
+	sync.Once
+	raw []byte
+}
+
+// richTar is richLayer as a tar, built once per test binary.
+func richTar(t testing.TB) []byte {
+	richOnce.Do(func() { richOnce.raw = buildTar(t, richLayer(t)) })
+	return richOnce.raw
 }
 
 // richLayer has every entry type the converter handles, large random files
@@ -251,7 +262,7 @@ func checkLayer(t *testing.T, raw, blob []byte, opts Options) *Index {
 }
 
 func TestLayerFormats(t *testing.T) {
-	raw := buildTar(t, richLayer(t))
+	raw := richTar(t)
 	opts := Options{CheckpointSpacing: 1 << 20}
 	cases := []struct {
 		name   string
@@ -290,7 +301,7 @@ func TestLayerFormats(t *testing.T) {
 }
 
 func TestReadOnlyTouchesNearbySpans(t *testing.T) {
-	raw := buildTar(t, richLayer(t))
+	raw := richTar(t)
 	blob := gzipBytes(t, raw, 6)
 	idx, err := BuildIndex(context.Background(), bytes.NewReader(blob), int64(len(blob)), "sha256:x", Options{CheckpointSpacing: 1 << 20})
 	if err != nil {

@@ -121,7 +121,7 @@ func TestMergeRejectsWritesThroughLowerSymlinks(t *testing.T) {
 // namespace and checks the result equals the merged tree, hard links
 // included, whether or not a link and its target share a batch.
 func TestApplyBatches(t *testing.T) {
-	raw := buildTar(t, richLayer(t))
+	raw := richTar(t)
 	idx, err := BuildIndex(context.Background(), bytes.NewReader(raw), int64(len(raw)), "sha256:rich", Options{})
 	if err != nil {
 		t.Fatal(err)
