@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Side by side, in one run: the FUSE data and metadata path of `dockyard mount` (over `dockyard serve`: one
+# metaserver, six chunkservers, 4+2 erasure coding), SeaweedFS `weed mount` (weed server + filer on loopback) and
+# the local disk the two store their data on, which is the limit.
+#
+#   fio, one job, psync:  sequential write of SIZE (bs=1M, end_fsync), sequential read cold (fresh mount, kernel
+#                         caches dropped) and warm (the same read again), 4k random reads for RAND_SECS seconds,
+#                         cold.
+#   metadata:             create, stat and unlink of FILES empty files in one directory, one process.
+#
+# Needs root (FUSE, drop_caches), fio, python3. WEED names a weed binary (see the peers notes for building it);
+# without it the weed column is left out. Everything it starts it stops; everything it makes lives in one
+# temporary directory under TMP_BASE (default /var/tmp: a real disk, not tmpfs), removed at the end.
+#
+#   bench/fuse/run.sh            # SIZE=1G RAND_SECS=20 FILES=10000 WEED=$(command -v weed)
+set -euo pipefail
+
+SIZE=${SIZE:-1G}
+RAND_SECS=${RAND_SECS:-20}
+FILES=${FILES:-10000}
+WEED=${WEED:-$(command -v weed || true)}
+TMP_BASE=${TMP_BASE:-/var/tmp}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d "$TMP_BASE/fusebench.XXXXXX")
+pids=()
+mounts=()
+
+cleanup() {
+	for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+die() { echo "fusebench: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (FUSE mounts, drop_caches)"
+command -v fio >/dev/null || die "no fio"
+command -v python3 >/dev/null || die "no python3"
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+mounted() { grep -q " $1 " /proc/self/mountinfo; }
+waitfor() { # waitfor SECONDS DESCRIPTION COMMAND...
+	local t=$1 what=$2; shift 2
+	for _ in $(seq $((t * 10))); do "$@" && return 0; sleep 0.1; done
+	die "timed out waiting for $what"
+}
+dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+echo "building dockyard" >&2
+(cd "$here" && go build -o "$work/dockyard" ./cmd/dockyard)
+dy="$work/dockyard"
+
+# --- dockyard
+meta=127.0.0.1:$(freeport)
+"$dy" serve --data "$work/dy-data" --listen "127.0.0.1:$(freeport)" --meta-listen "$meta" \
+	--raft-listen "127.0.0.1:$(freeport)" --chunkserver-base-port 0 --log-level warn >"$work/serve.log" 2>&1 &
+pids+=($!)
+mkdir -p "$work/mnt-dockyard"
+dy_mount_pid=""
+dy_mount() {
+	"$dy" mount --meta "$meta" "$work/mnt-dockyard" >>"$work/mount.log" 2>&1 &
+	dy_mount_pid=$!
+	pids+=("$dy_mount_pid")
+	mounts+=("$work/mnt-dockyard")
+	waitfor 60 "dockyard mount" mounted "$work/mnt-dockyard"
+}
+dy_umount() {
+	umount "$work/mnt-dockyard"
+	wait "$dy_mount_pid" || true
+}
+waitfor 60 "dockyard serve" python3 -c "import socket; socket.create_connection(('${meta%:*}', ${meta##*:}), 1)"
+dy_mount
+
+# --- weed
+if [ -n "$WEED" ]; then
+	wdir="$work/weed"
+	mkdir -p "$wdir/data" "$wdir/log" "$work/mnt-weed"
+	wm=$(freeport)
+	"$WEED" -logdir="$wdir/log" server -dir="$wdir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$wm" \
+		-volume.port="$(freeport)" -filer -filer.port=8888 >"$wdir/server.log" 2>&1 &
+	pids+=($!)
+	waitfor 120 "weed filer" python3 -c 'import socket; socket.create_connection(("127.0.0.1",8888),1)'
+	weed_mount_pid=""
+	weed_mount() {
+		"$WEED" -logdir="$wdir/log" mount -filer=127.0.0.1:8888 -dir="$work/mnt-weed" >>"$wdir/mount.log" 2>&1 &
+		weed_mount_pid=$!
+		pids+=("$weed_mount_pid")
+		mounts+=("$work/mnt-weed")
+		waitfor 60 "weed mount" mounted "$work/mnt-weed"
+	}
+	weed_umount() {
+		umount "$work/mnt-weed" || umount -l "$work/mnt-weed"
+		wait "$weed_mount_pid" || true
+	}
+	weed_mount
+fi
+
+mkdir -p "$work/local"
+
+# fio_mbs DIR NAME RW: runs one fio job, prints MB/s (reads: bandwidth; randread: IOPS).
+fio_run() {
+	local dir=$1 name=$2 rw=$3 extra=("${@:4}")
+	fio --name="$name" --directory="$dir" --filename=bench.dat --rw="$rw" --size="$SIZE" --ioengine=psync \
+		--numjobs=1 --output-format=json "${extra[@]}" >"$work/fio-$name.json"
+	python3 - "$work/fio-$name.json" "$rw" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+rw = sys.argv[2]
+if rw == "randread":
+    print("%.0f" % j["read"]["iops"])
+else:
+    side = "write" if rw == "write" else "read"
+    print("%.0f" % (j[side]["bw_bytes"] / 1e6))
+EOF
+}
+
+meta_rates() { # DIR: create/stat/unlink per second over FILES files
+	python3 - "$1" "$FILES" <<'EOF'
+import os, sys, time
+d = os.path.join(sys.argv[1], "meta"); n = int(sys.argv[2])
+os.mkdir(d)
+names = [os.path.join(d, "f%06d" % i) for i in range(n)]
+t = time.perf_counter()
+for p in names: os.close(os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+c = n / (time.perf_counter() - t)
+t = time.perf_counter()
+for p in names: os.stat(p)
+s = n / (time.perf_counter() - t)
+t = time.perf_counter()
+for p in names: os.unlink(p)
+u = n / (time.perf_counter() - t)
+os.rmdir(d)
+print("%.0f %.0f %.0f" % (c, s, u))
+EOF
+}
+
+declare -A R
+run_target() { # NAME DIR REMOUNT_FN
+	local name=$1 dir=$2 remount=$3
+	echo "$name: sequential write $SIZE" >&2
+	R[$name.write]=$(fio_run "$dir" "$name-write" write --bs=1M --end_fsync=1)
+	$remount; dropcaches
+	echo "$name: cold read" >&2
+	R[$name.cold]=$(fio_run "$dir" "$name-cold" read --bs=1M)
+	echo "$name: warm read" >&2
+	R[$name.warm]=$(fio_run "$dir" "$name-warm" read --bs=1M)
+	$remount; dropcaches
+	echo "$name: 4k random read, ${RAND_SECS}s" >&2
+	R[$name.rand]=$(fio_run "$dir" "$name-rand" randread --bs=4k --time_based --runtime="$RAND_SECS")
+	rm -f "$dir/bench.dat"
+	echo "$name: $FILES files" >&2
+	read -r c s u < <(meta_rates "$dir")
+	R[$name.create]=$c R[$name.stat]=$s R[$name.unlink]=$u
+}
+
+dy_remount() { dy_umount; dy_mount; }
+run_target dockyard "$work/mnt-dockyard" dy_remount
+cols=(dockyard)
+if [ -n "$WEED" ]; then
+	weed_remount() { weed_umount; weed_mount; }
+	run_target weed "$work/mnt-weed" weed_remount
+	cols+=(weed)
+fi
+run_target local "$work/local" true
+cols+=(local)
+
+printf '\n| %-28s |' "SIZE=$SIZE, FILES=$FILES"
+for c in "${cols[@]}"; do printf ' %12s |' "$c"; done
+printf '\n|%s|' "------------------------------"
+for _ in "${cols[@]}"; do printf '%s|' "--------------"; done
+printf '\n'
+for row in "write:seq write MB/s" "cold:seq read cold MB/s" "warm:seq read warm MB/s" "rand:4k random read IOPS" \
+	"create:creates/s" "stat:stats/s" "unlink:unlinks/s"; do
+	k=${row%%:*}
+	printf '| %-28s |' "${row#*:}"
+	for c in "${cols[@]}"; do printf ' %12s |' "${R[$c.$k]}"; done
+	printf '\n'
+done
