@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -52,7 +54,11 @@ unmounts it. /.dockyard, the file system's reserved tree, is hidden unless
 			// A mount made by root serves every user, as a local disk
 			// does; the kernel checks their permissions.
 			opt.AllowOther = os.Geteuid() == 0
-			srv, err := fuse.Mount(ctx, args[0], client, opt)
+			// Mounting talks to the metaserver; an unreachable one must
+			// fail the command, not hang it.
+			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			srv, err := fuse.Mount(mctx, args[0], client, opt)
+			cancel()
 			if err != nil {
 				return err
 			}

@@ -63,6 +63,9 @@ func mountOptions(opt Options) gofuse.MountOptions {
 		// so splicing only adds a copy (and fails for 1 MiB requests,
 		// which exceed the default pipe size).
 		DisableSplice: true,
+		// A symlink's target never changes for an inode, so the kernel
+		// may keep it.
+		EnableSymlinkCaching: true,
 		// Page-cache validity is decided at open from the content
 		// generation (close-to-open); an mtime change seen in a getattr,
 		// as our own flush causes, must not throw the cache away.
@@ -93,6 +96,16 @@ func Mount(ctx context.Context, dir string, c *dfs.Client, opt Options) (*Server
 		return nil, err
 	} else if ok {
 		return nil, fmt.Errorf("%s (%s): %w", abs, fstype, ErrAlreadyMounted)
+	}
+	// Fail here, with the cause, rather than on the first stat through the
+	// mount.
+	rootIno := opt.withDefaults().Root
+	ra, err := c.Meta().GetAttr(ctx, rootIno)
+	if err != nil {
+		return nil, fmt.Errorf("reading the root of the file system from the metaserver: %w", err)
+	}
+	if !ra.IsDir() {
+		return nil, fmt.Errorf("mount root inode %d: %w", rootIno, syscall.ENOTDIR)
 	}
 	root, gopt := NewRoot(c, opt)
 	if n, ok := root.(*node); ok && !n.m.opt.ReadOnly {
