@@ -441,13 +441,26 @@ func (f *FSM) reconcileRepairs(rng *rand.Rand) {
 	for _, k := range keys {
 		j := f.repairs[k]
 		if j.Target != "" {
-			if t, ok := f.servers[j.Target]; ok && t.State == ms.StateUp {
+			if t, ok := f.servers[j.Target]; ok && t.State == ms.StateUp && f.canTake(j, j.Target) {
 				continue
 			}
 			j.Target, j.Handed = "", 0
 		}
 		f.assignRepair(j, rng)
 	}
+}
+
+// canTake reports whether server may receive the rebuilt shard of j: it
+// holds no other shard of the chunk. Another repair of the same chunk may have
+// completed onto it since j was assigned, and two shards of one chunk on one
+// server would let a single failure take both.
+func (f *FSM) canTake(j *repairJob, server ms.ServerID) bool {
+	for i, s := range f.chunks[j.Chunk].Shards {
+		if s.Server == server && i != j.Index {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *FSM) assignRepair(j *repairJob, rng *rand.Rand) {
@@ -530,6 +543,14 @@ func (f *FSM) applyCompleteRepair(c *command, a ms.RepairDone) error {
 	ch.Shards[a.Index] = ms.Shard{Index: a.Index, Server: a.Server, Addr: cs.Addr, Sum: a.Sum}
 	delete(f.repairs, repairKey{a.Chunk, a.Index})
 	f.queueDelete(old, ms.ShardName(a.Chunk, a.Index))
+	// Other repairs of this chunk aimed at the same server must go elsewhere
+	// now that it holds a shard of the chunk.
+	for i := range ch.Shards {
+		if j, ok := f.repairs[repairKey{a.Chunk, i}]; ok && j.Target == a.Server {
+			j.Target, j.Handed = "", 0
+			f.assignRepair(j, rngFor(c))
+		}
+	}
 	return nil
 }
 

@@ -553,3 +553,76 @@ func TestSnapshotRoundTripAndDeterminism(t *testing.T) {
 		t.Fatalf("ino counter after restore: %d, want %d", g.Ino, a.Ino+1)
 	}
 }
+
+// TestRepairTargetsNeverDoubleUpAServer: two shards of one chunk go bad while
+// a single server outside the chunk could take them. Both jobs aim at it;
+// once the first completes there, the second must not be handed to it, or
+// one server would end up holding two shards of the chunk.
+func TestRepairTargetsNeverDoubleUpAServer(t *testing.T) {
+	ctx := context.Background()
+	_, c, _ := newMem(t)
+	addServers(t, c, 7)
+	f := mustCreate(t, c, ms.RootIno, "f", syscall.S_IFREG|0o644)
+	ch, err := c.AllocChunk(ctx, 4, 2, 1024, 4096, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CommitExtents(ctx, f.Ino, []ms.Extent{{Len: 4096, Chunk: ch.ID}}, nil, 4096); err != nil {
+		t.Fatal(err)
+	}
+	spare := ""
+	for i := range 7 {
+		id := fmt.Sprintf("cs%d", i)
+		if !slices.ContainsFunc(ch.Shards, func(s ms.Shard) bool { return string(s.Server) == id }) {
+			spare = id
+		}
+	}
+	for _, idx := range []int{0, 1} {
+		if err := c.ReportBadShard(ctx, ch.ID, idx, "checksum mismatch"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var spareID int
+	fmt.Sscanf(spare, "cs%d", &spareID)
+	tasks := heartbeatAll(t, c, spareID)[spareID].Repairs
+	if len(tasks) == 0 {
+		t.Fatalf("the spare %s got no repair", spare)
+	}
+	first := tasks[0]
+	if err := c.CompleteRepair(ctx, ms.RepairDone{Chunk: ch.ID, Index: first.Index, Server: ms.ServerID(spare), Sum: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The other bad shard must be handed out again at once, to a server
+	// other than the spare (now holding a shard of the chunk), rather than
+	// wait for the spare's doomed attempt to time out.
+	other := 1 - first.Index
+	handed := false
+	for id, r := range heartbeatAll(t, c, 0, 1, 2, 3, 4, 5, 6) {
+		for _, task := range r.Repairs {
+			if task.Index == other {
+				handed = true
+				if id == spareID {
+					t.Fatalf("shard %d handed to the spare, which already holds shard %d", other, first.Index)
+				}
+			}
+		}
+	}
+	if !handed {
+		t.Fatalf("shard %d was not handed out again after shard %d completed on the spare", other, first.Index)
+	}
+	for id, r := range heartbeatAll(t, c, 0, 1, 2, 3, 4, 5, 6) {
+		for _, task := range r.Repairs {
+			holder := ms.ServerID(fmt.Sprintf("cs%d", id))
+			got, _ := c.GetChunk(ctx, task.Chunk.ID)
+			for i, s := range got.Shards {
+				if s.Server == holder && i != task.Index {
+					t.Fatalf("%s was handed shard %d of chunk %d while holding shard %d", holder, task.Index, task.Chunk.ID, i)
+				}
+			}
+		}
+	}
+	got, _ := c.GetChunk(ctx, ch.ID)
+	if !distinctServers(got) {
+		t.Fatalf("two shards on one server: %+v", got.Shards)
+	}
+}
