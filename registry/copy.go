@@ -13,11 +13,35 @@ const copyBufSize = 1 << 20
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
-// copyBig is io.Copy with a pooled 1 MiB buffer.
+// copyBig copies src to dst in writes of a full 1 MiB (except the last).
+// A network body arrives in reads of a few KiB to 64 KiB; filling the buffer
+// first turns those into few large writes, each of which costs the file
+// system client a lock round and the hash a call.
 func copyBig(dst io.Writer, src io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	return io.CopyBuffer(dst, src, *bp)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := io.ReadFull(src, buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+			if w != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		switch rerr {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			return total, nil
+		default:
+			return total, rerr
+		}
+	}
 }
 
 // bigWriter gives a ResponseWriter a ReadFrom that copies in copyBufSize

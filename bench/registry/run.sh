@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Registry push/pull benchmark. Pushes and pulls a 1 GiB image (8 uncompressed
-# layers of random bytes) with crane and skopeo over loopback, against
-# `dockyard serve` (blobs erasure coded 4+2 over six chunkservers) and the
-# reference registry (distribution v3.1.2, filesystem driver), side by side in
-# one run, each into a fresh repository every round. Prints a Markdown table
-# of MB/s (median of RUNS) and every round's raw seconds.
+# Registry push/pull benchmark. Pushes and pulls a 1 GiB image (8 layers of
+# random bytes) with crane and skopeo over loopback, against `dockyard serve`
+# (blobs erasure coded 4+2 over six chunkservers) and the reference registry
+# (distribution v3.1.2, filesystem driver), side by side in one run. Every
+# round writes a new image (new digests), so no client can skip an upload by
+# mounting or reusing blobs it pushed in an earlier round. Prints a Markdown
+# table of MB/s (median of RUNS) and every round's raw seconds.
 #
 #   bench/registry/run.sh                  # RUNS=5 LAYERS=8 LAYER_MB=128
 #
@@ -55,9 +56,8 @@ for port in "$DY_PORT" "$META_PORT" "$((META_PORT + 1))" "$REF_PORT"; do
 	fi
 done
 
-log "writing the test image (${LAYERS} x ${LAYER_MB} MiB) to $work/image"
-(cd "$root" && go run ./bench/registry/mkimage -out "$work/image" -layers "$LAYERS" -layer-mb "$LAYER_MB") || die "mkimage failed"
-bytes=$(find "$work/image/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+mkdir -p "$work/bin"
+(cd "$root" && go build -o "$work/bin/mkimage" ./bench/registry/mkimage) || die "go build mkimage failed"
 
 log "starting dockyard serve on 127.0.0.1:$DY_PORT"
 "$DOCKYARD_BIN" serve --data "$work/dockyard" --listen "127.0.0.1:$DY_PORT" \
@@ -124,6 +124,10 @@ pull() { # tool addr repo
 
 declare -A times
 for run in $(seq "$RUNS"); do
+	rm -rf "$work/image"
+	log "run $run: writing a new test image (${LAYERS} x ${LAYER_MB} MiB)"
+	"$work/bin/mkimage" -out "$work/image" -layers "$LAYERS" -layer-mb "$LAYER_MB" -seed "$run" || die "mkimage failed"
+	bytes=$(find "$work/image/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 	for tool in $TOOLS; do
 		for reg in dockyard reference; do
 			addr=127.0.0.1:$DY_PORT
