@@ -27,14 +27,16 @@ func mountCmd() *cobra.Command {
 		readAheadMB  int64
 		debug        bool
 		lazyOnSignal bool
+		imageRef     string
 	)
 	cmd := &cobra.Command{
-		Use:   "mount [--meta ADDRS] DIR",
+		Use:   "mount [--meta ADDRS] [--image REF] DIR",
 		Short: "Mount the Dockyard file system on DIR (runs until unmounted or interrupted)",
 		Long: `Mount the whole Dockyard file system read-write on DIR through FUSE. The command
 stays in the foreground serving the mount; SIGINT or SIGTERM, or "dockyard umount DIR",
 unmounts it. /.dockyard, the file system's reserved tree, is hidden unless
---show-reserved is given.`,
+--show-reserved is given. With --image REF, DIR shows that image's merged tree
+instead, read-only, its bytes fetched lazily as they are read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -57,7 +59,12 @@ unmounts it. /.dockyard, the file system's reserved tree, is hidden unless
 			// Mounting talks to the metaserver; an unreachable one must
 			// fail the command, not hang it.
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			srv, err := fuse.Mount(mctx, args[0], client, opt)
+			var srv *fuse.Server
+			if imageRef != "" {
+				srv, err = mountImage(mctx, mc, imageRef, args[0], log)
+			} else {
+				srv, err = fuse.Mount(mctx, args[0], client, opt)
+			}
 			cancel()
 			if err != nil {
 				return err
@@ -97,5 +104,6 @@ unmounts it. /.dockyard, the file system's reserved tree, is hidden unless
 	f.Int64Var(&readAheadMB, "read-ahead-mb", dfs.DefaultReadAhead>>20, "sequential read-ahead window in MiB")
 	f.BoolVar(&lazyOnSignal, "lazy-on-signal", true, "on SIGINT/SIGTERM with files still open, detach and serve them until closed")
 	f.BoolVar(&debug, "debug", false, "log every FUSE request")
+	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
 	return cmd
 }

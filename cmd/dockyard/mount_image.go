@@ -1,0 +1,30 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/fs/fuse"
+	"github.com/dockyard/dockyard/image"
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// mountImage mounts one image's merged tree on dir, as `dockyard run` does
+// before it starts the container.
+func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log *slog.Logger) (*fuse.Server, error) {
+	r, err := image.ParseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	res, err := (&image.Resolver{}).Resolve(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	images := image.New(mc, chunkserver.NewClient(nil), image.Options{Logger: log})
+	root, _, err := images.Prepare(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+	return images.Mount(ctx, dir, root)
+}
