@@ -22,19 +22,20 @@ import (
 	ms "github.com/dockyard/dockyard/metaserver"
 )
 
-// command is the envelope of every Raft log entry. Type is an operation name
-// of the metaserver package or one of the internal commands below.
+// command is the envelope of every Raft log entry (encoded by codec.go).
+// Type is an operation name of the metaserver package or one of the internal
+// commands below.
 type command struct {
-	Type  string `json:"t"`
-	ReqID string `json:"r,omitempty"`
+	Type  string
+	ReqID string
 	// Time is the leader's wall clock (Unix nanos) when it proposed; it stamps
 	// ctime/mtime, heartbeats and leases.
-	Time int64 `json:"tm"`
+	Time int64
 	// Seed drives placement choices.
-	Seed uint64 `json:"s,omitempty"`
+	Seed uint64
 	// Lease is when an allocated chunk becomes garbage if still uncommitted.
-	Lease   int64           `json:"l,omitempty"`
-	Payload json.RawMessage `json:"p,omitempty"`
+	Lease   int64
+	Payload json.RawMessage
 }
 
 // Internal commands, proposed by the leader itself.

@@ -626,3 +626,21 @@ func TestRepairTargetsNeverDoubleUpAServer(t *testing.T) {
 		t.Fatalf("two shards on one server: %+v", got.Shards)
 	}
 }
+
+func TestCommandCodecRoundTrip(t *testing.T) {
+	in := command{Type: ms.OpAllocChunk, ReqID: "abc-1", Time: -5, Seed: 1 << 63, Lease: 99, Payload: []byte(`{"k":1}`)}
+	var out command
+	if err := decodeCommand(encodeCommand(&in), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Type != in.Type || out.ReqID != in.ReqID || out.Time != in.Time || out.Seed != in.Seed ||
+		out.Lease != in.Lease || string(out.Payload) != string(in.Payload) {
+		t.Fatalf("round trip: %+v", out)
+	}
+	enc := encodeCommand(&in)
+	for _, bad := range [][]byte{nil, {9}, enc[:3], enc[:len(enc)-len(in.Payload)-1]} {
+		if err := decodeCommand(bad, &out); err == nil {
+			t.Fatalf("decoded a damaged entry %v", bad)
+		}
+	}
+}

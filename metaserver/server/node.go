@@ -298,13 +298,10 @@ func (n *Node) propose(op, reqID string, args []byte) ([]byte, error) {
 }
 
 func (n *Node) apply(c *command) (*result, error) {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return nil, fmt.Errorf("%s: encoding command: %w", c.Type, err)
-	}
+	b := encodeCommand(c)
 	start := time.Now()
 	f := n.raft.Apply(b, n.cfg.ApplyTimeout)
-	err = f.Error()
+	err := f.Error()
 	n.met.commit.Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):

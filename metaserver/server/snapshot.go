@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"encoding/gob"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -34,7 +33,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
 			var c command
-			if err := json.Unmarshal(l.Data, &c); err != nil {
+			if err := decodeCommand(l.Data, &c); err != nil {
 				// Skipping an entry would make this replica drift from the
 				// others; stopping is the only safe answer.
 				panic(fmt.Sprintf("metaserver fsm: undecodable log entry %d: %v", l.Index, err))
