@@ -44,6 +44,8 @@ type realCluster struct {
 	servers []*csserver.Server
 }
 
+// newRealCluster starts n chunkservers on disk stores (capacity bytes each, 0
+// for the disk's room), or on memory stores when capacity is negative.
 func newRealCluster(t *testing.T, n int, capacity int64) *realCluster {
 	t.Helper()
 	mem := msserver.NewMemory()
@@ -51,16 +53,21 @@ func newRealCluster(t *testing.T, n int, capacity int64) *realCluster {
 	rc := &realCluster{t: t, mem: mem, meta: &recordingMeta{Client: api, reports: make(chan string, 64)}}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	for range n {
-		s, err := csserver.New(csserver.Config{
-			DataDir:           t.TempDir(),
+	for i := range n {
+		cfg := csserver.Config{
 			Capacity:          capacity,
 			Cluster:           api,
 			Chunks:            api,
 			HeartbeatInterval: 50 * time.Millisecond,
 			ScrubRate:         -1,
 			Logger:            discardLogger(),
-		})
+		}
+		if capacity < 0 {
+			cfg.Store, cfg.ID, cfg.Capacity = store.NewMemory(0), metaserver.ServerID(fmt.Sprintf("mem%d", i)), 0
+		} else {
+			cfg.DataDir = t.TempDir()
+		}
+		s, err := csserver.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,6 +101,14 @@ func (rc *realCluster) client(opt Options) *Client {
 		opt.Logger = discardLogger()
 	}
 	return New(rc.meta, chunkserver.NewClient(rc.hc), opt)
+}
+
+// kill stops the chunkserver at addr. The test's idle connections go first:
+// a graceful shutdown waits seconds for connections that never sent a
+// request.
+func (rc *realCluster) kill(addr string) {
+	rc.hc.CloseIdleConnections()
+	rc.server(addr).Close()
 }
 
 func (rc *realCluster) server(addr string) *csserver.Server {
@@ -131,7 +146,12 @@ func (rc *realCluster) chunksOf(p string) []metaserver.Chunk {
 func TestRealRoundTrip(t *testing.T) {
 	for _, g := range []struct{ k, m int }{{4, 2}, {2, 1}, {6, 3}} {
 		t.Run(fmt.Sprintf("%d+%d", g.k, g.m), func(t *testing.T) {
-			rc := newRealCluster(t, g.k+g.m+1, 0)
+			// 4+2, the default, runs on disk stores; the others on memory.
+			capacity := int64(-1)
+			if g.k == 4 {
+				capacity = 0
+			}
+			rc := newRealCluster(t, g.k+g.m+1, capacity)
 			opt := Options{ChunkSize: testChunk, K: g.k, M: g.m}
 			c := rc.client(opt)
 			shard := int(shardSizeFor(testChunk, g.k))
@@ -165,12 +185,12 @@ func TestRealKillTwoThenThree(t *testing.T) {
 	// for it), then a third.
 	first := rc.chunksOf("/f")[0]
 	for _, s := range first.Shards[:2] {
-		rc.server(s.Addr).Close()
+		rc.kill(s.Addr)
 	}
 	if got := readAll(t, rc.client(opt), "/f"); !bytes.Equal(got, want) {
 		t.Fatalf("2 of 7 down: read back differs at %d", firstDiff(got, want))
 	}
-	rc.server(first.Shards[2].Addr).Close()
+	rc.kill(first.Shards[2].Addr)
 	f, err := rc.client(opt).OpenPath(context.Background(), "/f")
 	if err != nil {
 		t.Fatal(err)
@@ -288,8 +308,8 @@ func TestRealFallbackToCopies(t *testing.T) {
 		}
 	}
 	first := rc.chunksOf("/f")[0]
-	rc.server(first.Shards[0].Addr).Close()
-	rc.server(first.Shards[2].Addr).Close()
+	rc.kill(first.Shards[0].Addr)
+	rc.kill(first.Shards[2].Addr)
 	if got := readAll(t, rc.client(opt), "/f"); !bytes.Equal(got, want) {
 		t.Fatal("copies lost data with 2 servers down")
 	}

@@ -468,3 +468,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// chunkAt returns the chunk holding file offset off of path p. Chunk ids
+// follow allocation order, which parallel uploads shuffle.
+func (c *cluster) chunkAt(t *testing.T, p string, off uint64) *metaserver.Chunk {
+	t.Helper()
+	a, err := c.meta.ResolvePath(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.meta.mu.Lock()
+	defer c.meta.mu.Unlock()
+	for _, e := range c.meta.inodes[a.Ino].Extents {
+		if e.Off <= off && off < e.Off+e.Len {
+			return c.meta.chunks[e.Chunk]
+		}
+	}
+	t.Fatalf("%s has no extent at %d", p, off)
+	return nil
+}

@@ -159,7 +159,7 @@ func TestKillThreeFailsCleanly(t *testing.T) {
 	opt := Options{ChunkSize: testChunk}
 	cl := newCluster(t, 7)
 	writeRandom(t, cl.client(opt), "/f", 3*testChunk)
-	ch := cl.meta.chunks[1]
+	ch := cl.chunkAt(t, "/f", 0)
 	for _, s := range ch.Shards[:3] {
 		cl.server(s.Addr).kill()
 	}
@@ -186,7 +186,7 @@ func TestCorruptShardIsRebuiltAndReported(t *testing.T) {
 	opt := Options{ChunkSize: testChunk}
 	cl := newCluster(t, 6)
 	want := writeRandom(t, cl.client(opt), "/f", 2*testChunk)
-	ch := cl.meta.chunks[1]
+	ch := cl.chunkAt(t, "/f", 0)
 	s := ch.Shards[1]
 	name := metaserver.ShardName(ch.ID, s.Index)
 	cl.server(s.Addr).flip(name, 100)
