@@ -314,3 +314,54 @@ func TestRealFallbackToCopies(t *testing.T) {
 		t.Fatal("copies lost data with 2 servers down")
 	}
 }
+
+// TestRealOverwriteAndTruncate checks the metaserver applies commits and
+// truncation the way the client's own view of the file assumes.
+func TestRealOverwriteAndTruncate(t *testing.T) {
+	ctx := context.Background()
+	opt := Options{ChunkSize: testChunk}
+	rc := newRealCluster(t, 6, -1)
+	c := rc.client(opt)
+	model := randBytes(12, 3*testChunk)
+	if _, err := c.WriteFile(ctx, "/f", bytes.NewReader(model), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.OpenPath(ctx, "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	patch := randBytes(13, testChunk)
+	if _, err := f.WriteAt(patch, testChunk/2); err != nil {
+		t.Fatal(err)
+	}
+	copy(model[testChunk/2:], patch)
+	if _, err := f.WriteAt([]byte("tail"), 4*testChunk); err != nil { // leaves a hole
+		t.Fatal(err)
+	}
+	model = append(model, make([]byte, testChunk)...)
+	model = append(model, "tail"...)
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, rc.client(opt), "/f"); !bytes.Equal(got, model) {
+		t.Fatalf("after overwrite: differ at %d of %d", firstDiff(got, model), len(model))
+	}
+	// Cut inside the patch, then grow again: the cut-off bytes must not
+	// come back.
+	cut := uint64(testChunk + 1000)
+	if err := f.Truncate(ctx, cut); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(ctx, 2*testChunk); err != nil {
+		t.Fatal(err)
+	}
+	model = append(model[:cut], make([]byte, 2*testChunk-int(cut))...)
+	if got := readAll(t, rc.client(opt), "/f"); !bytes.Equal(got, model) {
+		t.Fatalf("after truncate: differ at %d of %d", firstDiff(got, model), len(model))
+	}
+	a, err := c.Stat(ctx, "/f")
+	if err != nil || a.Size != 2*testChunk {
+		t.Fatalf("stat after truncate: %+v %v", a, err)
+	}
+}

@@ -556,9 +556,10 @@ func (f *File) readAt(p []byte, off int64, readAhead bool) (int, error) {
 	err := f.c.readExtents(ctx, exts, p[:n], off)
 
 	f.mu.Lock()
-	all := mergeBySeq(snap, f.wbufs)
-	for _, w := range all {
-		w.overlay(p[:n], off, f.c.opt.ChunkSize)
+	if len(snap) > 0 || len(f.wbufs) > 0 {
+		for _, w := range mergeBySeq(snap, f.wbufs) {
+			w.overlay(p[:n], off, f.c.opt.ChunkSize)
+		}
 	}
 	for _, w := range snap {
 		f.unrefLocked(w)
