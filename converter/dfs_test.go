@@ -60,7 +60,7 @@ func TestDFSEndToEnd(t *testing.T) {
 
 	// A layer with one big incompressible payload and a few small files.
 	r := rand.New(rand.NewPCG(5, 5))
-	payload := make([]byte, 24<<20)
+	payload := make([]byte, 16<<20)
 	for i := range payload {
 		payload[i] = byte(r.Uint32())
 	}
@@ -103,7 +103,7 @@ func TestDFSEndToEnd(t *testing.T) {
 	manifest, _ := json.Marshal(m)
 
 	store := converter.NewDFSStore(cl.FS, 2) // tiny batches: several CreateTree calls
-	ix := converter.NewIndexer(store, converter.IndexerOptions{Index: converter.Options{CheckpointSpacing: 2 << 20}, Logger: log})
+	ix := converter.NewIndexer(store, converter.IndexerOptions{Index: converter.Options{CheckpointSpacing: 1 << 20}, Logger: log})
 	res, err := ix.IndexManifest(ctx, "test/image", manifest, ocispec.MediaTypeImageManifest)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/dockyard/dockyard/metaserver"
 )
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // memStore is an in-memory Store over a fakeNS.
 type memStore struct {
@@ -129,7 +132,7 @@ func TestIndexerAndOpener(t *testing.T) {
 	})
 	lower, upper := gzipBytes(t, lowerRaw, 6), zstdBytes(t, upperRaw, 0)
 	manifest := manifestFor(t, s, []byte(`{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[]}}`), lower, upper)
-	ix := NewIndexer(s, IndexerOptions{Index: Options{CheckpointSpacing: 1 << 20}})
+	ix := NewIndexer(s, IndexerOptions{Index: Options{CheckpointSpacing: 1 << 20}, Logger: quietLog})
 
 	var wg sync.WaitGroup
 	results := make([]*ImageResult, 3)
@@ -161,7 +164,7 @@ func TestIndexerAndOpener(t *testing.T) {
 		t.Errorf("second push re-indexed: %+v", again)
 	}
 	// A fresh indexer (another registry process) finds the stored indexes.
-	fresh, err := NewIndexer(s, IndexerOptions{}).IndexManifest(ctx, "r", manifest, "")
+	fresh, err := NewIndexer(s, IndexerOptions{Logger: quietLog}).IndexManifest(ctx, "r", manifest, "")
 	if err != nil || len(fresh.IndexedNow) != 0 {
 		t.Fatalf("fresh indexer: %+v %v", fresh, err)
 	}
@@ -223,7 +226,7 @@ func TestIndexerAndOpener(t *testing.T) {
 func TestIndexerRejects(t *testing.T) {
 	ctx := context.Background()
 	s := newMemStore()
-	ix := NewIndexer(s, IndexerOptions{})
+	ix := NewIndexer(s, IndexerOptions{Logger: quietLog})
 	evil := gzipBytes(t, buildTar(t, []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "../x", Mode: 0644}, data: []byte("x")}}), 6)
 	m := manifestFor(t, s, []byte(`{"os":"linux","architecture":"amd64"}`), evil)
 	if _, err := ix.IndexManifest(ctx, "r", m, ""); !errors.Is(err, ErrPathEscape) {
@@ -291,7 +294,7 @@ func TestQueue(t *testing.T) {
 	s := newMemStore()
 	layer := gzipBytes(t, buildTar(t, []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "f", Mode: 0644}, data: []byte("x")}}), 6)
 	m := manifestFor(t, s, []byte(`{"os":"linux","architecture":"amd64"}`), layer)
-	q := NewQueue(NewIndexer(s, IndexerOptions{}), 2, 8)
+	q := NewQueue(NewIndexer(s, IndexerOptions{Logger: quietLog}), 2, 8)
 	q.OnManifestPut(context.Background(), "r", digest.FromBytes(m).String(), ocispec.MediaTypeImageManifest, m)
 	q.OnManifestPut(context.Background(), "r", "sha256:idx", ocispec.MediaTypeImageIndex, []byte(`{"schemaVersion":2,"manifests":[]}`))
 	if err := q.Close(context.Background()); err != nil {
