@@ -621,3 +621,90 @@ func validateRemote(ref string) (int64, error) {
 	}
 	return total, nil
 }
+
+// KillEverything SIGKILLs every process of the cluster at once (all signals
+// first, then the waits), as a power cut would.
+func (c *drillCluster) KillEverything() {
+	c.t.Helper()
+	var all []*drillProc
+	for _, group := range [][]*drillProc{c.Metas, c.Chunks, c.Regs} {
+		for _, p := range group {
+			if p.running() {
+				all = append(all, p)
+				p.cmd.Process.Signal(syscall.SIGKILL)
+			}
+		}
+	}
+	for _, p := range all {
+		select {
+		case <-p.exited:
+		case <-time.After(30 * time.Second):
+			c.t.Fatalf("%s (pid %d) still running 30s after SIGKILL", p.name, p.pid())
+		}
+	}
+}
+
+// StartEverything starts every process that is not running and waits until
+// a leader is elected, every chunkserver is up and every registry answers.
+func (c *drillCluster) StartEverything() {
+	c.t.Helper()
+	for _, group := range [][]*drillProc{c.Metas, c.Chunks, c.Regs} {
+		for _, p := range group {
+			if !p.running() {
+				c.Start(p)
+			}
+		}
+	}
+	c.WaitLeader(60 * time.Second)
+	c.WaitChunkserversUp(len(c.Chunks))
+	for i, addr := range c.RegAddrs {
+		c.waitFor(60*time.Second, c.Regs[i].name+" answering", func() (bool, string) {
+			resp, err := drillHTTP.Get("http://" + addr + "/v2/")
+			if err != nil {
+				return false, err.Error()
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK, resp.Status
+		})
+	}
+}
+
+// storedFile is a file a drill wrote into the cluster with `dockyard cp`.
+type storedFile struct {
+	dfs  string // dfs:/path
+	sum  string // sha256 of the content
+	size int64
+}
+
+// cpIn copies a new random file of n bytes into the cluster at dfsPath.
+func (c *drillCluster) cpIn(t *testing.T, tmp, dfsPath string, n int) (storedFile, error) {
+	local, sum := randomFile(t, tmp, strings.ReplaceAll(strings.TrimPrefix(dfsPath, "/"), "/", "_"), n)
+	defer os.Remove(local)
+	out, err := c.cli(2*time.Minute, "cp", "--meta", c.MetaList(), local, "dfs:"+dfsPath)
+	if err != nil {
+		return storedFile{}, fmt.Errorf("dockyard cp %s: %v: %s", dfsPath, err, strings.TrimSpace(out))
+	}
+	return storedFile{dfs: "dfs:" + dfsPath, sum: sum, size: int64(n)}, nil
+}
+
+// verifyFile reads f back with `dockyard cp` (a fresh client, no cache) and
+// compares its SHA-256.
+func (c *drillCluster) verifyFile(f storedFile) error {
+	tmp, err := os.MkdirTemp("", "drill-read-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	local := filepath.Join(tmp, "f")
+	if out, err := c.cli(2*time.Minute, "cp", "--meta", c.MetaList(), f.dfs, local); err != nil {
+		return fmt.Errorf("reading %s: %v: %s", f.dfs, err, strings.TrimSpace(out))
+	}
+	sum, n, err := sha256File(local)
+	if err != nil {
+		return err
+	}
+	if sum != f.sum || n != f.size {
+		return fmt.Errorf("%s read back %d bytes with sha256 %s, wrote %d bytes with %s", f.dfs, n, sum, f.size, f.sum)
+	}
+	return nil
+}
