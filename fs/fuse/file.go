@@ -13,13 +13,6 @@ import (
 	"github.com/dockyard/dockyard/metaserver"
 )
 
-// openFile is the one *fs.File an inode has in this mount while any handle
-// is open, so all descriptors of a file see each other's buffered writes.
-type openFile struct {
-	f    *dfs.File
-	refs int
-}
-
 // handle is one open(2) of a file.
 type handle struct {
 	n *node
@@ -46,28 +39,31 @@ func (n *node) openFlags(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if n.m.opt.ReadOnly && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
 		return nil, 0, syscall.EROFS
 	}
-	n.mu.Lock()
-	fresh := n.open == nil
+	st := n.m.lockIno(n.ino)
+	fresh := st.open == nil
 	if fresh {
 		f, err := n.m.client.Open(ctx, n.ino)
 		if err != nil {
-			n.mu.Unlock()
+			n.m.unlockIno(n.ino, st)
 			return nil, 0, n.m.fail("open", n.ino, err)
 		}
-		n.open = &openFile{f: f}
+		st.open = &openFile{f: f}
 	}
-	o := n.open
-	o.refs++
-	if flags&syscall.O_TRUNC != 0 && o.f.Attr().Size > 0 {
-		if err := o.f.Truncate(ctx, 0); err != nil {
-			n.releaseLocked(ctx)
-			n.mu.Unlock()
+	f := st.open.f
+	st.open.refs++
+	if flags&syscall.O_TRUNC != 0 && f.Attr().Size > 0 {
+		if err := f.Truncate(ctx, 0); err != nil {
+			n.releaseLocked(ctx, st)
+			n.m.unlockIno(n.ino, st)
 			return nil, 0, n.m.fail("open", n.ino, err)
 		}
 	}
-	gen := o.f.Attr().Gen
+	n.m.unlockIno(n.ino, st)
+
+	gen := f.Attr().Gen
 	var fuseFlags uint32
 	stale := false
+	n.mu.Lock()
 	switch {
 	case !fresh:
 		fuseFlags |= gofuse.FOPEN_KEEP_CACHE
@@ -89,21 +85,21 @@ func (n *node) openFlags(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if flags&syscall.O_DIRECT != 0 {
 		fuseFlags |= gofuse.FOPEN_DIRECT_IO
 	}
-	return &handle{n: n, f: o.f}, fuseFlags, 0
+	return &handle{n: n, f: f}, fuseFlags, 0
 }
 
 // releaseLocked drops one reference to the open file; the last one closes it
 // (flushing) and removes the orphan link of a file unlinked while open.
-// n.mu is held.
-func (n *node) releaseLocked(ctx context.Context) error {
-	o := n.open
+// st is locked.
+func (n *node) releaseLocked(ctx context.Context, st *inoState) error {
+	o := st.open
 	o.refs--
 	if o.refs > 0 {
 		return nil
 	}
-	n.open = nil
+	st.open = nil
 	err := o.f.Close()
-	n.cachedGen = o.f.Attr().Gen
+	n.keepGen(o.f)
 	if rerr := n.m.orphans.release(ctx, n.ino); rerr != nil && err == nil {
 		err = rerr
 	}
@@ -173,17 +169,16 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	if err := h.f.Flush(ctx); err != nil {
 		return h.n.m.fail("flush", h.n.ino, err)
 	}
-	h.n.keepGen()
+	h.n.keepGen(h.f)
 	return 0
 }
 
 // keepGen records that the page cache matches the generation our own flush
 // produced, so reopening the file keeps it.
-func (n *node) keepGen() {
+func (n *node) keepGen(f *dfs.File) {
+	gen := f.Attr().Gen
 	n.mu.Lock()
-	if n.open != nil {
-		n.cachedGen, n.genKnown = n.open.f.Attr().Gen, true
-	}
+	n.cachedGen, n.genKnown = gen, true
 	n.mu.Unlock()
 }
 
@@ -191,18 +186,18 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if err := h.f.Sync(ctx); err != nil {
 		return h.n.m.fail("fsync", h.n.ino, err)
 	}
-	h.n.keepGen()
+	h.n.keepGen(h.f)
 	return 0
 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	n := h.n
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.open == nil || n.open.f != h.f {
+	st := n.m.lockIno(n.ino)
+	defer n.m.unlockIno(n.ino, st)
+	if st.open == nil || st.open.f != h.f {
 		return 0
 	}
-	if err := n.releaseLocked(ctx); err != nil {
+	if err := n.releaseLocked(ctx, st); err != nil {
 		return n.m.fail("release", n.ino, err)
 	}
 	return 0

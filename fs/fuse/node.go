@@ -21,8 +21,6 @@ type node struct {
 	ino metaserver.Ino
 
 	mu sync.Mutex
-	// open is the file shared by every handle of this inode in this mount.
-	open *openFile
 	// cachedGen is the content generation the kernel's page cache was filled
 	// from; valid when genKnown.
 	cachedGen uint64
@@ -139,13 +137,12 @@ func (n *node) attr(ctx context.Context) (metaserver.Attr, error) {
 		a, err = n.lastAttr, nil
 		a.Nlink = 0
 	}
-	o := n.open
 	n.mu.Unlock()
 	if err != nil {
 		return a, err
 	}
-	if o != nil {
-		fa := o.f.Attr()
+	if f := n.m.openFile(n.ino); f != nil {
+		fa := f.Attr()
 		a.Size = fa.Size
 		if fa.Mtime > a.Mtime {
 			a.Mtime = fa.Mtime
@@ -181,17 +178,17 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *gofuse.SetAt
 	if size, ok := in.GetSize(); ok {
 		// An open file buffers writes, so it must see the truncation too;
 		// through it the buffer and the extents agree.
-		n.mu.Lock()
-		o := n.open
+		st := n.m.lockIno(n.ino)
 		var err error
-		if o != nil {
-			err = o.f.Truncate(ctx, size)
+		open := st.open != nil
+		if open {
+			err = st.open.f.Truncate(ctx, size)
 		}
-		n.mu.Unlock()
+		n.m.unlockIno(n.ino, st)
 		if err != nil {
 			return n.m.fail("truncate", n.ino, err)
 		}
-		if o == nil {
+		if !open {
 			set.Size, changed = &size, true
 		}
 	}
@@ -288,25 +285,21 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	return n.child(ctx, a, out), 0
 }
 
-// openChild returns the node under name if the kernel knows it and this
-// mount holds it open, locked; the caller unlocks it. Holding the lock across
-// the unlink keeps an open from slipping in between the check and the
-// unlink.
-func (n *node) openChild(name string) *node {
+// holdIfOpen locks the shared state of the inode under name, if the kernel
+// knows one, and gives it an orphan link when this mount holds it open. The
+// caller unlocks it (n.m.unlockIno) after the unlink or rename, so no open
+// slips in between.
+func (n *node) holdIfOpen(ctx context.Context, name string) (metaserver.Ino, *inoState, error) {
 	ch := n.GetChild(name)
 	if ch == nil {
-		return nil
+		return 0, nil, nil
 	}
-	c, ok := ch.Operations().(*node)
-	if !ok {
-		return nil
+	ino := metaserver.Ino(ch.StableAttr().Ino)
+	st := n.m.lockIno(ino)
+	if st.open == nil {
+		return ino, st, nil
 	}
-	c.mu.Lock()
-	if c.open == nil {
-		c.mu.Unlock()
-		return nil
-	}
-	return c
+	return ino, st, n.m.orphans.hold(ctx, ino)
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -316,11 +309,12 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.m.hideReserved(n.ino, name) {
 		return syscall.ENOENT
 	}
-	if c := n.openChild(name); c != nil {
-		defer c.mu.Unlock()
-		if err := n.m.orphans.hold(ctx, c.ino); err != nil {
-			return n.m.fail("unlink", n.ino, err)
-		}
+	ino, st, err := n.holdIfOpen(ctx, name)
+	if st != nil {
+		defer n.m.unlockIno(ino, st)
+	}
+	if err != nil {
+		return n.m.fail("unlink", n.ino, err)
 	}
 	if err := n.m.meta.Unlink(ctx, n.ino, name); err != nil {
 		return n.m.fail("unlink", n.ino, err)
@@ -357,11 +351,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	// A replaced target that is open here must stay readable.
 	if flags&(metaserver.RenameExchange|metaserver.RenameNoreplace) == 0 {
-		if c := np.openChild(newName); c != nil {
-			defer c.mu.Unlock()
-			if err := n.m.orphans.hold(ctx, c.ino); err != nil {
-				return n.m.fail("rename", n.ino, err)
-			}
+		ino, st, err := np.holdIfOpen(ctx, newName)
+		if st != nil {
+			defer n.m.unlockIno(ino, st)
+		}
+		if err != nil {
+			return n.m.fail("rename", n.ino, err)
 		}
 	}
 	if err := n.m.meta.Rename(ctx, n.ino, name, np.ino, newName, flags); err != nil {

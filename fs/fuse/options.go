@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"syscall"
 	"time"
 
@@ -97,6 +98,9 @@ type mountState struct {
 	opt     Options
 	log     *slog.Logger
 	orphans *orphanage
+
+	smu    sync.Mutex
+	states map[metaserver.Ino]*inoState
 }
 
 // hideReserved reports whether name, looked up in dir, is the hidden
@@ -120,7 +124,7 @@ func (m *mountState) fail(op string, ino metaserver.Ino, err error) syscall.Errn
 // go-fuse server (tests, the image mount) can too.
 func NewRoot(c *dfs.Client, opt Options) (gofs.InodeEmbedder, *gofs.Options) {
 	opt = opt.withDefaults()
-	m := &mountState{client: c, meta: c.Meta(), opt: opt, log: opt.Logger}
+	m := &mountState{client: c, meta: c.Meta(), opt: opt, log: opt.Logger, states: map[metaserver.Ino]*inoState{}}
 	m.orphans = newOrphanage(m)
 	root := &node{m: m, ino: opt.Root}
 	entry, attr, neg := opt.EntryTimeout, opt.AttrTimeout, opt.NegativeTimeout
