@@ -79,6 +79,8 @@ func TestHostileLayers(t *testing.T) {
 		{"gzip-bomb", gzipBytes(t, zeros, 9), bombOpts, ErrBomb, ""},
 		{"zstd-bomb", zstdBytes(t, zeros, 0), bombOpts, ErrBomb, ""},
 		{"size-limit", zeros, Options{MaxSize: 8 << 20}, ErrBomb, ""},
+		{"long-component", buildTar(t, []tarEntry{reg("d/"+strings.Repeat("n", 256), "x")}), Options{}, ErrHeaderTooLarge, ""},
+		{"too-many-entries", buildTar(t, []tarEntry{reg("a", ""), reg("b", ""), reg("c", "")}), Options{MaxEntries: 2}, ErrBomb, ""},
 		{"xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0, 0, 0}, Options{}, ErrMediaType, ""},
 	}
 	for _, c := range cases {

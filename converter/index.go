@@ -118,6 +118,10 @@ type Options struct {
 	MaxHeaderBytes int64
 	MaxPathLen     int
 	MaxXattrBytes  int
+	// MaxEntries bounds the entries of one layer: a tar of millions of
+	// empty files compresses too poorly for the ratio limit to catch, yet
+	// would cost as many inodes.
+	MaxEntries int
 }
 
 // Defaults. Deflate cannot exceed about 1032:1 and real layers measure 2-10:1,
@@ -131,6 +135,7 @@ const (
 	DefaultMaxHeaderBytes    = 256 << 10
 	DefaultMaxPathLen        = 4096
 	DefaultMaxXattrBytes     = 64 << 10
+	DefaultMaxEntries        = 1 << 21
 )
 
 func (o Options) withDefaults() Options {
@@ -154,6 +159,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxXattrBytes <= 0 {
 		o.MaxXattrBytes = DefaultMaxXattrBytes
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultMaxEntries
 	}
 	return o
 }
@@ -338,6 +346,9 @@ func readTar(ctx context.Context, r io.Reader, idx *Index, opts Options) error {
 			idx.Entries[prev] = *e
 			continue
 		}
+		if len(idx.Entries) >= opts.MaxEntries {
+			return fmt.Errorf("%w: more than %d entries", ErrBomb, opts.MaxEntries)
+		}
 		st.byPath[e.Path] = len(idx.Entries)
 		idx.Entries = append(idx.Entries, *e)
 	}
@@ -354,6 +365,9 @@ func CleanPath(name string) (string, error) {
 	for _, c := range strings.Split(name, "/") {
 		if c == ".." {
 			return "", ErrPathEscape
+		}
+		if len(c) > 255 { // NAME_MAX: no file system could hold it
+			return "", fmt.Errorf("%w: name component of %d bytes", ErrHeaderTooLarge, len(c))
 		}
 	}
 	if strings.IndexByte(name, 0) >= 0 {
