@@ -34,6 +34,9 @@ type fakeShards struct {
 	delay  time.Duration
 	gets   int
 	dead   bool
+	// down makes the server drop every connection without an answer, like
+	// a crashed process, until it is cleared.
+	down bool
 }
 
 func newFakeShards(t *testing.T) *fakeShards {
@@ -59,6 +62,8 @@ func (s *fakeShards) kill() {
 
 func (s *fakeShards) setFull(v bool) { s.mu.Lock(); s.full = v; s.mu.Unlock() }
 
+func (s *fakeShards) setDown(v bool) { s.mu.Lock(); s.down = v; s.mu.Unlock() }
+
 func (s *fakeShards) setDelay(d time.Duration) { s.mu.Lock(); s.delay = d; s.mu.Unlock() }
 
 func (s *fakeShards) names() []string {
@@ -80,6 +85,15 @@ func (s *fakeShards) flip(name string, at int) {
 }
 
 func (s *fakeShards) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 	name, ok := strings.CutPrefix(r.URL.Path, "/shards/")
 	if !ok || !chunkserver.ValidName(name) {
 		http.Error(w, "bad name", http.StatusBadRequest)
