@@ -71,14 +71,14 @@ func TestRunOutputExitCodeAndCleanup(t *testing.T) {
 	defer cancel()
 	err := Run(ctx, RunOptions{
 		Lower: lower, StateDir: state, ID: "t1",
-		Image:  ocispec.ImageConfig{Cmd: []string{"sh", "-c", "echo hello from $NAME; id -u; touch /written; exit 7"}, Env: []string{"NAME=busybox"}, User: "nobody"},
+		Image:  ocispec.ImageConfig{Cmd: []string{"sh", "-c", "echo hello from $NAME; id -u; touch /written && exit 7"}, Env: []string{"NAME=busybox"}},
 		Stdout: &out, Stderr: &out,
 	})
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Code != 7 {
 		t.Fatalf("err = %v, want exit status 7; output:\n%s", err, out.String())
 	}
-	if got := out.String(); !strings.Contains(got, "hello from busybox\n65534\n") {
+	if got := out.String(); !strings.Contains(got, "hello from busybox\n0\n") {
 		t.Fatalf("output = %q", got)
 	}
 	// Writes went to the discarded upper dir, never to the image tree.
@@ -88,6 +88,16 @@ func TestRunOutputExitCodeAndCleanup(t *testing.T) {
 	entries, err := os.ReadDir(state)
 	if err != nil || len(entries) != 0 {
 		t.Fatalf("state dir not cleaned up: %v %v", entries, err)
+	}
+}
+
+func TestRunAsImageUser(t *testing.T) {
+	requireRunc(t)
+	var out bytes.Buffer
+	err := Run(context.Background(), RunOptions{Lower: busyboxRoot(t), StateDir: t.TempDir(), ID: "user",
+		Image: ocispec.ImageConfig{Cmd: []string{"sh", "-c", "id -u; id -g"}, User: "nobody"}, Stdout: &out, Stderr: &out})
+	if err != nil || out.String() != "65534\n65534\n" {
+		t.Fatalf("err = %v, output %q; want nobody's ids", err, out.String())
 	}
 }
 
