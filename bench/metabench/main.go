@@ -88,8 +88,8 @@ func run() error {
 	}
 
 	fmt.Printf("metaserver: %d nodes, %s\n\n", len(addrs), strings.Join(addrs, ","))
-	fmt.Println("| operation | clients | ops | ops/s | p50 | p99 |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	fmt.Println("| operation | clients | ops | ops/s | p50 | p99 | CPU/op |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
 	for _, n := range counts {
 		dir, err := setup.Create(ctx, ms.CreateIn{Parent: base.Ino, Name: fmt.Sprintf("c%d", n), Mode: syscall.S_IFDIR | 0o755, Exclusive: true})
 		if err != nil {
@@ -127,7 +127,18 @@ func run() error {
 type result struct {
 	ops     int
 	elapsed time.Duration
+	cpu     time.Duration // CPU time of the whole process (cluster and clients)
 	lat     []time.Duration
+}
+
+// cpuTime is the process's user+system CPU time so far. On a shared machine
+// wall-clock rates depend on what else runs; CPU per operation does not.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (r result) print(op string, clients int) {
@@ -138,8 +149,9 @@ func (r result) print(op string, clients int) {
 		}
 		return r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))]
 	}
-	fmt.Printf("| %s | %d | %d | %.0f | %s | %s |\n", op, clients, r.ops,
-		float64(r.ops)/r.elapsed.Seconds(), fmtDur(pct(0.50)), fmtDur(pct(0.99)))
+	fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %.0f µs |\n", op, clients, r.ops,
+		float64(r.ops)/r.elapsed.Seconds(), fmtDur(pct(0.50)), fmtDur(pct(0.99)),
+		float64(r.cpu)/float64(time.Microsecond)/float64(max(r.ops, 1)))
 }
 
 func fmtDur(d time.Duration) string {
@@ -156,7 +168,7 @@ func phase(cs []*ms.Client, total int, max time.Duration, op func(*ms.Client, in
 		lat      = make([]time.Duration, 0, total)
 		firstErr error
 	)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	deadline := start.Add(max)
 	for _, c := range cs {
 		wg.Add(1)
@@ -187,7 +199,7 @@ func phase(cs []*ms.Client, total int, max time.Duration, op func(*ms.Client, in
 		}()
 	}
 	wg.Wait()
-	r := result{ops: len(lat), elapsed: time.Since(start), lat: lat}
+	r := result{ops: len(lat), elapsed: time.Since(start), cpu: cpuTime() - cpu0, lat: lat}
 	return len(lat), r, firstErr
 }
 
