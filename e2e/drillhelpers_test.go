@@ -94,6 +94,8 @@ type drillConfig struct {
 	// cluster's directory); ChunkArgs adds flags.
 	ChunkDir  func(i int) string
 	ChunkArgs func(i int) []string
+	// RegArgs adds flags to every registry (e.g. --ec).
+	RegArgs []string
 }
 
 // drillCluster is a running multi-process cluster.
@@ -183,7 +185,7 @@ func startDrillCluster(t *testing.T, cfg drillConfig) *drillCluster {
 	for i := 0; i < cfg.Registries; i++ {
 		name := fmt.Sprintf("registry%d", i+1)
 		addr := freeHostPort(t, "127.0.0.1")
-		p := c.newProc(name, []string{"registry", "--listen", addr, "--meta", c.MetaList(), "--gc-interval", "0"})
+		p := c.newProc(name, append([]string{"registry", "--listen", addr, "--meta", c.MetaList(), "--gc-interval", "0"}, cfg.RegArgs...))
 		c.Regs = append(c.Regs, p)
 		c.RegAddrs = append(c.RegAddrs, addr)
 		c.Start(p)
@@ -707,4 +709,46 @@ func (c *drillCluster) verifyFile(f storedFile) error {
 		return fmt.Errorf("%s read back %d bytes with sha256 %s, wrote %d bytes with %s", f.dfs, n, sum, f.size, f.sum)
 	}
 	return nil
+}
+
+// Mount runs `dockyard mount` of the whole file system on a new directory
+// with extra flags and waits until it is mounted. It is unmounted (and the
+// process stopped by PID) when the test ends.
+func (c *drillCluster) Mount(t *testing.T, extra ...string) string {
+	t.Helper()
+	needFUSE(t)
+	dir := t.TempDir()
+	var out bytes.Buffer
+	cmd := exec.Command(c.bin, append(append([]string{"mount", "--meta", c.MetaList()}, extra...), dir)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+		}
+		if isMounted(t, dir) {
+			exec.Command("umount", "-l", dir).Run()
+		}
+	})
+	c.waitFor(30*time.Second, "dockyard mount on "+dir, func() (bool, string) {
+		select {
+		case <-exited:
+			t.Fatalf("dockyard mount exited:\n%s", out.String())
+		default:
+		}
+		return isMounted(t, dir), "not mounted yet"
+	})
+	return dir
 }

@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dockyard/dockyard/metaserver"
+)
+
+// readLoad reads the cluster's data in a loop from several clients at once
+// until stopped, counting reads and failures: crane pulls through the
+// registry (blob GETs), and whole-file reads of every registry blob through a
+// FUSE mount, each checked against the SHA-256 its name carries.
+type readLoad struct {
+	ops, fails atomic.Int64
+	bytes      atomic.Int64
+	mu         sync.Mutex
+	errs       []error
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func (l *readLoad) fail(err error) {
+	l.fails.Add(1)
+	l.mu.Lock()
+	if len(l.errs) < 20 {
+		l.errs = append(l.errs, err)
+	}
+	l.mu.Unlock()
+}
+
+func startReadLoad(images []pushed, mnt string) *readLoad {
+	l := &readLoad{stop: make(chan struct{})}
+	stopped := func() bool {
+		select {
+		case <-l.stop:
+			return true
+		default:
+			return false
+		}
+	}
+	l.wg.Add(2)
+	go func() {
+		defer l.wg.Done()
+		for i := 0; !stopped(); i++ {
+			n, err := verifyPulled(images[i%len(images)])
+			l.ops.Add(1)
+			l.bytes.Add(n)
+			if err != nil {
+				l.fail(err)
+			}
+		}
+	}()
+	go func() {
+		defer l.wg.Done()
+		blobs := filepath.Join(mnt, ".dockyard", "registry", "blobs", "sha256")
+		for !stopped() {
+			ents, err := os.ReadDir(blobs)
+			l.ops.Add(1)
+			if err != nil {
+				l.fail(fmt.Errorf("listing %s: %w", blobs, err))
+				continue
+			}
+			for _, e := range ents {
+				if stopped() {
+					return
+				}
+				n, err := readDropCache(filepath.Join(blobs, e.Name()), e.Name())
+				l.ops.Add(1)
+				l.bytes.Add(n)
+				if err != nil {
+					l.fail(err)
+				}
+			}
+		}
+	}()
+	return l
+}
+
+// readDropCache reads a file whole, checks its SHA-256 and drops it from the
+// page cache, so the next read of it reaches the chunkservers again.
+func readDropCache(path, wantSum string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return n, fmt.Errorf("reading %s through the mount: %w", path, err)
+	}
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	if got := hex.EncodeToString(h.Sum(nil)); got != wantSum {
+		return n, fmt.Errorf("%s read through the mount has sha256 %s", path, got)
+	}
+	return n, nil
+}
+
+func (l *readLoad) finish(t *testing.T, phase string) (ops, bytes int64) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	if f := l.fails.Load(); f > 0 {
+		t.Errorf("%s: %d of %d reads failed; first errors: %v", phase, f, l.ops.Load(), l.errs)
+	}
+	return l.ops.Load(), l.bytes.Load()
+}
+
+// TestDrillChunkserverKillDuringReads SIGKILLs 2 of 7 chunkservers while
+// clients pull images and read blobs through a mount: no read fails. The
+// metaservers declare the two down, and repair restores full redundancy
+// (admin status and fsck agree, the dead servers hold nothing). Then 2 more
+// die: reads still succeed and nothing is lost.
+//
+// The registry stores blobs 3+2, not the default 4+2: after losing 2 of 7
+// servers only 5 remain, and a 4+2 chunk needs 6 distinct servers, so full
+// redundancy could not come back however good the repair.
+func TestDrillChunkserverKillDuringReads(t *testing.T) {
+	RequireTool(t, "crane")
+	if os.Geteuid() != 0 {
+		Missing(t, "the chunkserver drill mounts the file system and needs root")
+	}
+	needFUSE(t)
+	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 7, Registries: 1,
+		SuspectAfter: 2 * time.Second, DownAfter: 5 * time.Second, RegArgs: []string{"--ec", "3+2"}})
+	tmp := t.TempDir()
+	var images []pushed
+	var written int64
+	for i := 0; i < pick(4, 12); i++ {
+		ref := fmt.Sprintf("%s/drill/cskill/img%d:v1", c.RegAddrs[0], i)
+		// Up to 9 MiB: layers of several 4 MiB chunks as well as small ones.
+		p, out, err := cranePush(t, tmp, ref, 64<<10+i*pick(2<<20, 750<<10))
+		if err != nil {
+			t.Fatalf("push %s: %v: %s", ref, err, out)
+		}
+		images = append(images, p)
+		written += p.bytes
+	}
+	before := c.WaitFsckClean(time.Minute)
+
+	// Phase 1: kill two chunkservers of different zones mid-read.
+	mnt := c.Mount(t, "--show-reserved", "--cache-mb", "1")
+	load := startReadLoad(images, mnt)
+	c.waitFor(time.Minute, "reads under way", func() (bool, string) { return load.ops.Load() >= 3, "starting" })
+	killAt := time.Now()
+	dead := []*drillProc{c.Chunks[0], c.Chunks[1]}
+	for _, p := range dead {
+		c.Kill(p)
+	}
+	deadIDs := c.chunkserverIDs(dead)
+	c.waitFor(time.Minute, "the killed chunkservers declared down", func() (bool, string) {
+		st, err := c.Status()
+		if err != nil {
+			return false, err.Error()
+		}
+		return countState(st, deadIDs, metaserver.StateDown) == len(dead), fmt.Sprintf("states %v", states(st, deadIDs))
+	})
+	downAfter := time.Since(killAt)
+	st := c.WaitRedundant(3 * time.Minute)
+	r := c.WaitFsckClean(2 * time.Minute)
+	repaired := time.Since(killAt)
+	ops1, bytes1 := load.finish(t, "reads while 2 chunkservers died and were repaired")
+	st, _ = c.Status()
+	var onUp int
+	for _, cs := range st.Chunkservers {
+		if deadIDs[cs.ID] {
+			if cs.Shards != 0 {
+				t.Errorf("dead chunkserver %s still owns %d shards after repair", cs.ID, cs.Shards)
+			}
+			continue
+		}
+		onUp += cs.Shards
+	}
+	if onUp != r.Shards || r.Chunks != before.Chunks {
+		t.Errorf("after repair the live chunkservers own %d shards, fsck counts %d shards in %d chunks (%d before)",
+			onUp, r.Shards, r.Chunks, before.Chunks)
+	}
+
+	// Phase 2: two more die. Five servers held every chunk's five shards (or
+	// three copies); three are left, enough to read everything.
+	mnt2 := c.Mount(t, "--show-reserved", "--cache-mb", "1")
+	load2 := startReadLoad(images, mnt2)
+	c.waitFor(time.Minute, "reads under way", func() (bool, string) { return load2.ops.Load() >= 3, "starting" })
+	dead2 := []*drillProc{c.Chunks[2], c.Chunks[3]}
+	for _, p := range dead2 {
+		c.Kill(p)
+	}
+	dead2IDs := c.chunkserverIDs(dead2)
+	c.waitFor(time.Minute, "the second pair declared down", func() (bool, string) {
+		st, err := c.Status()
+		if err != nil {
+			return false, err.Error()
+		}
+		return countState(st, dead2IDs, metaserver.StateDown) == len(dead2), fmt.Sprintf("states %v", states(st, dead2IDs))
+	})
+	// Let reads go on against the degraded cluster for a while.
+	c.waitFor(time.Minute, "reads of the degraded cluster", func() (bool, string) {
+		return load2.ops.Load() >= int64(3*len(images)), fmt.Sprintf("%d reads", load2.ops.Load())
+	})
+	ops2, bytes2 := load2.finish(t, "reads with 4 of 7 chunkservers dead")
+	st, err := c.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lost != 0 {
+		t.Errorf("with 4 of 7 chunkservers dead the metaservers count %d lost chunks", st.Lost)
+	}
+	r2, err := c.Fsck()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Lost != 0 || len(r2.Dangling) != 0 {
+		t.Errorf("fsck with 4 of 7 dead: lost %d, dangling %v", r2.Lost, r2.Dangling)
+	}
+	var verified int64
+	for _, p := range images {
+		n, err := verifyPulled(p)
+		if err != nil {
+			t.Errorf("after losing 4 of 7 chunkservers: %v", err)
+		}
+		verified += n
+	}
+	t.Logf("DRILL chunkserver-kill: images %d (%d layer bytes), chunks %d; phase 1: 2 of 7 SIGKILLed during %d reads "+
+		"(%d bytes, 0 failed), declared down after %s, full redundancy (status degraded 0, fsck %d/%d healthy) after %s; "+
+		"phase 2: 2 more SIGKILLed during %d reads (%d bytes, 0 failed), status lost %d, fsck lost %d degraded %d; "+
+		"final pull verified %d bytes",
+		len(images), written, r.Chunks, ops1, bytes1, downAfter.Round(100*time.Millisecond), r.Healthy, r.Chunks,
+		repaired.Round(100*time.Millisecond), ops2, bytes2, st.Lost, r2.Lost, r2.Degraded, verified)
+}
+
+// chunkserverIDs maps processes to the IDs they registered with, from the
+// line each prints when it starts.
+func (c *drillCluster) chunkserverIDs(ps []*drillProc) map[metaserver.ServerID]bool {
+	c.t.Helper()
+	ids := map[metaserver.ServerID]bool{}
+	for _, p := range ps {
+		b, err := os.ReadFile(p.logPath)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		var id string
+		for _, line := range strings.Split(string(b), "\n") {
+			if _, err := fmt.Sscanf(line, "dockyard: chunkserver %s serving", &id); err == nil {
+				break
+			}
+		}
+		if id == "" {
+			c.t.Fatalf("%s's log names no chunkserver id:\n%s", p.name, b)
+		}
+		ids[metaserver.ServerID(id)] = true
+	}
+	return ids
+}
+
+func countState(st *metaserver.Status, ids map[metaserver.ServerID]bool, state string) int {
+	n := 0
+	for _, cs := range st.Chunkservers {
+		if ids[cs.ID] && cs.State == state {
+			n++
+		}
+	}
+	return n
+}
+
+func states(st *metaserver.Status, ids map[metaserver.ServerID]bool) map[metaserver.ServerID]string {
+	out := map[metaserver.ServerID]string{}
+	for _, cs := range st.Chunkservers {
+		if ids[cs.ID] {
+			out[cs.ID] = cs.State
+		}
+	}
+	return out
+}
