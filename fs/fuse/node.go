@@ -98,6 +98,7 @@ func split(ns int64) (uint64, uint32) {
 // kernel's entry. go-fuse keeps one Inode per inode number, so a hard link
 // found under a second name resolves to the node already known.
 func (n *node) child(ctx context.Context, a metaserver.Attr, out *gofuse.EntryOut) *gofs.Inode {
+	n.m.localView(&a)
 	n.m.fillAttr(a, &out.Attr)
 	out.SetEntryTimeout(n.m.opt.EntryTimeout)
 	out.SetAttrTimeout(n.m.opt.AttrTimeout)
@@ -141,14 +142,24 @@ func (n *node) attr(ctx context.Context) (metaserver.Attr, error) {
 	if err != nil {
 		return a, err
 	}
-	if f := n.m.openFile(n.ino); f != nil {
-		fa := f.Attr()
-		a.Size = fa.Size
-		if fa.Mtime > a.Mtime {
-			a.Mtime = fa.Mtime
-		}
-	}
+	n.m.localView(&a)
 	return a, nil
+}
+
+// localView overlays the size and mtime of writes this mount still buffers
+// for an open file. Every attribute handed to the kernel goes through it: a
+// lookup or a listing answering with the metaserver's older size would make
+// the kernel cut reads short or append at the wrong offset.
+func (m *mountState) localView(a *metaserver.Attr) {
+	f := m.openFile(a.Ino)
+	if f == nil {
+		return
+	}
+	fa := f.Attr()
+	a.Size = fa.Size
+	if fa.Mtime > a.Mtime {
+		a.Mtime = fa.Mtime
+	}
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) syscall.Errno {

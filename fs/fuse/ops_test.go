@@ -207,3 +207,43 @@ func TestOperations(t *testing.T) {
 		}
 	})
 }
+
+// TestBufferedSizeVisible: while writes sit in the client's buffer, every
+// answer the kernel gets (lookup, getattr, listing) carries their size;
+// otherwise a stat in between would reset the kernel's size and the next
+// O_APPEND write would land at the wrong offset.
+func TestBufferedSizeVisible(t *testing.T) {
+	c := newCluster(t)
+	// Names are never cached, attributes for long: every stat is a lookup
+	// whose attributes the kernel then trusts.
+	mnt, _ := c.mount(t, Options{EntryTimeout: -1, AttrTimeout: time.Minute})
+	path := filepath.Join(mnt, "log")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a, b := bytes.Repeat([]byte("a"), 1000), bytes.Repeat([]byte("b"), 1000)
+	if _, err := f.Write(a); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() != 1000 {
+		t.Fatalf("stat while buffered: %v, %v; want size 1000", st, err)
+	}
+	ents, err := os.ReadDir(mnt)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("listing: %v, %v", ents, err)
+	}
+	if info, err := ents[0].Info(); err != nil || info.Size() != 1000 {
+		t.Fatalf("listing info while buffered: %v, %v; want size 1000", info, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, path); !bytes.Equal(got, append(a, b...)) {
+		t.Fatalf("appended file reads %d bytes %q...", len(got), got[:min(len(got), 20)])
+	}
+}
