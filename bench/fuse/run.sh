@@ -4,15 +4,17 @@
 # the local disk the two store their data on, which is the limit.
 #
 #   fio, one job, psync:  sequential write of SIZE (bs=1M, end_fsync), sequential read cold (fresh mount, kernel
-#                         caches dropped) and warm (the same read again), 4k random reads for RAND_SECS seconds,
-#                         cold.
+#                         caches dropped) and warm (the same read again, page cache kept), 4k random reads for
+#                         RAND_SECS seconds, cold.
 #   metadata:             create, stat and unlink of FILES empty files in one directory, one process.
 #
 # Needs root (FUSE, drop_caches), fio, python3. WEED names a weed binary (see the peers notes for building it);
 # without it the weed column is left out. Everything it starts it stops; everything it makes lives in one
 # temporary directory under TMP_BASE (default /var/tmp: a real disk, not tmpfs), removed at the end.
 #
-#   bench/fuse/run.sh            # SIZE=1G RAND_SECS=20 FILES=10000 WEED=$(command -v weed)
+#   bench/fuse/run.sh            # SIZE=1G RAND_SECS=20 FILES=10000 WEED=$(command -v weed) DY_MOUNT_ARGS=
+#
+# DY_MOUNT_ARGS is passed to `dockyard mount`, to compare its options (e.g. --max-write 131072).
 set -euo pipefail
 
 SIZE=${SIZE:-1G}
@@ -20,6 +22,7 @@ RAND_SECS=${RAND_SECS:-20}
 FILES=${FILES:-10000}
 WEED=${WEED:-$(command -v weed || true)}
 TMP_BASE=${TMP_BASE:-/var/tmp}
+DY_MOUNT_ARGS=${DY_MOUNT_ARGS:-}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d "$TMP_BASE/fusebench.XXXXXX")
 pids=()
@@ -59,7 +62,8 @@ pids+=($!)
 mkdir -p "$work/mnt-dockyard"
 dy_mount_pid=""
 dy_mount() {
-	"$dy" mount --meta "$meta" "$work/mnt-dockyard" >>"$work/mount.log" 2>&1 &
+	# shellcheck disable=SC2086 # DY_MOUNT_ARGS is a list of flags
+	"$dy" mount --meta "$meta" $DY_MOUNT_ARGS "$work/mnt-dockyard" >>"$work/mount.log" 2>&1 &
 	dy_mount_pid=$!
 	pids+=("$dy_mount_pid")
 	mounts+=("$work/mnt-dockyard")
@@ -144,7 +148,9 @@ run_target() { # NAME DIR REMOUNT_FN
 	echo "$name: cold read" >&2
 	R[$name.cold]=$(fio_run "$dir" "$name-cold" read --bs=1M)
 	echo "$name: warm read" >&2
-	R[$name.warm]=$(fio_run "$dir" "$name-warm" read --bs=1M)
+	# invalidate=0: fio would otherwise drop the file's page cache first,
+	# and a warm reader is exactly one that finds it.
+	R[$name.warm]=$(fio_run "$dir" "$name-warm" read --bs=1M --invalidate=0)
 	$remount; dropcaches
 	echo "$name: 4k random read, ${RAND_SECS}s" >&2
 	R[$name.rand]=$(fio_run "$dir" "$name-rand" randread --bs=4k --time_based --runtime="$RAND_SECS")
