@@ -9,6 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,7 +120,11 @@ func TestDFSEndToEnd(t *testing.T) {
 		t.Fatalf("second indexing: %+v %v", again, err)
 	}
 
-	src := &countingSource{BlobSource: store}
+	// The opener reads blobs through a client without read-ahead: span
+	// reads are bounded and buffered already, and read-ahead past a span
+	// only costs chunkserver bytes on random access.
+	noReadAhead := fs.New(cl.Meta, cl.Shards, fs.Options{ReadAhead: -1})
+	src := &countingSource{BlobSource: converter.NewDFSStore(noReadAhead, 0)}
 	opener := converter.NewOpener(src, converter.NewSpanCache(64<<20), 0)
 	lazy := fs.New(cl.Meta, cl.Shards, fs.Options{LayerOpener: opener})
 	rootfs := converter.ImageRootfsPath(digest.FromBytes(manifest))
@@ -132,12 +140,19 @@ func TestDFSEndToEnd(t *testing.T) {
 		}
 		return b
 	}
+	served0 := servedBytes(t, cl)
 	if got := string(read("etc/hostname")); got != "dockyard\n" {
 		t.Fatalf("etc/hostname = %q", got)
 	}
-	// The small file sits after the payload: only its span is read.
+	// The small file sits after the payload: only its span (plus the index)
+	// is read, from the blob and so from the chunkservers.
+	served := servedBytes(t, cl) - served0
+	t.Logf("one small file: %d blob bytes read by the converter, %d shard bytes served, layer %d bytes", src.n.Load(), served, gz.Len())
 	if n := src.n.Load(); n > int64(gz.Len())/10 {
 		t.Errorf("read %d of %d layer bytes for one small file", n, gz.Len())
+	}
+	if served > int64(gz.Len())/5 {
+		t.Errorf("chunkservers served %d bytes for one small file of a %d-byte layer", served, gz.Len())
 	}
 	if got := string(read("bin/true")); got != "#!/bin/sh\nexit 0\n" {
 		t.Fatalf("bin/true = %q", got)
@@ -149,4 +164,23 @@ func TestDFSEndToEnd(t *testing.T) {
 	if err != nil || a.Mode != 0o100755 || a.Size != 17 {
 		t.Errorf("bin/true attr %+v %v", a, err)
 	}
+}
+
+// servedBytes sums the shard bytes every chunkserver of cl has served.
+func servedBytes(t *testing.T, cl *local.Cluster) int64 {
+	var sum int64
+	for i := range cl.ChunkserverCount() {
+		rec := httptest.NewRecorder()
+		cl.Chunkserver(i).Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, "dockyard_chunkserver_bytes_out_total "); ok {
+				n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				if err != nil {
+					t.Fatalf("metrics line %q: %v", line, err)
+				}
+				sum += int64(n)
+			}
+		}
+	}
+	return sum
 }
