@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDrillDiskFull runs six chunkservers (exactly one 4+2 stripe wide) on
+// small tmpfs file systems of their own and pushes until the cluster is
+// full: the failing push and a failing `dockyard cp` say the cluster is out
+// of space; every push acknowledged before is intact and fsck is clean; when
+// the file systems grow, writes succeed again without restarting anything.
+func TestDrillDiskFull(t *testing.T) {
+	RequireTool(t, "crane")
+	if os.Geteuid() != 0 {
+		Missing(t, "the disk-full drill mounts tmpfs file systems and needs root")
+	}
+	const servers = 6
+	small := pick(8, 24) // MiB per chunkserver
+	disks := make([]string, servers)
+	for i := range disks {
+		disks[i] = t.TempDir()
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", small), "tmpfs", disks[i]).CombinedOutput(); err != nil {
+			Missing(t, "cannot mount a tmpfs: %v: %s", err, out)
+		}
+		d := disks[i]
+		t.Cleanup(func() {
+			// The cluster's own cleanup, registered later, runs first:
+			// nothing has files open here any more.
+			if out, err := exec.Command("umount", d).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v: %s", d, err, out)
+			}
+		})
+	}
+	c := startDrillCluster(t, drillConfig{Metas: 1, Chunkservers: servers, Registries: 1,
+		ChunkDir: func(i int) string { return filepath.Join(disks[i], "data") }})
+	tmp := t.TempDir()
+
+	// Fill the cluster: 2 MiB layers, a 512 KiB shard on every server each.
+	var ok []pushed
+	var fullErr string
+	for i := 0; fullErr == ""; i++ {
+		if i > 4*small {
+			t.Fatalf("%d pushes of 2 MiB into %d servers of %d MiB and none failed", i, servers, small)
+		}
+		ref := fmt.Sprintf("%s/drill/capacity/img%d:v1", c.RegAddrs[0], i)
+		p, out, err := cranePush(t, tmp, ref, 2<<20)
+		if err != nil {
+			fullErr = out
+			break
+		}
+		ok = append(ok, p)
+	}
+	t.Logf("the cluster filled after %d pushes; crane said:\n%s", len(ok), fullErr)
+	if !mentionsSpace(lastLine(fullErr)) {
+		// Known bug (docs/reliability.md): the registry maps "no
+		// chunkserver has room" to a bare 503 UNAVAILABLE.
+		if knownBugs() {
+			t.Errorf("the push that found the cluster full failed without saying why:\n%s", fullErr)
+		} else {
+			t.Logf("KNOWN BUG: the failing push does not name the cause (set DOCKYARD_DRILL_KNOWN_BUGS=1 to fail on it)")
+		}
+	}
+	// A file copy fails with one line naming the cause.
+	local, _ := randomFile(t, tmp, "big", 3<<20)
+	out, err := c.cli(2*time.Minute, "cp", "--meta", c.MetaList(), local, "dfs:/capacity-big")
+	if err == nil {
+		t.Errorf("dockyard cp into a full cluster succeeded")
+	} else if t.Logf("dockyard cp into a full cluster: %s", out); !mentionsSpace(out) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("dockyard cp into a full cluster: want one line about space, got:\n%s", out)
+	}
+
+	// Nothing acknowledged is lost, nothing half-written is visible.
+	var verified int64
+	for _, p := range ok {
+		n, err := verifyPulled(p)
+		if err != nil {
+			t.Errorf("acknowledged push damaged by the full disks: %v", err)
+		}
+		verified += n
+	}
+	r := c.WaitFsckClean(time.Minute)
+
+	// Space returns: the file systems grow under the running servers.
+	grown := time.Now()
+	for _, d := range disks {
+		if out, err := exec.Command("mount", "-o", fmt.Sprintf("remount,size=%dm", 4*small), d).CombinedOutput(); err != nil {
+			t.Fatalf("growing %s: %v: %s", d, err, out)
+		}
+	}
+	var after []pushed
+	c.waitFor(time.Minute, "a push to succeed once space returned", func() (bool, string) {
+		ref := fmt.Sprintf("%s/drill/capacity/after%d:v1", c.RegAddrs[0], len(after))
+		p, out, err := cranePush(t, tmp, ref, 2<<20)
+		if err != nil {
+			return false, out
+		}
+		after = append(after, p)
+		return true, ""
+	})
+	recovered := time.Since(grown)
+	for i := 1; i < pick(3, 10); i++ {
+		ref := fmt.Sprintf("%s/drill/capacity/after%d:v1", c.RegAddrs[0], i)
+		p, out, err := cranePush(t, tmp, ref, 2<<20)
+		if err != nil {
+			t.Fatalf("push %d after space returned: %v: %s", i, err, out)
+		}
+		after = append(after, p)
+	}
+	for _, p := range append(ok, after...) {
+		n, err := verifyPulled(p)
+		if err != nil {
+			t.Errorf("after space returned: %v", err)
+		}
+		verified += n
+	}
+	r = c.WaitFsckClean(time.Minute)
+	t.Logf("DRILL disk-full: %d chunkservers of %d MiB filled after %d pushes of 2 MiB; failing push names the cause: %v, "+
+		"failing cp names it: %v; space grown to %d MiB: first push succeeded after %s, %d more pushed; bytes verified %d; "+
+		"fsck %d chunks healthy",
+		servers, small, len(ok), mentionsSpace(lastLine(fullErr)), err != nil && mentionsSpace(out), 4*small, recovered.Round(100*time.Millisecond), len(after)-1, verified, r.Healthy)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// mentionsSpace reports whether an error message names a lack of space.
+func mentionsSpace(s string) bool {
+	s = strings.ToLower(s)
+	return strings.Contains(s, "space") || strings.Contains(s, "full")
+}
