@@ -78,13 +78,20 @@ func (s *DFSStore) WriteIndex(ctx context.Context, d digest.Digest, data []byte)
 	}
 	tmp := dir + "/index.tmp-" + randomSuffix()
 	if _, err := s.c.WriteFile(ctx, tmp, bytes.NewReader(data), 0o644); err != nil {
-		return err
+		return s.cleanup(ctx, err, tmp)
 	}
 	if err := s.c.Rename(ctx, tmp, final); err != nil {
-		_ = s.c.Remove(ctx, tmp)
-		return err
+		return s.cleanup(ctx, err, tmp)
 	}
 	return nil
+}
+
+// cleanup removes a temporary file after err, reporting both failures.
+func (s *DFSStore) cleanup(ctx context.Context, err error, tmp string) error {
+	if rerr := s.c.Remove(ctx, tmp); rerr != nil && !errors.Is(rerr, syscall.ENOENT) {
+		return errors.Join(err, fmt.Errorf("removing %s: %w", tmp, rerr))
+	}
+	return err
 }
 
 // HasImageTree reports whether the image's rootfs exists.
@@ -101,21 +108,32 @@ func (s *DFSStore) HasImageTree(ctx context.Context, manifest digest.Digest) (bo
 
 // WriteImageTree builds the tree in a temporary directory and renames it to
 // rootfs, so a mount never sees a partial tree. If another indexer won the
-// race the rename fails with ENOTEMPTY or EEXIST and the finished tree is
-// kept; the loser's temporary tree stays behind for the garbage collector
-// (both are identical, so nothing is lost).
-func (s *DFSStore) WriteImageTree(ctx context.Context, manifest digest.Digest, tree *Tree) error {
+// race the rename fails with ENOTEMPTY or EEXIST: the finished tree is kept
+// (both are identical) and this one is removed, as is a tree whose creation
+// failed half-way.
+func (s *DFSStore) WriteImageTree(ctx context.Context, manifest digest.Digest, tree *Tree) (err error) {
 	final := ImageRootfsPath(manifest)
 	dir := path.Dir(final)
-	if _, err := s.c.MkdirAll(ctx, dir, 0o755); err != nil {
+	dirIno, err := s.c.MkdirAll(ctx, dir, 0o755)
+	if err != nil {
 		return err
 	}
-	tmp := dir + "/rootfs.tmp-" + randomSuffix()
+	tmpName := "rootfs.tmp-" + randomSuffix()
+	tmp := dir + "/" + tmpName
 	root := tree.Root()
 	ino, err := s.c.MkdirAll(ctx, tmp, root.Mode()&0o7777)
 	if err != nil {
 		return err
 	}
+	published := false
+	defer func() {
+		if published {
+			return
+		}
+		if rerr := removeTree(ctx, s.c.Meta(), dirIno, tmpName); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("removing unpublished tree %s: %w", tmp, rerr))
+		}
+	}()
 	if e := root.Entry; e != nil {
 		mode := e.Mode & 0o7777
 		in := metaserver.SetAttrIn{Mode: &mode, Uid: &e.Uid, Gid: &e.Gid}
@@ -135,7 +153,32 @@ func (s *DFSStore) WriteImageTree(ctx context.Context, manifest digest.Digest, t
 		}
 		return fmt.Errorf("publishing image tree: %w", err)
 	}
+	published = true
 	return nil
+}
+
+// removeTree removes name under parent and everything below it.
+func removeTree(ctx context.Context, meta metaserver.Namespace, parent metaserver.Ino, name string) error {
+	a, err := meta.Lookup(ctx, parent, name)
+	if errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !a.IsDir() {
+		return meta.Unlink(ctx, parent, name)
+	}
+	entries, err := meta.ReadDir(ctx, a.Ino, "", 0, false)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := removeTree(ctx, meta, a.Ino, e.Name); err != nil {
+			return err
+		}
+	}
+	return meta.Rmdir(ctx, parent, name)
 }
 
 func randomSuffix() string {

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -124,6 +125,20 @@ func TestDFSEndToEnd(t *testing.T) {
 	// reads are bounded and buffered already, and read-ahead past a span
 	// only costs chunkserver bytes on random access.
 	noReadAhead := fs.New(cl.Meta, cl.Shards, fs.Options{ReadAhead: -1})
+	// A second indexer that lost the race to publish removes its own tree.
+	md := digest.FromBytes(manifest)
+	lateTree, err := converter.MergeLayers([]converter.ImageLayer{{Index: res.Layers[0], Blob: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.WriteImageTree(ctx, md, lateTree); err != nil {
+		t.Fatalf("losing the publish race: %v", err)
+	}
+	names, err := cl.FS.ReadDir(ctx, path.Dir(converter.ImageRootfsPath(md)))
+	if err != nil || len(names) != 1 || names[0].Name != "rootfs" {
+		t.Fatalf("image directory holds %+v (%v), want only rootfs", names, err)
+	}
+
 	src := &countingSource{BlobSource: converter.NewDFSStore(noReadAhead, 0)}
 	opener := converter.NewOpener(src, converter.NewSpanCache(64<<20), 0)
 	lazy := fs.New(cl.Meta, cl.Shards, fs.Options{LayerOpener: opener})
