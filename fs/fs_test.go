@@ -758,3 +758,23 @@ func TestWriteSurvivesAFreshlyDeadServer(t *testing.T) {
 		t.Fatalf("%d allocations for 5 chunks: the dead server was never hit", cl.meta.allocs)
 	}
 }
+
+// TestSlowShardWithNoSpare: two shards are gone and a third is slow, so the
+// hedge has nothing to rebuild from but the slow shard itself; the read
+// waits for it rather than failing.
+func TestSlowShardWithNoSpare(t *testing.T) {
+	opt := Options{ChunkSize: testChunk, HedgeAfter: 20 * time.Millisecond}
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(opt), "/f", testChunk)
+	ch := cl.chunkAt(t, "/f", 0)
+	byIdx := map[int]*fakeShards{}
+	for _, s := range ch.Shards {
+		byIdx[s.Index] = cl.server(s.Addr)
+	}
+	byIdx[0].setDown(true)
+	byIdx[5].setDown(true)
+	byIdx[1].setDelay(300 * time.Millisecond)
+	if got := readAll(t, cl.client(opt), "/f"); !bytes.Equal(got, want) {
+		t.Fatal("read back differs")
+	}
+}

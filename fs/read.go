@@ -250,36 +250,15 @@ phase1:
 		}
 	}
 	// Rebuild every piece that failed or is still running after the hedge
-	// delay, over the union of their shard ranges, without asking the shards
-	// being rebuilt.
-	var targets []int
-	lo, hi := int64(-1), int64(0)
-	exclude := map[int]bool{}
-	for i, st := range state {
-		if st == ok {
-			continue
-		}
-		targets = append(targets, i)
-		exclude[ps[i].idx] = true
-		if lo < 0 || ps[i].lo < lo {
-			lo = ps[i].lo
-		}
-		hi = max(hi, ps[i].hi)
-	}
+	// delay, without asking the shards being rebuilt; meanwhile the slow
+	// ones may still answer.
+	targets, lo, hi, exclude, known := rebuildPlan(ps, state, locs, ok)
 	if len(targets) == 0 {
 		return nil
 	}
-	known := map[int][]byte{}
-	for i, p := range ps {
-		if state[i] == ok && p.lo == lo && p.hi == hi {
-			known[p.idx] = p.dst
-		}
-	}
-	for i, s := range locs {
-		if s == nil && !exclude[i] {
-			// No location: not worth a request.
-			exclude[i] = true
-		}
+	slow := false
+	for _, i := range targets {
+		slow = slow || state[i] == running
 	}
 	type rebuilt struct {
 		data map[int][]byte
@@ -304,21 +283,22 @@ phase1:
 			continue
 		case rb := <-recon:
 			if rb.err != nil {
-				// Nothing rebuilt: the slow shards are the only hope left.
-				waitAll()
-				for _, i := range targets {
-					if state[i] != ok {
-						var ce *ChunkError
-						if errors.As(rb.err, &ce) {
-							for _, j := range targets {
-								if errs[j] != nil {
-									ce.Errs = append([]error{errs[j]}, ce.Errs...)
-								}
-							}
-						}
-						return rb.err
-					}
+				if !slow {
+					return withPieceErrors(rb.err, errs)
 				}
+				// Rebuilding around the slow shards was not possible: wait
+				// for them, then rebuild whatever is still missing with
+				// their help.
+				waitAll()
+				targets, lo, hi, exclude, known = rebuildPlan(ps, state, locs, ok)
+				if len(targets) == 0 {
+					return nil
+				}
+				data, err := c.reconstruct(ctx, ch, locs, lo, hi, exclude, known)
+				if err != nil {
+					return withPieceErrors(err, errs)
+				}
+				copyRebuilt(ps, targets, data, lo)
 				return nil
 			}
 			for _, i := range targets {
@@ -327,16 +307,70 @@ phase1:
 				}
 			}
 			waitAll()
+			var missing []int
 			for _, i := range targets {
-				if state[i] == ok {
-					continue
+				if state[i] != ok {
+					missing = append(missing, i)
 				}
-				p := ps[i]
-				copy(p.dst, rb.data[p.idx][p.lo-lo:p.hi-lo])
 			}
+			copyRebuilt(ps, missing, rb.data, lo)
 			return nil
 		}
 	}
+}
+
+// rebuildPlan lists the pieces not read (yet), the union [lo, hi) of their
+// shard ranges, the shards not to ask (theirs, and those with no known
+// location) and the shards already read over exactly that range.
+func rebuildPlan(ps []piece, state []int, locs []*metaserver.Shard, ok int) (targets []int, lo, hi int64, exclude map[int]bool, known map[int][]byte) {
+	lo = -1
+	exclude = map[int]bool{}
+	for i, st := range state {
+		if st == ok {
+			continue
+		}
+		targets = append(targets, i)
+		exclude[ps[i].idx] = true
+		if lo < 0 || ps[i].lo < lo {
+			lo = ps[i].lo
+		}
+		hi = max(hi, ps[i].hi)
+	}
+	known = map[int][]byte{}
+	for i, p := range ps {
+		if state[i] == ok && p.lo == lo && p.hi == hi {
+			known[p.idx] = p.dst
+		}
+	}
+	for i, s := range locs {
+		if s == nil {
+			exclude[i] = true
+		}
+	}
+	return targets, lo, hi, exclude, known
+}
+
+func copyRebuilt(ps []piece, targets []int, data map[int][]byte, lo int64) {
+	for _, i := range targets {
+		p := ps[i]
+		copy(p.dst, data[p.idx][p.lo-lo:p.hi-lo])
+	}
+}
+
+// withPieceErrors adds what the data shards themselves answered to a
+// ChunkError, so the message names every shard that failed.
+func withPieceErrors(err error, pieceErrs []error) error {
+	var ce *ChunkError
+	if errors.As(err, &ce) {
+		var first []error
+		for _, e := range pieceErrs {
+			if e != nil {
+				first = append(first, e)
+			}
+		}
+		ce.Errs = append(first, ce.Errs...)
+	}
+	return err
 }
 
 func allOK(state []int, targets []int, ok int) bool {
