@@ -25,7 +25,10 @@
 // metaserver failover, and a crashed mount's orphans are swept by the next
 // mount on the same host (the directory name carries the pid). While such a
 // link is held, the nlink this mount reports is reduced by one so fstat shows
-// what POSIX promises (0 after the last name is gone).
+// what POSIX promises (0 after the last name is gone). Only this mount's
+// opens are protected: a file unlinked on one host while open on another is
+// gone for both (as NFS answers ESTALE); closing that gap needs per-client
+// open tracking in the metaserver.
 //
 // The reserved tree: /.dockyard holds the registry's blobs, layer indexes and
 // the orphan directories. A mount of the whole namespace hides it: lookup
@@ -42,6 +45,14 @@
 // kernel drops it and is told that the cached size is stale. Within one mount
 // every open of an inode shares one *fs.File, so readers see the writes of
 // other descriptors before they are flushed, as on a local disk.
+//
+// Data path: requests are up to 1 MiB (max_write, max_read) and the
+// device's read-ahead is raised to match, so a sequential stream costs few
+// round trips. The kernel's writeback cache is off: with it the kernel, not
+// the metaserver, owns a file's size and mtime, which two hosts writing one
+// file cannot agree on. Passthrough needs a local file to pass through to,
+// which a network file system has not. Reads do not update atime (the mount
+// is noatime): each would cost a Raft entry.
 //
 // Locks: POSIX and BSD locks are left to the kernel, which enforces them among
 // the processes of this host only. Cluster-wide locks need a lock table in the
