@@ -416,3 +416,49 @@ func TestReadAfterBarrierDoesNotHang(t *testing.T) {
 		}
 	}
 }
+
+// The leader's housekeeping runs for real: silent chunkservers turn suspect
+// then down, and an uncommitted chunk is collected after its lease.
+func TestLeaderHousekeeping(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "solo", t.TempDir())
+	cfg.SuspectAfter, cfg.DownAfter, cfg.ChunkLease = 300*time.Millisecond, 900*time.Millisecond, 500*time.Millisecond
+	n := startNode(t, cfg)
+	if _, err := n.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := n.API()
+	for i := range 3 {
+		if _, err := c.Heartbeat(ctx, ms.Heartbeat{ID: ms.ServerID(fmt.Sprintf("cs%d", i)), Addr: "127.0.0.1:1", Capacity: 1 << 30}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, err := c.AllocChunk(ctx, 1, 2, 1024, 1024, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := func() string {
+		css, err := c.Chunkservers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, cs := range css {
+			s = append(s, cs.State)
+		}
+		return strings.Join(s, ",")
+	}
+	waitFor(t, 5*time.Second, "chunkservers to turn suspect", func() bool { return strings.Contains(states(), ms.StateSuspect) })
+	waitFor(t, 5*time.Second, "chunkservers to turn down", func() bool { return states() == "down,down,down" })
+	waitFor(t, 5*time.Second, "the expired chunk to be collected", func() bool {
+		_, err := c.GetChunk(ctx, ch.ID)
+		return errors.Is(err, syscall.ENOENT)
+	})
+	// A heartbeat brings a server back up.
+	if _, err := c.Heartbeat(ctx, ms.Heartbeat{ID: "cs0", Addr: "127.0.0.1:1", Capacity: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	if s := states(); !strings.HasPrefix(s, ms.StateUp+",") {
+		t.Fatalf("after a heartbeat: %s", s)
+	}
+}
