@@ -165,7 +165,8 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 	}
 	backoff := 10 * time.Millisecond
 	var last error
-	for attempt := 0; ; attempt++ {
+	misses := 0 // failed attempts since the last backoff
+	for {
 		url := h.target()
 		reply, err, retry := h.once(ctx, url, op, reqID, args)
 		if err == nil {
@@ -175,17 +176,21 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 			return nil, err
 		}
 		last = err
+		misses++
 		var nl *ErrNotLeader
 		if errors.As(err, &nl) && nl.Leader != "" && baseURL(nl.Leader) != url {
 			// Redirected: go straight to the named leader.
 			h.setLeader(baseURL(nl.Leader))
+		} else {
+			h.failed(url)
+		}
+		// Sweep the known addresses (and follow a redirect) at once; back
+		// off when that did not help, e.g. during an election, when nodes
+		// may name a stale leader to each other.
+		if misses <= len(h.addrs) {
 			continue
 		}
-		h.failed(url)
-		// Sweep the known addresses quickly before backing off.
-		if attempt%len(h.addrs) != len(h.addrs)-1 {
-			continue
-		}
+		misses = 0
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

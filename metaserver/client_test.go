@@ -130,3 +130,25 @@ func TestClientGivesUpAtDeadline(t *testing.T) {
 		t.Fatalf("gave up after %v", d)
 	}
 }
+
+func TestClientBacksOffOnRedirectLoop(t *testing.T) {
+	a, b := newFake(t), newFake(t)
+	for range 10000 {
+		a.replies = append(a.replies, wireErr(421, WireError{Kind: KindNotLeader, Leader: strings.TrimPrefix(b.URL, "http://")}))
+		b.replies = append(b.replies, wireErr(421, WireError{Kind: KindNotLeader, Leader: strings.TrimPrefix(a.URL, "http://")}))
+	}
+	c, _ := NewClient([]string{a.URL, b.URL}, WithRetryTimeout(400*time.Millisecond))
+	_, err := c.GetAttr(context.Background(), 1)
+	var nl *ErrNotLeader
+	if !errors.As(err, &nl) {
+		t.Fatalf("after a redirect loop: %v", err)
+	}
+	a.mu.Lock()
+	b.mu.Lock()
+	n := len(a.ids) + len(b.ids)
+	b.mu.Unlock()
+	a.mu.Unlock()
+	if n > 100 {
+		t.Fatalf("%d requests in 400ms: no backoff between redirect rounds", n)
+	}
+}
