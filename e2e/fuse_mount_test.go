@@ -171,3 +171,42 @@ func TestMountCommand(t *testing.T) {
 		t.Errorf("%s still mounted after SIGTERM", b)
 	}
 }
+
+// TestMountSIGTERMWhileBusy: SIGTERM with a file still open detaches the
+// mount at once, keeps serving the open file and exits when it is closed.
+func TestMountSIGTERMWhileBusy(t *testing.T) {
+	needFUSE(t)
+	c := SharedCluster(t)
+	dir := t.TempDir()
+	m := startMount(t, c.Meta, dir)
+	want := []byte("still readable after the mount is detached")
+	if err := os.WriteFile(filepath.Join(dir, "e2e-busy"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "e2e-busy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(30 * time.Second)
+	for isMounted(t, dir) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still mounted 30s after SIGTERM\n%s", m.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := make([]byte, len(want))
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("reading the open file after the detach: %q, %v", got, err)
+	}
+	select {
+	case <-m.exited:
+		t.Fatalf("dockyard mount exited while a file was open: %v\n%s", m.err, m.stderr)
+	default:
+	}
+	f.Close()
+	if err := m.wait(t); err != nil {
+		t.Errorf("dockyard mount exit: %v\n%s", err, m.stderr)
+	}
+}
