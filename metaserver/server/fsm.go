@@ -120,14 +120,18 @@ type FSM struct {
 
 	nextIno   ms.Ino
 	nextChunk ms.ChunkID
-	inodes    map[ms.Ino]*inode
-	dentries  *btree.BTreeG[dentry]
-	chunks    map[ms.ChunkID]*ms.Chunk
-	servers   map[ms.ServerID]*ms.ChunkserverInfo
-	repairs   map[repairKey]*repairJob
-	deletes   map[ms.ServerID][]string // shard names to hand out in heartbeat replies
-	kv        map[string]*btree.BTreeG[kvItem]
-	members   map[string]ms.Member
+	// clock is the latest command time applied. Commands stamped earlier (a
+	// new leader whose clock lags) are applied at this time instead, so
+	// timestamps never go backwards across leader changes.
+	clock    int64
+	inodes   map[ms.Ino]*inode
+	dentries *btree.BTreeG[dentry]
+	chunks   map[ms.ChunkID]*ms.Chunk
+	servers  map[ms.ServerID]*ms.ChunkserverInfo
+	repairs  map[repairKey]*repairJob
+	deletes  map[ms.ServerID][]string // shard names to hand out in heartbeat replies
+	kv       map[string]*btree.BTreeG[kvItem]
+	members  map[string]ms.Member
 
 	dedup      map[string]*result
 	dedupOrder []string // FIFO of ids in dedup; dedupHead is the oldest
@@ -153,6 +157,7 @@ func NewFSM() *FSM {
 func (f *FSM) reset() {
 	f.nextIno = ms.RootIno + 1
 	f.nextChunk = 1
+	f.clock = 0
 	f.inodes = map[ms.Ino]*inode{}
 	f.dentries = btree.NewG(32, dentryLess)
 	f.chunks = map[ms.ChunkID]*ms.Chunk{}
@@ -220,6 +225,10 @@ func (f *FSM) applyCommand(c *command) *result {
 			return r
 		}
 	}
+	if c.Time < f.clock {
+		c.Time = f.clock
+	}
+	f.clock = c.Time
 	v, err := f.dispatch(c)
 	r := &result{}
 	if err != nil {

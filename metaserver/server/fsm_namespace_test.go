@@ -584,3 +584,17 @@ func TestDedupTableIsBoundedFIFO(t *testing.T) {
 		t.Fatal("id evicted out of order")
 	}
 }
+
+func TestTimestampsNeverGoBackwards(t *testing.T) {
+	ctx := context.Background()
+	_, c, clk := newMem(t)
+	a := mustCreate(t, c, ms.RootIno, "a", syscall.S_IFREG)
+	clk.advance(-time.Hour) // a new leader with a slow clock
+	b := mustCreate(t, c, ms.RootIno, "b", syscall.S_IFREG)
+	if b.Ctime < a.Ctime {
+		t.Fatalf("ctime went backwards: %d after %d", b.Ctime, a.Ctime)
+	}
+	if root, _ := c.GetAttr(ctx, ms.RootIno); root.Mtime != a.Ctime {
+		t.Fatalf("root mtime %d, want %d", root.Mtime, a.Ctime)
+	}
+}

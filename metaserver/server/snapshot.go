@@ -52,6 +52,7 @@ type snapHeader struct {
 	Version   int
 	NextIno   ms.Ino
 	NextChunk ms.ChunkID
+	Clock     int64
 	Inodes    int
 	Dentries  int
 	Chunks    int
@@ -135,7 +136,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		s.dedup = append(s.dedup, snapDedup{ID: id, Result: *f.dedup[id]})
 	}
 	s.hdr = snapHeader{
-		Version: snapshotVersion, NextIno: f.nextIno, NextChunk: f.nextChunk,
+		Version: snapshotVersion, NextIno: f.nextIno, NextChunk: f.nextChunk, Clock: f.clock,
 		Inodes: len(s.inodes), Dentries: s.dentries.Len(), Chunks: len(s.chunks),
 		Servers: len(s.servers), Repairs: len(s.repairs), Deletes: len(s.deletes),
 		KV: nkv, Members: len(s.members), Dedup: len(s.dedup),
@@ -224,7 +225,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.nextIno, f.nextChunk = n.nextIno, n.nextChunk
+	f.nextIno, f.nextChunk, f.clock = n.nextIno, n.nextChunk, n.clock
 	f.inodes, f.dentries, f.chunks, f.servers = n.inodes, n.dentries, n.chunks, n.servers
 	f.repairs, f.deletes, f.kv, f.members = n.repairs, n.deletes, n.kv, n.members
 	f.dedup, f.dedupOrder, f.dedupHead = n.dedup, n.dedupOrder, n.dedupHead
@@ -241,7 +242,7 @@ func (f *FSM) read(r io.Reader) error {
 	if h.Version != snapshotVersion {
 		return fmt.Errorf("snapshot version %d, this build reads %d", h.Version, snapshotVersion)
 	}
-	f.nextIno, f.nextChunk = h.NextIno, h.NextChunk
+	f.nextIno, f.nextChunk, f.clock = h.NextIno, h.NextChunk, h.Clock
 	for range h.Inodes {
 		n := &inode{}
 		if err := dec.Decode(n); err != nil {
