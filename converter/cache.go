@@ -2,7 +2,18 @@ package converter
 
 import (
 	"container/list"
+	"encoding/binary"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // SpanCache is a bounded LRU of decompressed spans of layer streams, shared by
@@ -15,6 +26,12 @@ type SpanCache struct {
 	items    map[spanKey]*list.Element
 	inflight map[spanKey]*spanCall
 	stats    CacheStats
+
+	// Optional disk tier (see OpenSpanCache).
+	dir      string
+	diskMax  int64
+	diskMu   sync.Mutex
+	diskUsed int64
 }
 
 // CacheStats counts cache activity since the cache was made.
@@ -23,6 +40,9 @@ type CacheStats struct {
 	DecodedBytes  int64 // uncompressed bytes produced by decompression
 	Evictions     int64
 	ResidentBytes int64
+	// Disk tier: spans found on disk, written to it, and files that could
+	// not be written or were damaged (and decoded again).
+	DiskHits, DiskWrites, DiskErrors int64
 }
 
 type spanKey struct {
@@ -52,6 +72,182 @@ func NewSpanCache(maxBytes int64) *SpanCache {
 		maxBytes = DefaultCacheBytes
 	}
 	return &SpanCache{max: maxBytes, ll: list.New(), items: map[spanKey]*list.Element{}, inflight: map[spanKey]*spanCall{}}
+}
+
+// SpanCacheOptions configure OpenSpanCache.
+type SpanCacheOptions struct {
+	// MemoryBytes bounds the in-memory tier (<= 0: DefaultCacheBytes).
+	MemoryBytes int64
+	// Dir, when set, also keeps spans as files on local disk, so the next
+	// process on the host starts warm: every `dockyard run` is a new
+	// process, and a single-frame zstd layer costs a long decode per cold
+	// read. DiskBytes bounds it (<= 0: DefaultDiskCacheBytes); the least
+	// recently used files go first.
+	Dir       string
+	DiskBytes int64
+}
+
+// DefaultDiskCacheBytes bounds the disk tier when no size is given.
+const DefaultDiskCacheBytes = 4 << 30
+
+// OpenSpanCache makes a span cache with an optional disk tier in o.Dir,
+// created if missing.
+func OpenSpanCache(o SpanCacheOptions) (*SpanCache, error) {
+	c := NewSpanCache(o.MemoryBytes)
+	if o.Dir == "" {
+		return c, nil
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("span cache: %w", err)
+	}
+	c.dir, c.diskMax = o.Dir, o.DiskBytes
+	if c.diskMax <= 0 {
+		c.diskMax = DefaultDiskCacheBytes
+	}
+	files, err := c.diskFiles()
+	if err != nil {
+		return nil, fmt.Errorf("span cache: %w", err)
+	}
+	for _, f := range files {
+		c.diskUsed += f.size
+	}
+	return c, nil
+}
+
+// spanFile names a span's file; ok is false for digests that are not plain
+// "alg:hex" (they come from inodes, and must never steer a path).
+func (c *SpanCache) spanFile(k spanKey) (string, bool) {
+	alg, hex, found := strings.Cut(k.digest, ":")
+	if !found || alg == "" || hex == "" || strings.Trim(alg+hex, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return "", false
+	}
+	return filepath.Join(c.dir, alg+"-"+hex+"-"+strconv.FormatInt(k.start, 16)+".span"), true
+}
+
+// readDisk returns a span from the disk tier. A file is an xxhash64 of the
+// span followed by the span; a damaged one is removed and reported.
+func (c *SpanCache) readDisk(k spanKey) ([]byte, bool) {
+	name, ok := c.spanFile(k)
+	if !ok {
+		return nil, false
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, false
+	}
+	if len(b) < 8 || binary.LittleEndian.Uint64(b) != xxhash.Sum64(b[8:]) {
+		c.mu.Lock()
+		c.stats.DiskErrors++
+		c.mu.Unlock()
+		_ = os.Remove(name) // best effort: it is rewritten after the decode
+		return nil, false
+	}
+	now := time.Now()
+	_ = os.Chtimes(name, now, now) // recency for eviction; a failure only ages the file
+	return b[8:], true
+}
+
+// writeDisk stores a span, atomically (other processes share the directory).
+func (c *SpanCache) writeDisk(k spanKey, data []byte) {
+	name, ok := c.spanFile(k)
+	if !ok {
+		return
+	}
+	err := func() error {
+		f, err := os.CreateTemp(c.dir, ".span-*")
+		if err != nil {
+			return err
+		}
+		var sum [8]byte
+		binary.LittleEndian.PutUint64(sum[:], xxhash.Sum64(data))
+		_, err = f.Write(sum[:])
+		if err == nil {
+			_, err = f.Write(data)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(f.Name(), name)
+		}
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+		return err
+	}()
+	c.mu.Lock()
+	if err != nil {
+		c.stats.DiskErrors++
+	} else {
+		c.stats.DiskWrites++
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return
+	}
+	c.diskMu.Lock()
+	defer c.diskMu.Unlock()
+	c.diskUsed += int64(len(data)) + 8
+	if c.diskUsed > c.diskMax {
+		c.evictDisk()
+	}
+}
+
+type diskFile struct {
+	path  string
+	size  int64
+	mtime time.Time
+}
+
+func (c *SpanCache) diskFiles() ([]diskFile, error) {
+	var out []diskFile
+	err := filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != c.dir {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, ".span") {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed by another process meanwhile
+		}
+		out = append(out, diskFile{p, info.Size(), info.ModTime()})
+		return nil
+	})
+	return out, err
+}
+
+// evictDisk removes the least recently used files down to 90% of the bound,
+// from a fresh listing since other processes write to the same directory.
+func (c *SpanCache) evictDisk() {
+	files, err := c.diskFiles()
+	if err != nil {
+		c.mu.Lock()
+		c.stats.DiskErrors++
+		c.mu.Unlock()
+		return
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].mtime.Before(files[j].mtime) })
+	var used int64
+	for _, f := range files {
+		used += f.size
+	}
+	for _, f := range files {
+		if used <= c.diskMax*9/10 {
+			break
+		}
+		if err := os.Remove(f.path); err == nil || os.IsNotExist(err) {
+			used -= f.size
+		}
+	}
+	c.diskUsed = used
 }
 
 // Stats returns a snapshot of the counters.
@@ -84,25 +280,44 @@ func (c *SpanCache) load(k spanKey, fn func() ([]byte, error)) ([]byte, error) {
 	c.inflight[k] = call
 	c.mu.Unlock()
 
-	call.data, call.err = fn()
+	decoded := false
+	if c.dir != "" {
+		if d, ok := c.readDisk(k); ok {
+			call.data = d
+		}
+	}
+	if call.data == nil {
+		call.data, call.err = fn()
+		decoded = call.err == nil
+	}
 
 	c.mu.Lock()
 	delete(c.inflight, k)
 	if call.err == nil {
-		c.stats.DecodedBytes += int64(len(call.data))
+		if decoded {
+			c.stats.DecodedBytes += int64(len(call.data))
+		} else {
+			c.stats.DiskHits++
+		}
 		c.putLocked(k, call.data)
 	}
 	c.mu.Unlock()
 	close(call.done)
+	if decoded && c.dir != "" {
+		c.writeDisk(k, call.data)
+	}
 	return call.data, call.err
 }
 
 // put stores a span decoded on the way to another one.
 func (c *SpanCache) put(k spanKey, data []byte) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.stats.DecodedBytes += int64(len(data))
 	c.putLocked(k, data)
+	c.mu.Unlock()
+	if c.dir != "" {
+		c.writeDisk(k, data)
+	}
 }
 
 func (c *SpanCache) putLocked(k spanKey, data []byte) {
