@@ -2,7 +2,10 @@ package fuse
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dockyard/dockyard/metaserver"
 )
 
 // TestOperations covers what posixtest does not: special files, rename
@@ -245,5 +250,66 @@ func TestBufferedSizeVisible(t *testing.T) {
 	}
 	if got := readFile(t, path); !bytes.Equal(got, append(a, b...)) {
 		t.Fatalf("appended file reads %d bytes %q...", len(got), got[:min(len(got), 20)])
+	}
+}
+
+// TestLargeDirectory lists a directory of several metaserver pages, with
+// attributes (READDIRPLUS) and without, and rewinds it.
+func TestLargeDirectory(t *testing.T) {
+	c := newCluster(t)
+	const n = 2*dirPage + 17
+	entries := make([]metaserver.TreeEntry, 0, n+1)
+	entries = append(entries, metaserver.TreeEntry{ParentIdx: -1, CreateIn: metaserver.CreateIn{Name: "big", Mode: syscall.S_IFDIR | 0o755}})
+	want := map[string]bool{}
+	for i := range n {
+		name := fmt.Sprintf("f%05d", i)
+		want[name] = true
+		entries = append(entries, metaserver.TreeEntry{ParentIdx: 0, Size: uint64(i), CreateIn: metaserver.CreateIn{Name: name, Mode: syscall.S_IFREG | 0o644}})
+	}
+	if _, err := c.api.CreateTree(context.Background(), metaserver.RootIno, entries); err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := c.mount(t, Options{})
+	dir := filepath.Join(mnt, "big")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != n {
+		t.Fatalf("listed %d entries, want %d", len(ents), n)
+	}
+	for _, e := range ents {
+		if !want[e.Name()] {
+			t.Fatalf("unexpected entry %q", e.Name())
+		}
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var i int64
+		fmt.Sscanf(e.Name(), "f%05d", &i)
+		if info.Size() != i {
+			t.Fatalf("%s has size %d, want %d", e.Name(), info.Size(), i)
+		}
+	}
+	// Rewinding an open directory lists it again, including what changed.
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	first, err := d.Readdirnames(10)
+	if err != nil || len(first) != 10 {
+		t.Fatalf("first names: %v, %v", first, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "zz-new"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	all, err := d.Readdirnames(-1)
+	if err != nil || len(all) != n+1 {
+		t.Fatalf("after rewind listed %d names (%v), want %d", len(all), err, n+1)
 	}
 }
