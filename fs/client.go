@@ -38,6 +38,8 @@ type Client struct {
 
 	reportMu sync.Mutex
 	reported map[shardRef]time.Time
+
+	health serverHealth
 }
 
 type shardRef struct {

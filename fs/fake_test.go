@@ -33,6 +33,7 @@ type fakeShards struct {
 	full   bool
 	delay  time.Duration
 	gets   int
+	hits   int // every request, answered or not
 	dead   bool
 	// down makes the server drop every connection without an answer, like
 	// a crashed process, until it is cleared.
@@ -87,6 +88,7 @@ func (s *fakeShards) flip(name string, at int) {
 func (s *fakeShards) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	down := s.down
+	s.hits++
 	s.mu.Unlock()
 	if down {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {

@@ -778,3 +778,37 @@ func TestSlowShardWithNoSpare(t *testing.T) {
 		t.Fatal("read back differs")
 	}
 }
+
+// TestDownServerIsPassedOver: once a chunkserver fails to answer, the client
+// stops asking it for a while — reads go straight to other shards — and
+// writes move to placements without it.
+func TestDownServerIsPassedOver(t *testing.T) {
+	// One upload at a time, so a chunk's placements are consecutive
+	// rotations of the fake metaserver, one in seven of which avoids any
+	// given server.
+	opt := Options{ChunkSize: testChunk, RetryBackoff: time.Millisecond, MaxUploads: 1}
+	cl := newCluster(t, 7)
+	c := cl.client(opt)
+	want := writeRandom(t, c, "/f", 2*testChunk)
+	ch := cl.chunkAt(t, "/f", 0)
+	down := cl.server(ch.Shards[0].Addr)
+	down.setDown(true)
+	hits := func() int { down.mu.Lock(); defer down.mu.Unlock(); return down.hits }
+	if got := readAll(t, c, "/f"); !bytes.Equal(got, want) {
+		t.Fatal("read back differs")
+	}
+	after := hits()
+	if after == 0 {
+		t.Fatal("the down server was never asked")
+	}
+	// The block cache would hide the shard requests: read through a
+	// client sharing the health record but not the cache.
+	c.cache = nil
+	if got := readAll(t, c, "/f"); !bytes.Equal(got, want) {
+		t.Fatal("second read differs")
+	}
+	writeRandom(t, c, "/g", 3*testChunk)
+	if n := hits(); n != after {
+		t.Fatalf("the down server got %d more requests", n-after)
+	}
+}

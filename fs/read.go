@@ -152,15 +152,22 @@ func shardsByIndex(ch *metaserver.Chunk) []*metaserver.Shard {
 }
 
 // fetchShard reads shard-local bytes [lo, lo+len(dst)) of shard idx.
-func (c *Client) fetchShard(ctx context.Context, ch *metaserver.Chunk, locs []*metaserver.Shard, idx int, lo int64, dst []byte) error {
+// Unless force is set, a server that failed to answer moments ago is not
+// asked.
+func (c *Client) fetchShard(ctx context.Context, ch *metaserver.Chunk, locs []*metaserver.Shard, idx int, lo int64, dst []byte, force bool) error {
 	s := locs[idx]
 	if s == nil || s.Addr == "" {
 		return fmt.Errorf("shard %s: no known location: %w", metaserver.ShardName(ch.ID, idx), chunkserver.ErrNotFound)
 	}
+	name := metaserver.ShardName(ch.ID, idx)
+	if !force && c.health.isDown(s.Addr) {
+		return errDown(s.Addr, name)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.opt.IOTimeout)
 	defer cancel()
-	name := metaserver.ShardName(ch.ID, idx)
-	if _, err := c.shards.ReadAt(ctx, s.Addr, name, dst, lo); err != nil {
+	_, err := c.shards.ReadAt(ctx, s.Addr, name, dst, lo)
+	c.health.note(s.Addr, err)
+	if err != nil {
 		return err
 	}
 	// A whole shard can be checked end to end against the checksum the
@@ -201,7 +208,7 @@ func (c *Client) readShards(ctx context.Context, ch *metaserver.Chunk, dst []byt
 	for i, p := range ps {
 		pctx, cancel := context.WithCancel(ctx)
 		cancels[i] = cancel
-		go func() { results <- result{i, c.fetchShard(pctx, ch, locs, p.idx, p.lo, p.dst)} }()
+		go func() { results <- result{i, c.fetchShard(pctx, ch, locs, p.idx, p.lo, p.dst, false)} }()
 	}
 	defer func() {
 		for _, cancel := range cancels {
@@ -397,12 +404,20 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 			have++
 		}
 	}
-	var candidates []int
+	// Servers that failed moments ago come last, and are asked only if the
+	// others are not enough.
+	var candidates, downs []int
 	for idx := 0; idx < n; idx++ {
-		if !exclude[idx] && shards[idx] == nil {
+		if exclude[idx] || shards[idx] != nil {
+			continue
+		}
+		if locs[idx] != nil && c.health.isDown(locs[idx].Addr) {
+			downs = append(downs, idx)
+		} else {
 			candidates = append(candidates, idx)
 		}
 	}
+	candidates = append(candidates, downs...)
 	var errs []error
 	for have < k && len(candidates) > 0 {
 		batch := candidates[:min(k-have, len(candidates))]
@@ -415,7 +430,7 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ferrs[j] = c.fetchShard(ctx, ch, locs, idx, lo, bufs[j])
+				ferrs[j] = c.fetchShard(ctx, ch, locs, idx, lo, bufs[j], true)
 			}()
 		}
 		wg.Wait()

@@ -71,7 +71,10 @@ func (c *Client) writeChunk(ctx context.Context, buf []byte, size int64) (metase
 				shards[i] = buf[:size]
 			}
 		}
-		sums, err := c.putShards(ctx, ch, shards)
+		// A placement on a server that just failed to answer is not tried,
+		// except on the last attempt: that server may be back.
+		lastAttempt := attempt == c.opt.WriteAttempts-1
+		sums, err := c.putShards(ctx, ch, shards, !lastAttempt)
 		if err == nil {
 			c.rememberChunk(withSums(ch, sums))
 			return ch, sums, nil
@@ -131,7 +134,14 @@ func (c *Client) encode(buf []byte, size int64) ([][]byte, error) {
 // putShards stores every shard of ch in parallel. On any failure it removes
 // the shards that did land (best effort; the metaserver's lease collects what
 // remains) and returns the failures joined.
-func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]byte) ([]uint64, error) {
+func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]byte, skipDown bool) ([]uint64, error) {
+	if skipDown {
+		for _, s := range ch.Shards {
+			if c.health.isDown(s.Addr) {
+				return nil, errDown(s.Addr, metaserver.ShardName(ch.ID, s.Index))
+			}
+		}
+	}
 	sums := make([]uint64, len(shards))
 	errs := make([]error, len(ch.Shards))
 	var wg sync.WaitGroup
@@ -149,6 +159,7 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 			// server stored exactly that, so its answer is the checksum
 			// to record; hashing again here would cost a second pass.
 			sum, err := c.shards.Put(pctx, s.Addr, metaserver.ShardName(ch.ID, s.Index), shards[s.Index])
+			c.health.note(s.Addr, err)
 			if err != nil {
 				errs[i] = err
 				return
