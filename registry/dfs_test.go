@@ -23,6 +23,12 @@ import (
 // small so a test blob spans several stripes.
 func newDFSStore(t *testing.T) *DFSBlobStore {
 	t.Helper()
+	return newDFSStoreOpt(t, fs.Options{ChunkSize: 256 << 10, ReplicateBelow: 16 << 10})
+}
+
+// newDFSStoreOpt is newDFSStore with the given fs client options.
+func newDFSStoreOpt(t *testing.T, opt fs.Options) *DFSBlobStore {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	mem := msserver.NewMemory()
@@ -66,7 +72,8 @@ func newDFSStore(t *testing.T) *DFSBlobStore {
 	// shutdown; this cleanup runs before theirs.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	t.Cleanup(tr.CloseIdleConnections)
-	c := fs.New(api, chunkserver.NewClient(&http.Client{Transport: tr}), fs.Options{ChunkSize: 256 << 10, ReplicateBelow: 16 << 10, Logger: quiet})
+	opt.Logger = quiet
+	c := fs.New(api, chunkserver.NewClient(&http.Client{Transport: tr}), opt)
 	s, err := NewDFSBlobStore(ctx, c)
 	if err != nil {
 		t.Fatal(err)
