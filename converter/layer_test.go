@@ -80,8 +80,8 @@ func richLayer(t testing.TB) []tarEntry {
 		dir("./", 0755),
 		dir("./usr/", 0755),
 		dir("usr/bin", 0755),
-		reg("usr/bin/big", randBytes(r, 5<<20)),
-		reg("usr/bin/text", testData(9, 3<<20)),
+		reg("usr/bin/big", randBytes(r, 4<<20)),
+		reg("usr/bin/text", testData(9, 2<<20)),
 		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "usr/bin/ping", Mode: 04755, Uid: 0, Gid: 0,
 			PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
 				"SCHILY.xattr.user.note": "hello"}}, data: []byte("ping binary")},
@@ -101,7 +101,7 @@ func richLayer(t testing.TB) []tarEntry {
 	for i := 0; i < 2000; i++ {
 		es = append(es, reg("many/f"+strings.Repeat("x", i%7)+string(rune('a'+i%26))+itoa(i), testData(uint64(i), r.IntN(3000))))
 	}
-	es = append(es, reg("usr/bin/big2", randBytes(r, 3<<20)), reg("tail", []byte("last file")))
+	es = append(es, reg("usr/bin/big2", randBytes(r, 2<<20)), reg("tail", []byte("last file")))
 	return es
 }
 
@@ -273,7 +273,6 @@ func TestLayerFormats(t *testing.T) {
 		{"plain", raw, FormatPlain, 0},
 		{"gzip-6", gzipBytes(t, raw, 6), FormatGzip, 8},
 		{"gzip-1", gzipBytes(t, raw, 1), FormatGzip, 8},
-		{"gzip-9", gzipBytes(t, raw, 9), FormatGzip, 8},
 		{"gzip-multimember", append(gzipBytes(t, raw[:3<<20+512], 6), gzipBytes(t, raw[3<<20+512:], 6)...), FormatGzip, 8},
 		{"zstd-single-frame", zstdBytes(t, raw, 0), FormatZstd, 1},
 		{"zstd-frames", zstdBytes(t, raw, 512<<10), FormatZstd, 8},
@@ -355,13 +354,13 @@ func TestUnalignedCheckpoints(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 11))
 	words := strings.Fields("the quick brown fox jumps over lazy dog lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor")
 	var text bytes.Buffer
-	for text.Len() < 8<<20 {
+	for text.Len() < 4<<20 {
 		text.WriteString(words[r.IntN(len(words))])
 		text.WriteByte(" \n"[r.IntN(2)])
 	}
 	raw := buildTar(t, []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "text", Mode: 0644}, data: text.Bytes()}})
 	blob := gzipBytes(t, raw, 6)
-	idx, err := BuildIndex(context.Background(), bytes.NewReader(blob), int64(len(blob)), "sha256:text", Options{CheckpointSpacing: 256 << 10})
+	idx, err := BuildIndex(context.Background(), bytes.NewReader(blob), int64(len(blob)), "sha256:text", Options{CheckpointSpacing: 128 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
