@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,6 +76,9 @@ type uploadRecord struct {
 	State   []byte `json:"state,omitempty"`
 	Started int64  `json:"started"`
 	Updated int64  `json:"updated"`
+	// Writer and WriterUntil are the write lease (see uploadLock).
+	Writer      string `json:"writer,omitempty"`
+	WriterUntil int64  `json:"writerUntil,omitempty"`
 }
 
 // Descriptor is an OCI content descriptor, as listed by the referrers API.
@@ -209,8 +213,9 @@ func (s *records) reserveBlob(ctx context.Context, d Digest, size int64) error {
 
 // linkBlob gives repo access to blob d (already in the store), counting the
 // link in the blob record, registering the repository and, when uploadID is
-// set, ending that upload session — all in one transaction.
-func (s *records) linkBlob(ctx context.Context, repo string, d Digest, size int64, uploadID string) error {
+// set, ending that upload session, which must still hold uploadRaw (the
+// committing request's lease) — all in one transaction.
+func (s *records) linkBlob(ctx context.Context, repo string, d Digest, size int64, uploadID string, uploadRaw []byte) error {
 	return s.retryTxn(ctx, "linking blob "+d.String(), func() ([]metaserver.KVCond, []metaserver.KVOp, error) {
 		var brec blobRecord
 		bold, _, err := s.get(ctx, blobKey(d), &brec)
@@ -242,6 +247,14 @@ func (s *records) linkBlob(ctx context.Context, repo string, d Digest, size int6
 			}{now}))
 		}
 		if uploadID != "" {
+			cur, _, err := s.get(ctx, uploadKey(uploadID), nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !bytes.Equal(cur, uploadRaw) {
+				return nil, nil, ErrBlobUploadInvalid.With("upload %s was cancelled or taken over while being committed", uploadID)
+			}
+			conds = append(conds, is(uploadKey(uploadID), uploadRaw))
 			ops = append(ops, del(uploadKey(uploadID)))
 		}
 		return conds, ops, nil
@@ -534,17 +547,6 @@ func (s *records) upload(ctx context.Context, repo, id string) (uploadRecord, []
 		return u, nil, ErrBlobUploadUnknown.With("upload %s in %s", id, repo)
 	}
 	return u, raw, nil
-}
-
-// updateUpload saves an upload's new size and hash state, provided nobody
-// else changed it since old was read: two requests writing the same session
-// at once cannot both succeed.
-func (s *records) updateUpload(ctx context.Context, u uploadRecord, old []byte) error {
-	err := s.kv.KVTxn(ctx, []metaserver.KVCond{is(uploadKey(u.ID), old)}, []metaserver.KVOp{put(uploadKey(u.ID), u)})
-	if errors.Is(err, metaserver.ErrConflict) {
-		return ErrBlobUploadInvalid.With("upload %s was changed concurrently", u.ID)
-	}
-	return kvErr(err, "saving upload "+u.ID)
 }
 
 func (s *records) deleteUpload(ctx context.Context, id string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -291,4 +292,48 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+}
+
+// TestUploadWriteLease: while one request holds a session's write lease, a
+// second writer is refused; a lease whose holder died expires and is taken
+// over, and the late holder can no longer store its state.
+func TestUploadWriteLease(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	env := newTestEnv(t, Config{Now: clock.Now})
+	ctx := context.Background()
+	loc := env.must(env.do("POST", "/v2/l/blobs/uploads/", nil, nil), http.StatusAccepted).header.Get("Location")
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	u, raw, err := env.reg.rec.upload(ctx, "l", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := env.reg.rec.lockUpload(ctx, u, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := env.do("PATCH", loc, nil, []byte("second writer"))
+	if r.status != http.StatusBadRequest || r.code() != "BLOB_UPLOAD_INVALID" {
+		t.Fatalf("concurrent PATCH: %d %s", r.status, r.body)
+	}
+	r = env.do("PUT", loc+"?digest="+sha([]byte("x")), nil, []byte("x"))
+	if r.code() != "BLOB_UPLOAD_INVALID" {
+		t.Fatalf("concurrent PUT: %d %s", r.status, r.body)
+	}
+	if err := lock.release(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	env.must(env.do("PATCH", loc, nil, []byte("abc")), http.StatusAccepted)
+
+	// A holder that stalls past the lease loses the session.
+	u, raw, _ = env.reg.rec.upload(ctx, "l", id)
+	lock, err = env.reg.rec.lockUpload(ctx, u, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(2 * uploadLease)
+	env.must(env.do("PATCH", loc, map[string]string{"Content-Range": "3-5"}, []byte("def")), http.StatusAccepted)
+	if err := lock.release(ctx, &u); !errors.Is(err, ErrBlobUploadInvalid.E()) {
+		t.Fatalf("late release: %v", err)
+	}
+	env.must(env.do("PUT", loc+"?digest="+sha([]byte("abcdef")), nil, nil), http.StatusCreated)
 }

@@ -109,7 +109,7 @@ func (r *Registry) mount(c echo.Context, name, m, from string) (bool, error) {
 	} else if err != nil {
 		return false, err
 	}
-	if err := r.rec.linkBlob(ctx, name, d, size, ""); err != nil {
+	if err := r.rec.linkBlob(ctx, name, d, size, "", nil); err != nil {
 		if errors.Is(err, ErrBlobUnknown.E()) {
 			return false, nil
 		}
@@ -150,41 +150,48 @@ func restoreHash(u uploadRecord) (hash.Hash, error) {
 	return h, nil
 }
 
-// appendBody streams the request body into the upload at its current end,
-// hashing as it goes, then saves the new size and hash state. It checks a
-// Content-Range if the client sent one.
-func (r *Registry) appendBody(c echo.Context, u *uploadRecord, raw []byte) ([]byte, error) {
+// checkRange validates a chunk's Content-Range against the session and
+// returns the number of bytes it announces (-1: streamed, no range).
+func checkRange(c echo.Context, u uploadRecord) (int64, error) {
 	req := c.Request()
-	ctx := req.Context()
-	want := int64(-1)
-	if cr := req.Header.Get("Content-Range"); cr != "" {
-		start, end, err := parseContentRange(cr)
-		if err != nil {
-			uploadHeaders(c, *u)
-			return nil, err
-		}
-		if start != u.Size {
-			uploadHeaders(c, *u)
-			return nil, ErrRangeInvalid.With("chunk starts at %d, upload holds %d bytes", start, u.Size)
-		}
-		want = end - start + 1
-		if req.ContentLength >= 0 && req.ContentLength != want {
-			uploadHeaders(c, *u)
-			return nil, ErrRangeInvalid.With("Content-Range covers %d bytes, Content-Length is %d", want, req.ContentLength)
-		}
+	cr := req.Header.Get("Content-Range")
+	if cr == "" {
+		return -1, nil
 	}
+	start, end, err := parseContentRange(cr)
+	if err != nil {
+		uploadHeaders(c, u)
+		return 0, err
+	}
+	if start != u.Size {
+		uploadHeaders(c, u)
+		return 0, ErrRangeInvalid.With("chunk starts at %d, upload holds %d bytes", start, u.Size)
+	}
+	want := end - start + 1
+	if req.ContentLength >= 0 && req.ContentLength != want {
+		uploadHeaders(c, u)
+		return 0, ErrRangeInvalid.With("Content-Range covers %d bytes, Content-Length is %d", want, req.ContentLength)
+	}
+	return want, nil
+}
+
+// appendBody streams the request body into the upload at its current end,
+// hashing as it goes, and advances u's size and hash state. The caller holds
+// the session's write lease and stores u.
+func (r *Registry) appendBody(c echo.Context, u *uploadRecord, want int64) error {
+	req := c.Request()
 	if req.ContentLength == 0 && want <= 0 {
-		return raw, nil
+		return nil
 	}
 	h, err := restoreHash(*u)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	w, err := r.blobs.WriteUpload(ctx, u.ID, u.Size)
+	w, err := r.blobs.WriteUpload(req.Context(), u.ID, u.Size)
 	if errors.Is(err, ErrBlobNotFound) {
-		return nil, ErrBlobUploadUnknown.Wrap(err, "")
+		return ErrBlobUploadUnknown.Wrap(err, "")
 	} else if err != nil {
-		return nil, err
+		return err
 	}
 	limit := r.cfg.MaxBlobSize - u.Size
 	n, err := copyBig(io.MultiWriter(w, h), io.LimitReader(req.Body, limit+1))
@@ -192,25 +199,22 @@ func (r *Registry) appendBody(c echo.Context, u *uploadRecord, raw []byte) ([]by
 		err = fmt.Errorf("storing upload %s: %w", u.ID, cerr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("receiving upload %s: %w", u.ID, err)
+		return fmt.Errorf("receiving upload %s: %w", u.ID, err)
 	}
 	if n > limit {
-		return nil, ErrTooLarge.With("blob is larger than %d bytes", r.cfg.MaxBlobSize)
+		return ErrTooLarge.With("blob is larger than %d bytes", r.cfg.MaxBlobSize)
 	}
 	if want >= 0 && n != want {
-		return nil, ErrSizeInvalid.With("received %d bytes, Content-Range announced %d", n, want)
+		return ErrSizeInvalid.With("received %d bytes, Content-Range announced %d", n, want)
 	}
 	state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
-		return nil, fmt.Errorf("saving hash state: %w", err)
+		return fmt.Errorf("saving hash state: %w", err)
 	}
 	u.Size += n
 	u.State = state
 	u.Updated = r.cfg.Now().UnixNano()
-	if err := r.rec.updateUpload(ctx, *u, raw); err != nil {
-		return nil, err
-	}
-	return mustJSON(*u), nil
+	return nil
 }
 
 // patchUpload handles PATCH: a streamed or chunked part of the blob.
@@ -218,11 +222,28 @@ func (r *Registry) patchUpload(c echo.Context, name, id string) error {
 	if !uploadIDRe.MatchString(id) {
 		return ErrBlobUploadUnknown.With("%q", id)
 	}
-	u, raw, err := r.rec.upload(c.Request().Context(), name, id)
+	ctx := c.Request().Context()
+	u, raw, err := r.rec.upload(ctx, name, id)
 	if err != nil {
 		return err
 	}
-	if _, err := r.appendBody(c, &u, raw); err != nil {
+	want, err := checkRange(c, u)
+	if err != nil {
+		return err
+	}
+	l, err := r.rec.lockUpload(ctx, u, raw)
+	if err != nil {
+		return err
+	}
+	if err := r.appendBody(c, &u, want); err != nil {
+		// The session stays as it was; what this request wrote past its end
+		// is overwritten by the next one.
+		if rerr := l.release(ctx, nil); rerr != nil {
+			r.log.Warn("releasing upload", "upload", id, "err", rerr)
+		}
+		return err
+	}
+	if err := l.release(ctx, &u); err != nil {
 		return err
 	}
 	uploadHeaders(c, u)
@@ -251,47 +272,35 @@ func (r *Registry) finishUpload(c echo.Context, name, id string) error {
 }
 
 // complete appends the request body, verifies the digest and makes the blob
-// visible in the repository.
+// visible in the repository, holding the session's write lease throughout so
+// the bytes committed are the bytes hashed.
 func (r *Registry) complete(c echo.Context, u uploadRecord, raw []byte, want Digest) error {
 	ctx := c.Request().Context()
-	if _, err := r.appendBody(c, &u, raw); err != nil {
+	n, err := checkRange(c, u)
+	if err != nil {
 		return err
 	}
-	var sum []byte
-	if want.Alg == u.Alg {
-		h, err := restoreHash(u)
-		if err != nil {
-			return err
-		}
-		sum = h.Sum(nil)
-	} else {
-		// The session hashed with another algorithm than the client's final
-		// digest uses: hash the stored bytes once more.
-		br, err := r.blobs.ReadUpload(ctx, u.ID)
-		if err != nil {
-			return fmt.Errorf("re-reading upload %s: %w", u.ID, err)
-		}
-		h := newHash(want.Alg)
-		_, err = io.Copy(h, io.NewSectionReader(br, 0, u.Size))
-		br.Close()
-		if err != nil {
-			return fmt.Errorf("re-hashing upload %s: %w", u.ID, err)
-		}
-		sum = h.Sum(nil)
-	}
-	if got := hex.EncodeToString(sum); got != want.Hex {
-		return ErrDigestInvalid.With("content digest is %s:%s, not %s", want.Alg, got, want)
-	}
-	if err := r.rec.reserveBlob(ctx, want, u.Size); err != nil {
+	l, err := r.rec.lockUpload(ctx, u, raw)
+	if err != nil {
 		return err
 	}
-	if err := r.blobs.CommitUpload(ctx, u.ID, u.Size, want); err != nil {
-		if errors.Is(err, ErrBlobNotFound) {
-			return ErrBlobUploadUnknown.Wrap(err, "")
+	before := u
+	if err := r.appendBody(c, &u, n); err != nil {
+		if rerr := l.release(ctx, nil); rerr != nil {
+			r.log.Warn("releasing upload", "upload", u.ID, "err", rerr)
 		}
 		return err
 	}
-	if err := r.rec.linkBlob(ctx, u.Repo, want, u.Size, u.ID); err != nil {
+	if err := r.commitLocked(ctx, u, want, l); err != nil {
+		// Keep what this request appended: the client may retry the PUT
+		// with the right digest.
+		next := &u
+		if errors.Is(err, ErrBlobUploadInvalid.E()) {
+			next = &before
+		}
+		if rerr := l.release(ctx, next); rerr != nil && !errors.Is(rerr, ErrBlobUploadInvalid.E()) {
+			r.log.Warn("releasing upload", "upload", u.ID, "err", rerr)
+		}
 		return err
 	}
 	h := c.Response().Header()
@@ -331,4 +340,47 @@ func (r *Registry) cancelUpload(c echo.Context, name, id string) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// commitLocked verifies the digest of a locked session and commits it.
+func (r *Registry) commitLocked(ctx context.Context, u uploadRecord, want Digest, l *uploadLock) error {
+	var sum []byte
+	if want.Alg == u.Alg {
+		h, err := restoreHash(u)
+		if err != nil {
+			return err
+		}
+		sum = h.Sum(nil)
+	} else {
+		// The session hashed with another algorithm than the client's final
+		// digest uses: hash the stored bytes once more.
+		br, err := r.blobs.ReadUpload(ctx, u.ID)
+		if err != nil {
+			return fmt.Errorf("re-reading upload %s: %w", u.ID, err)
+		}
+		h := newHash(want.Alg)
+		_, err = copyBig(h, io.NewSectionReader(br, 0, u.Size))
+		br.Close()
+		if err != nil {
+			return fmt.Errorf("re-hashing upload %s: %w", u.ID, err)
+		}
+		sum = h.Sum(nil)
+	}
+	if got := hex.EncodeToString(sum); got != want.Hex {
+		return ErrDigestInvalid.With("content digest is %s:%s, not %s", want.Alg, got, want)
+	}
+	if err := r.rec.reserveBlob(ctx, want, u.Size); err != nil {
+		return err
+	}
+	if err := r.blobs.CommitUpload(ctx, u.ID, u.Size, want); err != nil {
+		if errors.Is(err, ErrBlobNotFound) {
+			return ErrBlobUploadUnknown.Wrap(err, "")
+		}
+		return err
+	}
+	raw, ok := l.hold()
+	if !ok {
+		return ErrBlobUploadInvalid.With("upload %s was cancelled or taken over while being committed", u.ID)
+	}
+	return r.rec.linkBlob(ctx, u.Repo, want, u.Size, u.ID, raw)
 }
