@@ -199,6 +199,11 @@ func (c *Client) noteShardError(ch *metaserver.Chunk, idx int, err error) {
 func (c *Client) readShards(ctx context.Context, ch *metaserver.Chunk, dst []byte, a int64) error {
 	locs := shardsByIndex(ch)
 	ps := dataPieces(ch, a, dst)
+	if ch.Replicated && len(ps) == 1 {
+		// Every copy holds all the data: spread reads of small files over
+		// the copies instead of always asking the first.
+		ps[0].idx = int(uint64(ch.ID) % uint64(len(locs)))
+	}
 	type result struct {
 		i   int
 		err error
@@ -457,10 +462,13 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 	}
 	out := map[int][]byte{}
 	if ch.Replicated || k == 1 {
-		// Every shard is a full copy: any one of them is the data.
+		// Every shard is a full copy: any one of them is the data, for
+		// whichever copy was wanted.
 		for _, b := range shards {
 			if b != nil {
-				out[0] = b
+				for idx := range exclude {
+					out[idx] = b
+				}
 				break
 			}
 		}
