@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -29,6 +30,23 @@ func (r *Registry) getBlob(c echo.Context, name, ref string) error {
 		return serveBytes(c, d, "application/octet-stream", m.Body)
 	} else if err != nil {
 		return err
+	}
+	if c.Request().Method == http.MethodHead && c.Request().Header.Get("Range") == "" {
+		// Clients HEAD every layer before pushing it; a Stat is one lookup,
+		// an Open also fetches the file's extents.
+		size, err := r.blobs.Stat(ctx, d)
+		if errors.Is(err, ErrBlobNotFound) {
+			return ErrBlobUnknown.With("%s: linked but missing from storage", d)
+		} else if err != nil {
+			return err
+		}
+		h := c.Response().Header()
+		h.Set("Docker-Content-Digest", d.String())
+		h.Set(echo.HeaderContentType, "application/octet-stream")
+		h.Set("ETag", `"`+d.String()+`"`)
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		return c.NoContent(http.StatusOK)
 	}
 	br, err := r.blobs.Open(ctx, d)
 	if errors.Is(err, ErrBlobNotFound) {

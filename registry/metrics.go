@@ -99,7 +99,11 @@ func (r *Registry) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			attrs = append(attrs, "err", err.Error())
 		}
-		r.log.Log(req.Context(), levelFor(status), "registry request", attrs...)
+		level := levelFor(status)
+		if status == http.StatusNotFound && req.Method == http.MethodHead {
+			level = slog.LevelDebug // clients probe for blobs before pushing them
+		}
+		r.log.Log(req.Context(), level, "registry request", attrs...)
 		return nil
 	}
 }
