@@ -39,7 +39,6 @@ func (r *recordingMeta) ReportBadShard(ctx context.Context, id metaserver.ChunkI
 type realCluster struct {
 	t       *testing.T
 	hc      *http.Client
-	mem     *msserver.Memory
 	meta    *recordingMeta
 	servers []*csserver.Server
 }
@@ -48,9 +47,39 @@ type realCluster struct {
 // for the disk's room), or on memory stores when capacity is negative.
 func newRealCluster(t *testing.T, n int, capacity int64) *realCluster {
 	t.Helper()
-	mem := msserver.NewMemory()
-	api := mem.API()
-	rc := &realCluster{t: t, mem: mem, meta: &recordingMeta{Client: api, reports: make(chan string, 64)}}
+	return startChunkservers(t, &realCluster{t: t}, msserver.NewMemory().API(), n, capacity)
+}
+
+// newRaftCluster is newRealCluster with a single-node Raft metaserver
+// reached over its HTTP API, as `dockyard serve` runs it: errors and
+// retries cross the wire, and the leader's own loop hands out repairs.
+func newRaftCluster(t *testing.T, n int, capacity int64) *realCluster {
+	t.Helper()
+	node, err := msserver.Start(msserver.Config{
+		ID: "m1", DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		MaintainInterval: 50 * time.Millisecond, NoSync: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := node.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	api, err := metaserver.NewClient([]string{node.APIAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startChunkservers(t, &realCluster{t: t}, api, n, capacity)
+}
+
+func startChunkservers(t *testing.T, rc *realCluster, api *metaserver.Client, n int, capacity int64) *realCluster {
+	t.Helper()
+	rc.meta = &recordingMeta{Client: api, reports: make(chan string, 64)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for i := range n {
@@ -204,7 +233,7 @@ func TestRealKillTwoThenThree(t *testing.T) {
 
 func TestRealCorruptShardOnDisk(t *testing.T) {
 	opt := Options{ChunkSize: testChunk}
-	rc := newRealCluster(t, 7, 0)
+	rc := newRaftCluster(t, 7, 0)
 	want := randBytes(6, 2*testChunk)
 	if _, err := rc.client(opt).WriteFile(context.Background(), "/f", bytes.NewReader(want), 0o644); err != nil {
 		t.Fatal(err)
@@ -243,7 +272,6 @@ func TestRealCorruptShardOnDisk(t *testing.T) {
 	// the chunk record points at is whole again.
 	cc := chunkserver.NewClient(rc.hc)
 	waitFor(t, "the corrupt shard to be repaired", func() bool {
-		rc.mem.Tick(msserver.Config{})
 		cur, err := rc.meta.GetChunk(context.Background(), ch.ID)
 		if err != nil {
 			return false
@@ -262,7 +290,7 @@ func TestRealCorruptShardOnDisk(t *testing.T) {
 func TestRealDiskFull(t *testing.T) {
 	opt := Options{ChunkSize: testChunk, RetryBackoff: time.Millisecond}
 	// Room for a few shards each: the cluster fills up during the test.
-	rc := newRealCluster(t, 7, 6*testChunk/4)
+	rc := newRaftCluster(t, 7, 6*testChunk/4)
 	c := rc.client(opt)
 	before := randBytes(8, 2*testChunk)
 	if _, err := c.WriteFile(context.Background(), "/before", bytes.NewReader(before), 0o644); err != nil {
@@ -297,7 +325,7 @@ func TestRealDiskFull(t *testing.T) {
 // cannot place an erasure-coded chunk, and the client stores M+1 copies.
 func TestRealFallbackToCopies(t *testing.T) {
 	opt := Options{ChunkSize: testChunk}
-	rc := newRealCluster(t, 5, 0)
+	rc := newRaftCluster(t, 5, 0)
 	want := randBytes(11, testChunk+5)
 	if _, err := rc.client(opt).WriteFile(context.Background(), "/f", bytes.NewReader(want), 0o644); err != nil {
 		t.Fatal(err)
@@ -320,7 +348,7 @@ func TestRealFallbackToCopies(t *testing.T) {
 func TestRealOverwriteAndTruncate(t *testing.T) {
 	ctx := context.Background()
 	opt := Options{ChunkSize: testChunk}
-	rc := newRealCluster(t, 6, -1)
+	rc := newRaftCluster(t, 6, -1)
 	c := rc.client(opt)
 	model := randBytes(12, 3*testChunk)
 	if _, err := c.WriteFile(ctx, "/f", bytes.NewReader(model), 0o644); err != nil {
