@@ -173,6 +173,11 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 			return reply, nil
 		}
 		if !retry {
+			if ctx.Err() != nil && last != nil {
+				// The deadline ran out mid-retry: the earlier failure
+				// says why better than the cancelled request does.
+				return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, ctx.Err(), last)
+			}
 			return nil, err
 		}
 		last = err
