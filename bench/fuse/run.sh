@@ -45,7 +45,7 @@ freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 mounted() { grep -q " $1 " /proc/self/mountinfo; }
 waitfor() { # waitfor SECONDS DESCRIPTION COMMAND...
 	local t=$1 what=$2; shift 2
-	for _ in $(seq $((t * 10))); do "$@" && return 0; sleep 0.1; done
+	for _ in $(seq $((t * 10))); do "$@" 2>/dev/null && return 0; sleep 0.1; done
 	die "timed out waiting for $what"
 }
 dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
