@@ -5,9 +5,11 @@
 // disk stores (fsync'd, the real thing) and once with memory stores (the
 // same path with the disk taken out, to show what else limits it).
 //
-// The metaserver runs in process without Raft (metaserver/server.Memory): a
-// 1 GiB file is a few hundred chunk allocations and a few dozen commits, so
-// metadata is not what this measures.
+// The metaserver is a single-node Raft metaserver in the same process,
+// reached over its HTTP API with the Go client, as `dockyard serve` runs it
+// (-meta memory uses the FSM without Raft instead). A 1 GiB file is a few
+// hundred chunk allocations and a few dozen commits, so metadata is not what
+// this measures.
 package main
 
 import (
@@ -45,6 +47,7 @@ func main() {
 	m := flag.Int("m", 2, "parity shards")
 	down := flag.Int("down", 2, "chunkservers stopped for the degraded read")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	metaKind := flag.String("meta", "raft", "metaserver: raft (single node over HTTP) or memory (the FSM in process)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -57,14 +60,14 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*size, *dir, *stores, *servers, *k, *m, *down); err != nil {
+	if err := run(*size, *dir, *stores, *metaKind, *servers, *k, *m, *down); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "ecbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size int64, dir, stores string, servers, k, m, down int) error {
+func run(size int64, dir, stores, metaKind string, servers, k, m, down int) error {
 	fmt.Printf("ecbench: %d MiB, %d+%d over %d chunkservers, GOMAXPROCS=%d, %s\n", size>>20, k, m, servers, runtime.GOMAXPROCS(0), runtime.Version())
 	raw, err := rawEncode(k, m, 4<<20, 2*time.Second)
 	if err != nil {
@@ -76,7 +79,7 @@ func run(size int64, dir, stores string, servers, k, m, down int) error {
 		if !contains(stores, kind) {
 			continue
 		}
-		if err := runStore(kind, size, dir, servers, k, m, down, raw); err != nil {
+		if err := runStore(kind, metaKind, size, dir, servers, k, m, down, raw); err != nil {
 			return fmt.Errorf("%s stores: %w", kind, err)
 		}
 	}
@@ -116,17 +119,39 @@ func rawEncode(k, m int, chunk int, d time.Duration) (float64, error) {
 	return mbps(n, cpuTime()-cpu0), nil
 }
 
-func runStore(kind string, size int64, dir string, n, k, m, down int, raw float64) error {
+func runStore(kind, metaKind string, size int64, dir string, n, k, m, down int, raw float64) error {
 	base, err := os.MkdirTemp(dir, "ecbench-"+kind+"-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(base)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mem := msserver.NewMemory()
-	api := mem.API()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var api *metaserver.Client
+	switch metaKind {
+	case "memory":
+		api = msserver.NewMemory().API()
+	case "raft":
+		node, err := msserver.Start(msserver.Config{
+			ID: "m1", DataDir: base + "/meta", APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		})
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = node.WaitLeader(wctx)
+		wcancel()
+		if err != nil {
+			return fmt.Errorf("metaserver: %w", err)
+		}
+		if api, err = metaserver.NewClient([]string{node.APIAddr()}); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("-meta %q: want raft or memory", metaKind)
+	}
 	var css []*csserver.Server
 	defer func() {
 		for _, s := range css {
