@@ -110,6 +110,12 @@ func TestEndpointErrors(t *testing.T) {
 			}
 		})
 	}
+	env.t = t
+	// Failed monolithic uploads leave no session behind: the two sessions
+	// opened above are all that remain.
+	if keys := env.keys("u/"); len(keys) != 2 {
+		t.Errorf("upload sessions left: %v", keys)
+	}
 }
 
 // TestErrorsMatch checks that handler errors can be matched by code.

@@ -68,8 +68,19 @@ func (r *Registry) startUpload(c echo.Context, name string) error {
 		c.Response().Header().Set("Content-Length", "0")
 		return c.NoContent(http.StatusAccepted)
 	}
-	// Monolithic: the body is the whole blob.
-	return r.complete(c, u, mustJSON(u), want)
+	// Monolithic: the body is the whole blob. The client never learns this
+	// session's location, so a failure discards it rather than leaving it to
+	// the collector.
+	err := r.complete(c, u, mustJSON(u), want)
+	if err != nil {
+		bg := context.WithoutCancel(ctx)
+		if derr := r.rec.deleteUpload(bg, u.ID); derr != nil {
+			r.log.Warn("discarding failed upload", "upload", u.ID, "err", derr)
+		} else if derr := r.blobs.DeleteUpload(bg, u.ID); derr != nil {
+			r.log.Warn("discarding failed upload", "upload", u.ID, "err", derr)
+		}
+	}
+	return err
 }
 
 // mount links blob m into name if from (or, with no from, any repository)
