@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dockyard/dockyard/metaserver"
 )
 
 // netnsLink is a network namespace joined to this one by a veth pair: the
@@ -116,7 +118,7 @@ func TestDrillMetaserverPartition(t *testing.T) {
 				if err == nil {
 					files = append(files, f)
 				} else {
-					fails = append(fails, fmt.Sprintf("%s: %v", path, err))
+					fails = append(fails, fmt.Sprintf("%s: at %s: %v", path, time.Now().Format("15:04:05.0"), err))
 				}
 				mu.Unlock()
 			}
@@ -137,6 +139,7 @@ func TestDrillMetaserverPartition(t *testing.T) {
 		wasLeader := c.Leader() == isolated
 		link.set(t, false)
 		cut := time.Now()
+		t.Logf("round %d: link cut at %s", round, cut.Format("15:04:05.0"))
 		beforeCut := acked()
 		if _, err := metaHealth(c.MetaAPI[isolated]); err == nil {
 			t.Fatalf("meta3 still answers at %s with its link cut: the drill isolates nothing", c.MetaAPI[isolated])
@@ -147,8 +150,14 @@ func TestDrillMetaserverPartition(t *testing.T) {
 				fmt.Sprintf("%d since the cut", acked()-beforeCut)
 		})
 		duringCut := acked() - beforeCut
+		if wasLeader {
+			// The chunkservers must find the new leader within a few
+			// heartbeats, or it marks them suspect and places nothing.
+			c.checkChunkserversFollow(t)
+		}
 		link.set(t, true)
 		healed := time.Now()
+		t.Logf("round %d: link back at %s", round, healed.Format("15:04:05.0"))
 		c.waitFor(time.Minute, "writes after the link returned", func() (bool, string) {
 			return acked() >= beforeCut+duringCut+3, fmt.Sprint(acked())
 		})
@@ -221,6 +230,19 @@ func TestDrillMetaserverPartition(t *testing.T) {
 	if len(fails) > 0 {
 		t.Logf("writes that failed while a node was cut off: %v", fails)
 	}
+	for _, f := range fails {
+		// The chunkservers' disks are nearly empty: "no space" here means
+		// the new leader counted them out (see checkChunkserversFollow).
+		if strings.Contains(f, "not enough chunkservers with free space") {
+			msg := "a write failed with a placement error while every disk had room: " + f
+			if knownBugs() {
+				t.Error(msg)
+			} else {
+				t.Logf("KNOWN BUG (docs/reliability.md; DOCKYARD_DRILL_KNOWN_BUGS=1 fails on it): %s", msg)
+			}
+			break
+		}
+	}
 	if l != isolated {
 		c.Start(c.Metas[l])
 	}
@@ -247,4 +269,44 @@ func (c *drillCluster) makeLeader(i int) {
 		})
 	}
 	c.t.Fatalf("meta%d did not become the leader in 20 elections", i+1)
+}
+
+// checkChunkserversFollow watches the new leader for ten seconds after its
+// election (longer than the suspect timeout, 3 s, plus three heartbeats)
+// and checks that it never counts a chunkserver out: their heartbeats must
+// reach it before it suspects them, or it places nothing on them.
+func (c *drillCluster) checkChunkserversFollow(t *testing.T) {
+	t.Helper()
+	l := c.WaitLeader(time.Minute)
+	elected := time.Now()
+	minUp, worst, at := len(c.Chunks), "", time.Duration(0)
+	for time.Since(elected) < 10*time.Second {
+		time.Sleep(250 * time.Millisecond)
+		st, err := metaStatus(c.MetaAPI[l])
+		if err != nil {
+			t.Fatalf("status of the new leader meta%d: %v", l+1, err)
+		}
+		up := 0
+		var states []string
+		for _, cs := range st.Chunkservers {
+			if cs.State == metaserver.StateUp {
+				up++
+			}
+			states = append(states, fmt.Sprintf("%s %s", cs.ID, cs.State))
+		}
+		if up < minUp {
+			minUp, worst, at = up, strings.Join(states, ", "), time.Since(elected)
+		}
+	}
+	if minUp == len(c.Chunks) {
+		return
+	}
+	msg := fmt.Sprintf("%s after its election the new leader meta%d counted only %d of %d chunkservers up (%s): "+
+		"their heartbeats were still stuck on the unreachable old leader", at.Round(100*time.Millisecond), l+1, minUp,
+		len(c.Chunks), worst)
+	if knownBugs() {
+		t.Error(msg)
+	} else {
+		t.Logf("KNOWN BUG (docs/reliability.md; DOCKYARD_DRILL_KNOWN_BUGS=1 fails on it): %s", msg)
+	}
 }
