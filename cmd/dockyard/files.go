@@ -125,7 +125,7 @@ func runLs(ctx context.Context, c *fs.Client, p string, out io.Writer) error {
 }
 
 func lsLine(w io.Writer, a metaserver.Attr, name string) {
-	fmt.Fprintf(w, "%s\t %d\t %d\t %d\t %d\t %s\t %s\t\n", modeString(a.Mode), a.Nlink, a.Uid, a.Gid, a.Size,
+	fmt.Fprintf(w, "%s\t %d\t %d\t %d\t %d\t %s\t %s\n", modeString(a.Mode), a.Nlink, a.Uid, a.Gid, a.Size,
 		time.Unix(0, a.Mtime).UTC().Format("2006-01-02 15:04"), name)
 }
 
