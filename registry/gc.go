@@ -35,14 +35,23 @@ type GCStats struct {
 //     bytes into place and waits while a deleting mark is set, so a blob that
 //     was just re-uploaded is never removed under it.
 
-// pageSize bounds each KV listing the collector makes.
-const pageSize = 500
+// pageSize bounds each KV listing the collector makes. Manifest records
+// carry their bodies (up to MaxManifestSize each), so they are listed in
+// smaller pages to bound the memory of one listing.
+const (
+	pageSize         = 500
+	manifestPageSize = 32
+)
 
 // scan calls fn for every pair under prefix, a page at a time.
 func (s *records) scan(ctx context.Context, prefix string, fn func(metaserver.KVPair) error) error {
+	page := pageSize
+	if prefix == "m/" {
+		page = manifestPageSize
+	}
 	after := ""
 	for {
-		pairs, err := s.kv.KVList(ctx, bucket, prefix, after, pageSize)
+		pairs, err := s.kv.KVList(ctx, bucket, prefix, after, page)
 		if err != nil {
 			return kvErr(err, "listing "+prefix)
 		}
@@ -51,7 +60,7 @@ func (s *records) scan(ctx context.Context, prefix string, fn func(metaserver.KV
 				return err
 			}
 		}
-		if len(pairs) < pageSize {
+		if len(pairs) < page {
 			return nil
 		}
 		after = pairs[len(pairs)-1].Key

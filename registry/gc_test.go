@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -172,5 +173,30 @@ func TestReserveWaitsForDeletingMark(t *testing.T) {
 	got := env.must(env.do("GET", "/v2/w/blobs/"+d.String(), nil, nil), http.StatusOK)
 	if string(got.body) != string(data) {
 		t.Fatalf("blob %q", got.body)
+	}
+}
+
+// TestGCPagesThroughManifests: more manifests than one listing page, and
+// every blob they reference survives.
+func TestGCPagesThroughManifests(t *testing.T) {
+	env, clock := newGCEnv(t)
+	var layers []string
+	for i := range manifestPageSize*2 + 5 {
+		_, l := env.pushImage("many", fmt.Sprintf("t%d", i), []byte(fmt.Sprintf("layer %d", i)))
+		layers = append(layers, l)
+	}
+	for i := range 3 {
+		env.pushBlob("many", []byte(fmt.Sprintf("unreferenced %d", i)))
+	}
+	clock.Add(2 * time.Hour)
+	st, err := env.reg.CollectGarbage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Links != 3 || st.Blobs != 3 {
+		t.Fatalf("collected %+v, want exactly the 3 unreferenced blobs", st)
+	}
+	for _, l := range layers {
+		env.must(env.do("HEAD", "/v2/many/blobs/"+l, nil, nil), http.StatusOK)
 	}
 }
