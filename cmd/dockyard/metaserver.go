@@ -44,7 +44,7 @@ It runs until SIGINT or SIGTERM.`,
 			log.Info("metaserver serving", "id", cfg.ID, "api", n.APIAddr(), "raft", n.RaftAddr(), "data", cfg.DataDir)
 			<-cmd.Context().Done()
 			log.Info("metaserver shutting down", "id", cfg.ID)
-			return n.Close()
+			return n.Stop()
 		},
 	}
 	f := cmd.Flags()

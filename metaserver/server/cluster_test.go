@@ -290,6 +290,29 @@ func TestKillLeaderDuringCreates(t *testing.T) {
 	}
 }
 
+func TestStopHandsOverLeadership(t *testing.T) {
+	nodes := startCluster(t, 3)
+	old := leaderOf(nodes)
+	if err := old.Stop(); err != nil {
+		t.Logf("stopping the leader: %v", err)
+	}
+	var rest []*Node
+	for _, n := range nodes {
+		if n != old {
+			rest = append(rest, n)
+		}
+	}
+	// A transfer completes before Stop returns; no election timeout needed.
+	if leaderOf(rest) == nil {
+		waitFor(t, time.Second, "the new leader to settle", func() bool { return leaderOf(rest) != nil })
+	}
+	c, _ := ms.NewClient(addrs(rest))
+	defer c.Close()
+	if _, err := c.Create(context.Background(), ms.CreateIn{Parent: ms.RootIno, Name: "after", Mode: syscall.S_IFREG}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPartitionedFollowerCatchesUpFromSnapshot(t *testing.T) {
 	ctx := context.Background()
 	// Keep few log entries behind a snapshot, so a follower that was away
