@@ -95,7 +95,7 @@ func (r *Registry) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		r.metrics.bytesIn.WithLabelValues(route).Add(float64(body.n))
 		r.metrics.bytesOut.WithLabelValues(route).Add(float64(c.Response().Size))
 		attrs := []any{"method", req.Method, "path", req.URL.Path, "status", status,
-			"duration", d, "in", body.n, "out", c.Response().Size, "remote", c.RealIP()}
+			"duration", d, "in", body.n, "out", c.Response().Size, "remote", req.RemoteAddr}
 		if err != nil {
 			attrs = append(attrs, "err", err.Error())
 		}
