@@ -46,6 +46,7 @@ func run() error {
 		duration = flag.Duration("max", 60*time.Second, "stop a run after this long even if -ops are not done")
 		noSync   = flag.Bool("nosync", false, "in-process cluster: skip fsync of the Raft log")
 		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		lookups  = flag.Bool("lookups", true, "after the creates of each run, look every created name up")
 	)
 	flag.Parse()
 	if *profile != "" {
@@ -109,6 +110,9 @@ func run() error {
 			return fmt.Errorf("creates with %d clients: %w", n, err)
 		}
 		r.print("create", n)
+		if !*lookups {
+			continue
+		}
 		_, r, err = phase(cs, created, *duration, func(c *ms.Client, i int) error {
 			_, err := c.Lookup(ctx, dir.Ino, "f"+strconv.Itoa(i))
 			return err
