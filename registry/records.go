@@ -92,6 +92,12 @@ type Descriptor struct {
 
 // records is the registry's record layer over a metaserver.KV. Every change
 // that must be consistent with another is one KVTxn with conditions.
+//
+// It is a concrete type, not a second interface: its correctness (the
+// collector's races, the upload lease, link counting) rests entirely on
+// conditional transactions, so the seam worth abstracting is the small
+// transactional KV beneath it, which the metaserver client, its in-process
+// node and the tests' in-memory map all implement.
 type records struct {
 	kv  metaserver.KV
 	now func() time.Time
