@@ -159,6 +159,7 @@ func TestNamespaceErrors(t *testing.T) {
 		{"setxattr too big", func() error { return c.SetXattr(ctx, file.Ino, "user.x", make([]byte, maxXattrValue+1), 0) }, syscall.E2BIG},
 		{"resolve missing", func() error { _, err := c.ResolvePath(ctx, "/dir/nope"); return err }, syscall.ENOENT},
 		{"resolve through file", func() error { _, err := c.ResolvePath(ctx, "/file/x"); return err }, syscall.ENOTDIR},
+		{"resolve dotdot of file", func() error { _, err := c.ResolvePath(ctx, "/file/.."); return err }, syscall.ENOTDIR},
 		{"resolve relative", func() error { _, err := c.ResolvePath(ctx, "dir"); return err }, syscall.EINVAL},
 		{"commit to dir", func() error { _, err := c.CommitExtents(ctx, dir.Ino, nil, nil, 0); return err }, syscall.EISDIR},
 		{"commit unknown chunk", func() error {
@@ -499,6 +500,12 @@ func TestCreateTree(t *testing.T) {
 		{ParentIdx: 0, CreateIn: ms.CreateIn{Name: "x"}},
 	})
 	wantErrno(t, "file as parent", err, syscall.ENOTDIR)
+	_, err = c.CreateTree(ctx, base.Ino, []ms.TreeEntry{
+		{ParentIdx: -1, CreateIn: ms.CreateIn{Name: "f2", Mode: syscall.S_IFREG}},
+		{ParentIdx: -1, CreateIn: ms.CreateIn{Name: "l2", Mode: syscall.S_IFDIR}, LinkToIdx: 1},
+		{ParentIdx: 1, CreateIn: ms.CreateIn{Name: "x"}},
+	})
+	wantErrno(t, "hard link as parent", err, syscall.ENOTDIR)
 	if after, _ := c.StatFS(ctx); after.Files != before.Files {
 		t.Fatalf("failed batches created %d inodes", after.Files-before.Files)
 	}

@@ -174,15 +174,15 @@ func (f *FSM) resolvePath(path string) (ms.Attr, error) {
 	}
 	cur := f.inodes[ms.RootIno]
 	for _, c := range strings.Split(path, "/") {
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			cur = f.inodes[cur.Parent]
+		if c == "" || c == "." {
 			continue
 		}
 		if !isDir(cur.Mode) {
 			return ms.Attr{}, ms.Errf(op, syscall.ENOTDIR, "%q: inode %d is not a directory", path, cur.Ino)
+		}
+		if c == ".." {
+			cur = f.inodes[cur.Parent]
+			continue
 		}
 		if len(c) > ms.MaxNameLen {
 			return ms.Attr{}, ms.Errf(op, syscall.ENAMETOOLONG, "%q", path)
@@ -620,7 +620,7 @@ func (f *FSM) applyCreateTree(c *command, a ms.CreateTreeArgs) ([]ms.Ino, error)
 		if e.ParentIdx < -1 || e.ParentIdx >= i {
 			return nil, ms.Errf(op, syscall.EINVAL, "entry %d: parent index %d not before it", i, e.ParentIdx)
 		}
-		if e.ParentIdx >= 0 && !isDir(a.Entries[e.ParentIdx].Mode) {
+		if e.ParentIdx >= 0 && (a.Entries[e.ParentIdx].LinkToIdx > 0 || !isDir(a.Entries[e.ParentIdx].Mode)) {
 			return nil, ms.Errf(op, syscall.ENOTDIR, "entry %d: parent entry %d is not a directory", i, e.ParentIdx)
 		}
 		if err := validName(op, e.Name); err != nil {
