@@ -229,7 +229,7 @@ func (f *FSM) applyCommand(c *command) *result {
 		c.Time = f.clock
 	}
 	f.clock = c.Time
-	v, err := f.dispatch(c)
+	v, err := f.dispatchSafely(c)
 	r := &result{}
 	if err != nil {
 		r.Err = ms.ToWire(err)
@@ -261,6 +261,19 @@ func (f *FSM) remember(id string, r *result) {
 		f.dedupOrder = append([]string(nil), f.dedupOrder[f.dedupHead:]...)
 		f.dedupHead = 0
 	}
+}
+
+// dispatchSafely turns a panic of an operation (a bug) into an error result.
+// Every replica hits the same panic on the same entry, so they stay identical;
+// crashing instead would take the whole cluster down on that entry, again on
+// every restart.
+func (f *FSM) dispatchSafely(c *command) (v any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			v, err = nil, fmt.Errorf("metaserver fsm: %s failed: %v", c.Type, p)
+		}
+	}()
+	return f.dispatch(c)
 }
 
 func decode[T any](c *command) (T, error) {
