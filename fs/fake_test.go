@@ -32,6 +32,9 @@ type fakeShards struct {
 	sums   map[string]uint64
 	full   bool
 	delay  time.Duration
+	// putDelay holds every PUT this long before storing it, like a
+	// stalled disk.
+	putDelay time.Duration
 	gets   int
 	hits   int // every request, answered or not
 	dead   bool
@@ -107,6 +110,18 @@ func (s *fakeShards) serve(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
+		}
+		s.mu.Lock()
+		putDelay := s.putDelay
+		s.mu.Unlock()
+		if putDelay > 0 {
+			// With the body read, the server notices the client hanging up
+			// and cancels the request's context.
+			select {
+			case <-time.After(putDelay):
+			case <-r.Context().Done():
+				return
+			}
 		}
 		sum := chunkserver.Sum(data)
 		if h := r.Header.Get(chunkserver.HeaderSum); h != "" && h != chunkserver.FormatSum(sum) {

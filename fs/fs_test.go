@@ -812,3 +812,30 @@ func TestDownServerIsPassedOver(t *testing.T) {
 		t.Fatalf("the down server got %d more requests", n-after)
 	}
 }
+
+// TestHungServerDoesNotStallWrites: a chunkserver that accepts a shard but
+// never answers costs a write about HedgeAfter, not the whole IOTimeout: the
+// placement is abandoned for one without it.
+func TestHungServerDoesNotStallWrites(t *testing.T) {
+	opt := Options{ChunkSize: testChunk, HedgeAfter: 50 * time.Millisecond, RetryBackoff: time.Millisecond, MaxUploads: 1}
+	cl := newCluster(t, 7)
+	hung := cl.servers[2]
+	hung.mu.Lock()
+	hung.putDelay = time.Minute
+	hung.mu.Unlock()
+	start := time.Now()
+	want := writeRandom(t, cl.client(opt), "/f", 2*testChunk)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("write took %v with a hung server", d)
+	}
+	if got := readAll(t, cl.client(opt), "/f"); !bytes.Equal(got, want) {
+		t.Fatal("read back differs")
+	}
+	for _, off := range []uint64{0, testChunk} {
+		for _, s := range cl.chunkAt(t, "/f", off).Shards {
+			if s.Addr == hung.addr() {
+				t.Fatalf("chunk at %d committed with a shard on the hung server", off)
+			}
+		}
+	}
+}

@@ -51,15 +51,20 @@ func (h *serverHealth) note(addr string, err error) {
 		h.mu.Unlock()
 	case errors.Is(err, context.Canceled):
 	default:
-		h.mu.Lock()
-		if h.until == nil {
-			h.until = map[string]time.Time{}
-		}
-		h.until[addr] = time.Now().Add(downFor)
-		h.mu.Unlock()
+		h.markDown(addr)
 	}
 }
 
 func errDown(addr, name string) error {
 	return fmt.Errorf("chunkserver %s: shard %s: %w", addr, name, ErrServerDown)
+}
+
+// markDown passes over addr for a while: it failed to answer in time.
+func (h *serverHealth) markDown(addr string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.until == nil {
+		h.until = map[string]time.Time{}
+	}
+	h.until[addr] = time.Now().Add(downFor)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/dockyard/dockyard/metaserver"
@@ -19,6 +18,10 @@ import (
 // than M+1 the write fails — durability is never traded for availability.
 // A shard that cannot be stored (server down, disk full) makes the whole chunk
 // go to a fresh placement, up to WriteAttempts times.
+
+// ErrSlowPut marks a shard write given up on because its chunkserver did not
+// answer long after the chunk's other shards were stored.
+var ErrSlowPut = errors.New("no answer")
 
 // maxRetryBackoff caps the wait between two placements of one chunk.
 const maxRetryBackoff = 2 * time.Second
@@ -144,16 +147,19 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 	}
 	sums := make([]uint64, len(shards))
 	errs := make([]error, len(ch.Shards))
-	var wg sync.WaitGroup
+	putCtx, cancelPuts := context.WithCancel(ctx)
+	defer cancelPuts()
+	finished := make(chan int, len(ch.Shards))
+	started, begin := 0, time.Now()
 	for i, s := range ch.Shards {
 		if s.Index < 0 || s.Index >= len(shards) {
 			errs[i] = fmt.Errorf("metaserver placed shard index %d of chunk %d, want 0..%d", s.Index, ch.ID, len(shards)-1)
 			continue
 		}
-		wg.Add(1)
+		started++
 		go func() {
-			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, c.opt.IOTimeout)
+			defer func() { finished <- i }()
+			pctx, cancel := context.WithTimeout(putCtx, c.opt.IOTimeout)
 			defer cancel()
 			// Put hashes the shard, sends the sum along and checks the
 			// server stored exactly that, so its answer is the checksum
@@ -167,7 +173,42 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 			sums[s.Index] = sum
 		}()
 	}
-	wg.Wait()
+	// A server that hangs (a stalled disk, a half-dead host) would hold the
+	// chunk for the whole IOTimeout. Once every other shard is stored, the
+	// last few get as long again as the rest took (at least HedgeAfter);
+	// then the placement is abandoned for another.
+	done := make([]bool, len(ch.Shards))
+	slow := make([]bool, len(ch.Shards))
+	failed := 0
+	var straggle <-chan time.Time
+	for n := 0; n < started; {
+		select {
+		case i := <-finished:
+			done[i] = true
+			n++
+			if errs[i] != nil {
+				failed++
+			}
+			if straggle == nil && failed == 0 && n < started && started-n <= c.opt.M {
+				straggle = time.After(max(c.opt.HedgeAfter, 2*time.Since(begin)))
+			}
+		case <-straggle:
+			straggle = nil
+			for i, s := range ch.Shards {
+				if !done[i] && errs[i] == nil {
+					slow[i] = true
+					c.health.markDown(s.Addr)
+				}
+			}
+			cancelPuts()
+		}
+	}
+	for i, s := range ch.Shards {
+		if slow[i] {
+			errs[i] = fmt.Errorf("chunkserver %s: shard %s: %w after %v, while the others were stored",
+				s.Addr, metaserver.ShardName(ch.ID, s.Index), ErrSlowPut, time.Since(begin).Round(time.Millisecond))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		for i, s := range ch.Shards {
 			if errs[i] == nil {
