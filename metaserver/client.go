@@ -37,6 +37,14 @@ func WithRetryTimeout(d time.Duration) ClientOption {
 	return func(h *httpExecutor) { h.retryTimeout = d }
 }
 
+// WithAttemptTimeout bounds one request to one node (default 2s). A node that
+// does not answer in time (a leader cut off with connections still open) is
+// skipped and the call moves on to the next address; retrying is safe because
+// a mutation keeps its request id.
+func WithAttemptTimeout(d time.Duration) ClientOption {
+	return func(h *httpExecutor) { h.attemptTimeout = d }
+}
+
 // WithHTTPClient replaces the tuned default HTTP client.
 func WithHTTPClient(c *http.Client) ClientOption {
 	return func(h *httpExecutor) { h.hc = c }
@@ -45,7 +53,7 @@ func WithHTTPClient(c *http.Client) ClientOption {
 // NewClient returns a client of the metaservers at addrs (host:port of their
 // APIs, or http:// URLs). It finds the leader itself and follows it.
 func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
-	h := &httpExecutor{retryTimeout: 30 * time.Second}
+	h := &httpExecutor{retryTimeout: 30 * time.Second, attemptTimeout: 2 * time.Second}
 	for _, a := range addrs {
 		if a = strings.TrimSpace(a); a != "" {
 			h.addrs = append(h.addrs, baseURL(a))
@@ -119,9 +127,10 @@ func (c *Client) call(ctx context.Context, op string, args, out any) error {
 
 // httpExecutor sends operations to the leader over HTTP.
 type httpExecutor struct {
-	addrs        []string
-	hc           *http.Client
-	retryTimeout time.Duration
+	addrs          []string
+	hc             *http.Client
+	retryTimeout   time.Duration
+	attemptTimeout time.Duration
 
 	mu     sync.Mutex
 	leader string // base URL of the last known leader
@@ -173,10 +182,15 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 			return reply, nil
 		}
 		if !retry {
-			if ctx.Err() != nil && last != nil {
-				// The deadline ran out mid-retry: the earlier failure
-				// says why better than the cancelled request does.
-				return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, ctx.Err(), last)
+			if ctx.Err() != nil {
+				// The node did not answer within the caller's deadline:
+				// prefer another one for the next call.
+				h.failed(url)
+				if last != nil {
+					// The earlier failure says why better than the
+					// cancelled request does.
+					return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, ctx.Err(), last)
+				}
 			}
 			return nil, err
 		}
@@ -212,7 +226,13 @@ func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []b
 	if ctx.Err() != nil {
 		return nil, ctx.Err(), false
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/op/"+op, bytes.NewReader(args))
+	actx := ctx
+	if h.attemptTimeout > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, h.attemptTimeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, url+"/v1/op/"+op, bytes.NewReader(args))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err), false
 	}
@@ -225,12 +245,13 @@ func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []b
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%s: %w", op, err), false
 		}
-		return nil, fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err), true
+		// Includes an attempt that timed out while the caller has time left.
+		return nil, fmt.Errorf("%s: %s: %w: %w", op, url, ErrUnavailable, err), true
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("%s: reading reply: %w: %w", op, ErrUnavailable, err), ctx.Err() == nil
+		return nil, fmt.Errorf("%s: reading reply from %s: %w: %w", op, url, ErrUnavailable, err), ctx.Err() == nil
 	}
 	if resp.StatusCode == http.StatusOK {
 		return body, nil, false

@@ -152,3 +152,35 @@ func TestClientBacksOffOnRedirectLoop(t *testing.T) {
 		t.Fatalf("%d requests in 400ms: no backoff between redirect rounds", n)
 	}
 }
+
+// A node that accepts a request and never answers (a leader cut off with its
+// connections still open) costs one attempt, not the whole call.
+func TestClientSkipsAHangingNode(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	good := newFake(t)
+	good.replies = append(good.replies, ok(Attr{Ino: 1}), ok(Attr{Ino: 1}))
+	c, _ := NewClient([]string{hang.URL, good.URL}, WithAttemptTimeout(time.Second))
+	start := time.Now()
+	if _, err := c.GetAttr(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	// The next call starts at the node that answered.
+	start = time.Now()
+	if _, err := c.GetAttr(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("second call took %v: it tried the hanging node again", d)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 )
 
@@ -231,14 +232,27 @@ func (w *WireError) Err() error {
 	}
 }
 
-// wrapSentinel keeps the remote message without repeating the sentinel's own
-// text when the message is just that.
+// wrapSentinel rebuilds a sentinel error from its remote message. The
+// message usually contains the sentinel's text already (the server wrapped
+// it); it is then used as is, so the text does not repeat.
 func wrapSentinel(s error, msg string) error {
 	if msg == "" || msg == s.Error() {
 		return s
 	}
+	if strings.Contains(msg, s.Error()) {
+		return &remoteError{msg: msg, sentinel: s}
+	}
 	return fmt.Errorf("%s: %w", msg, s)
 }
+
+// remoteError is a remote message that already names its sentinel.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // Executor runs one operation: op is a name above, reqID is set for mutations,
 // args and the returned reply are JSON. Errors are those of this package.

@@ -192,13 +192,28 @@ func (f *FSM) applyCommitExtents(c *command, a ms.CommitExtentsArgs) (ms.Attr, e
 // fuller servers fill more slowly.
 func (f *FSM) place(n int, shardSize int64, exclude map[ms.ServerID]bool, domains map[string]int, rng *rand.Rand) ([]*ms.ChunkserverInfo, error) {
 	var cands []*ms.ChunkserverInfo
+	notUp := map[string]int{}
+	full := 0
 	for _, cs := range f.servers {
-		if cs.State == ms.StateUp && !exclude[cs.ID] && cs.Capacity-cs.Used >= shardSize {
+		switch {
+		case exclude[cs.ID] || cs.State == ms.StateRemoved:
+		case cs.State != ms.StateUp:
+			notUp[cs.State]++
+		case cs.Capacity-cs.Used < shardSize:
+			full++
+		default:
 			cands = append(cands, cs)
 		}
 	}
 	if len(cands) < n {
-		return nil, fmt.Errorf("%w: need %d chunkservers with %d bytes free, %d eligible", ms.ErrNoSpace, n, shardSize, len(cands))
+		// Say why servers were passed over: "no space" after an election
+		// usually means "not heard from yet", not full disks.
+		why := fmt.Sprintf("%d full", full)
+		for _, st := range slices.Sorted(maps.Keys(notUp)) {
+			why += fmt.Sprintf(", %d %s", notUp[st], st)
+		}
+		return nil, fmt.Errorf("%w: need %d chunkservers that are up with %d bytes free, %d eligible (%s)",
+			ms.ErrNoSpace, n, shardSize, len(cands), why)
 	}
 	// Map order is random; sort so every replica draws the same servers.
 	slices.SortFunc(cands, func(a, b *ms.ChunkserverInfo) int { return cmp.Compare(a.ID, b.ID) })

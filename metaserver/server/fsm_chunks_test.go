@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,7 +100,7 @@ func TestPlacement(t *testing.T) {
 		}
 	}
 	_, err = c.AllocChunk(ctx, 4, 2, 1<<20, 4<<20, false)
-	if !errors.Is(err, ms.ErrNoSpace) {
+	if !errors.Is(err, ms.ErrNoSpace) || !strings.Contains(err.Error(), "5 eligible (0 full, 4 draining)") {
 		t.Fatalf("alloc with 5 eligible servers: %v", err)
 	}
 	ch, err := c.AllocChunk(ctx, 4, 1, 1<<20, 4<<20, false)
