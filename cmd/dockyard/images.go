@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/converter"
@@ -28,4 +29,12 @@ func newRegistry(ctx context.Context, c *dfs.Client, meta metaserver.API, shards
 		return nil, nil, err
 	}
 	return reg, q, nil
+}
+
+// closeQueue lets indexing already under way finish briefly when a registry
+// stops; what is left is indexed on the image's first run.
+func closeQueue(q *converter.Queue) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	q.Close(ctx)
 }

@@ -55,17 +55,18 @@ SIGTERM.`,
 			}
 			defer mc.Close()
 			ctx := cmd.Context()
-			client := dfs.New(mc, chunkserver.NewClient(nil), dfs.Options{K: k, M: m, Logger: log})
-			reg, err := registry.NewOnDFS(ctx, registry.Config{
+			shards := chunkserver.NewClient(nil)
+			client := dfs.New(mc, shards, dfs.Options{K: k, M: m, Logger: log})
+			reg, queue, err := newRegistry(ctx, client, mc, shards, registry.Config{
 				MaxBlobSize:     maxBlobMB << 20,
 				MaxManifestSize: maxManifestKB << 10,
 				GCGrace:         gcGrace,
 				UploadTTL:       uploadTTL,
-				Logger:          log,
-			}, client)
+			}, log)
 			if err != nil {
 				return err
 			}
+			defer closeQueue(queue)
 			return serveRegistry(ctx, cmd, reg, listen, gcInterval)
 		},
 	}

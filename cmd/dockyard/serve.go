@@ -98,13 +98,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			if err != nil {
 				return err
 			}
-			defer func() {
-				// Let indexing already under way finish briefly; the rest is
-				// indexed on first run.
-				qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				queue.Close(qctx)
-			}()
+			defer closeQueue(queue)
 			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: serving on %s (metaserver %s, data %s); try: docker push %s/IMAGE\n",
 				listen, node.APIAddr(), data, listen)
 			return serveRegistry(ctx, cmd, reg, listen, gcInterval)
