@@ -2,6 +2,7 @@ package converter
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -45,15 +46,40 @@ func errDeflate(format string, args ...any) error {
 // position, which is what a checkpoint records.
 type bitReader struct {
 	r     io.ByteReader
-	in    int64 // bytes taken from r
+	br    *bufio.Reader // r, when it is one: refills take whole words
+	in    int64         // bytes taken from r
 	bits  uint64
 	nbits uint
+}
+
+func newBitReader(r io.ByteReader) bitReader {
+	br, _ := r.(*bufio.Reader)
+	return bitReader{r: r, br: br}
 }
 
 // fill tries to hold at least n bits. At the end of input it stops quietly:
 // the caller checks whether the bits it actually used were there.
 func (b *bitReader) fill(n uint) error {
 	for b.nbits < n {
+		// Fast path: take as many whole bytes as fit in one 64-bit load.
+		// Only the bytes added to bits are consumed, so the bit position
+		// stays exact.
+		if b.br != nil && b.nbits <= 56 {
+			if p, _ := b.br.Peek(8); len(p) == 8 {
+				k := (64 - b.nbits) / 8
+				v := binary.LittleEndian.Uint64(p)
+				if k < 8 {
+					v &= 1<<(8*k) - 1
+				}
+				b.bits |= v << b.nbits
+				b.nbits += 8 * k
+				b.in += int64(k)
+				if _, err := b.br.Discard(int(k)); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		c, err := b.r.ReadByte()
 		if err != nil {
 			if err == io.EOF {
@@ -290,7 +316,7 @@ func newInflater(r io.ByteReader, skipBits uint, dict []byte, gzip bool) (*infla
 // checkpoint): no header is expected and the CRC of that partial member cannot
 // be checked; members after it are checked as usual.
 func newInflaterMode(r io.ByteReader, skipBits uint, dict []byte, gzip, resume bool) (*inflater, error) {
-	f := &inflater{br: bitReader{r: r}, gzip: gzip, stored: -1, skipCRC: resume}
+	f := &inflater{br: newBitReader(r), gzip: gzip, stored: -1, skipCRC: resume}
 	f.out = make([]byte, windowSize+outBufSize+maxMatch)
 	if len(dict) > windowSize {
 		dict = dict[len(dict)-windowSize:]
