@@ -35,9 +35,9 @@ type fakeShards struct {
 	// putDelay holds every PUT this long before storing it, like a
 	// stalled disk.
 	putDelay time.Duration
-	gets   int
-	hits   int // every request, answered or not
-	dead   bool
+	gets     int
+	hits     int // every request, answered or not
+	dead     bool
 	// down makes the server drop every connection without an answer, like
 	// a crashed process, until it is cleared.
 	down bool

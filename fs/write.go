@@ -77,7 +77,7 @@ func (c *Client) writeChunk(ctx context.Context, buf []byte, size int64) (metase
 		// A placement on a server that just failed to answer is not tried,
 		// except on the last attempt: that server may be back.
 		lastAttempt := attempt == c.opt.WriteAttempts-1
-		sums, err := c.putShards(ctx, ch, shards, !lastAttempt)
+		sums, err := c.putShards(ctx, ch, shards, !lastAttempt, !lastAttempt)
 		if err == nil {
 			c.rememberChunk(withSums(ch, sums))
 			return ch, sums, nil
@@ -137,7 +137,10 @@ func (c *Client) encode(buf []byte, size int64) ([][]byte, error) {
 // putShards stores every shard of ch in parallel. On any failure it removes
 // the shards that did land (best effort; the metaserver's lease collects what
 // remains) and returns the failures joined.
-func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]byte, skipDown bool) ([]uint64, error) {
+// With skipDown, a placement on a server that just failed to answer fails at
+// once; with abandonSlow, shards that lag far behind the others fail the
+// placement too (see below). The last attempt of a chunk does neither.
+func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]byte, skipDown, abandonSlow bool) ([]uint64, error) {
 	if skipDown {
 		for _, s := range ch.Shards {
 			if c.health.isDown(s.Addr) {
@@ -150,6 +153,7 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 	putCtx, cancelPuts := context.WithCancel(ctx)
 	defer cancelPuts()
 	finished := make(chan int, len(ch.Shards))
+	launched := make([]bool, len(ch.Shards))
 	started, begin := 0, time.Now()
 	for i, s := range ch.Shards {
 		if s.Index < 0 || s.Index >= len(shards) {
@@ -157,6 +161,7 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 			continue
 		}
 		started++
+		launched[i] = true
 		go func() {
 			defer func() { finished <- i }()
 			pctx, cancel := context.WithTimeout(putCtx, c.opt.IOTimeout)
@@ -176,7 +181,9 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 	// A server that hangs (a stalled disk, a half-dead host) would hold the
 	// chunk for the whole IOTimeout. Once every other shard is stored, the
 	// last few get as long again as the rest took (at least HedgeAfter);
-	// then the placement is abandoned for another.
+	// then the placement is abandoned for another. The laggard is not
+	// marked down: it may only be busy, and with exactly K+M chunkservers
+	// every placement needs it.
 	done := make([]bool, len(ch.Shards))
 	slow := make([]bool, len(ch.Shards))
 	failed := 0
@@ -189,15 +196,14 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 			if errs[i] != nil {
 				failed++
 			}
-			if straggle == nil && failed == 0 && n < started && started-n <= c.opt.M {
+			if abandonSlow && straggle == nil && failed == 0 && n < started && started-n <= c.opt.M {
 				straggle = time.After(max(c.opt.HedgeAfter, 2*time.Since(begin)))
 			}
 		case <-straggle:
 			straggle = nil
-			for i, s := range ch.Shards {
-				if !done[i] && errs[i] == nil {
+			for i := range ch.Shards {
+				if launched[i] && !done[i] {
 					slow[i] = true
-					c.health.markDown(s.Addr)
 				}
 			}
 			cancelPuts()
