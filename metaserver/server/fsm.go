@@ -419,7 +419,7 @@ func (f *FSM) dispatch(c *command) (any, error) {
 	}
 }
 
-// Apply applies one command directly, without Raft: for single-process use
+// apply applies one command directly, without Raft: for single-process use
 // (Memory) and tests. index is the log index to record.
 func (f *FSM) apply(c *command, index uint64) *result {
 	f.mu.Lock()
