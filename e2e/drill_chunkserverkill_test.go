@@ -18,11 +18,11 @@ import (
 	"github.com/dockyard/dockyard/metaserver"
 )
 
-// readLoad reads the cluster's data in a loop from several clients at once
+// drillReadLoad reads the cluster's data in a loop from several clients at once
 // until stopped, counting reads and failures: crane pulls through the
 // registry (blob GETs), and whole-file reads of every registry blob through a
 // FUSE mount, each checked against the SHA-256 its name carries.
-type readLoad struct {
+type drillReadLoad struct {
 	ops, fails atomic.Int64
 	bytes      atomic.Int64
 	mu         sync.Mutex
@@ -31,7 +31,7 @@ type readLoad struct {
 	wg         sync.WaitGroup
 }
 
-func (l *readLoad) fail(err error) {
+func (l *drillReadLoad) fail(err error) {
 	l.fails.Add(1)
 	l.mu.Lock()
 	if len(l.errs) < 20 {
@@ -40,8 +40,8 @@ func (l *readLoad) fail(err error) {
 	l.mu.Unlock()
 }
 
-func startReadLoad(images []pushed, mnt string) *readLoad {
-	l := &readLoad{stop: make(chan struct{})}
+func drillStartReadLoad(images []drillImage, mnt string) *drillReadLoad {
+	l := &drillReadLoad{stop: make(chan struct{})}
 	stopped := func() bool {
 		select {
 		case <-l.stop:
@@ -54,7 +54,7 @@ func startReadLoad(images []pushed, mnt string) *readLoad {
 	go func() {
 		defer l.wg.Done()
 		for i := 0; !stopped(); i++ {
-			n, err := verifyPulled(images[i%len(images)])
+			n, err := drillVerifyPulled(images[i%len(images)])
 			l.ops.Add(1)
 			l.bytes.Add(n)
 			if err != nil {
@@ -76,7 +76,7 @@ func startReadLoad(images []pushed, mnt string) *readLoad {
 				if stopped() {
 					return
 				}
-				n, err := readDropCache(filepath.Join(blobs, e.Name()), e.Name())
+				n, err := drillReadDropCache(filepath.Join(blobs, e.Name()), e.Name())
 				l.ops.Add(1)
 				l.bytes.Add(n)
 				if err != nil {
@@ -88,9 +88,9 @@ func startReadLoad(images []pushed, mnt string) *readLoad {
 	return l
 }
 
-// readDropCache reads a file whole, checks its SHA-256 and drops it from the
+// drillReadDropCache reads a file whole, checks its SHA-256 and drops it from the
 // page cache, so the next read of it reaches the chunkservers again.
-func readDropCache(path, wantSum string) (int64, error) {
+func drillReadDropCache(path, wantSum string) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
@@ -108,7 +108,7 @@ func readDropCache(path, wantSum string) (int64, error) {
 	return n, nil
 }
 
-func (l *readLoad) finish(t *testing.T, phase string) (ops, bytes int64) {
+func (l *drillReadLoad) finish(t *testing.T, phase string) (ops, bytes int64) {
 	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
@@ -136,12 +136,12 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 7, Registries: 1,
 		SuspectAfter: 2 * time.Second, DownAfter: 5 * time.Second, RegArgs: []string{"--ec", "3+2"}})
 	tmp := t.TempDir()
-	var images []pushed
+	var images []drillImage
 	var written int64
-	for i := 0; i < pick(4, 12); i++ {
+	for i := 0; i < drillPick(4, 12); i++ {
 		ref := fmt.Sprintf("%s/drill/cskill/img%d:v1", c.RegAddrs[0], i)
 		// Up to 9 MiB: layers of several 4 MiB chunks as well as small ones.
-		p, out, err := cranePush(t, tmp, ref, 64<<10+i*pick(2<<20, 750<<10))
+		p, out, err := drillCranePush(t, tmp, ref, 64<<10+i*drillPick(2<<20, 750<<10))
 		if err != nil {
 			t.Fatalf("push %s: %v: %s", ref, err, out)
 		}
@@ -152,7 +152,7 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 
 	// Phase 1: kill two chunkservers of different zones mid-read.
 	mnt := c.Mount(t, "--show-reserved", "--cache-mb", "1")
-	load := startReadLoad(images, mnt)
+	load := drillStartReadLoad(images, mnt)
 	c.waitFor(time.Minute, "reads under way", func() (bool, string) { return load.ops.Load() >= 3, "starting" })
 	killAt := time.Now()
 	dead := []*drillProc{c.Chunks[0], c.Chunks[1]}
@@ -165,7 +165,7 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return countState(st, deadIDs, metaserver.StateDown) == len(dead), fmt.Sprintf("states %v", states(st, deadIDs))
+		return drillCountState(st, deadIDs, metaserver.StateDown) == len(dead), fmt.Sprintf("states %v", drillStates(st, deadIDs))
 	})
 	downAfter := time.Since(killAt)
 	st := c.WaitRedundant(3 * time.Minute)
@@ -191,7 +191,7 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 	// Phase 2: two more die. Five servers held every chunk's five shards (or
 	// three copies); three are left, enough to read everything.
 	mnt2 := c.Mount(t, "--show-reserved", "--cache-mb", "1")
-	load2 := startReadLoad(images, mnt2)
+	load2 := drillStartReadLoad(images, mnt2)
 	c.waitFor(time.Minute, "reads under way", func() (bool, string) { return load2.ops.Load() >= 3, "starting" })
 	dead2 := []*drillProc{c.Chunks[2], c.Chunks[3]}
 	for _, p := range dead2 {
@@ -203,7 +203,7 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return countState(st, dead2IDs, metaserver.StateDown) == len(dead2), fmt.Sprintf("states %v", states(st, dead2IDs))
+		return drillCountState(st, dead2IDs, metaserver.StateDown) == len(dead2), fmt.Sprintf("states %v", drillStates(st, dead2IDs))
 	})
 	// Let reads go on against the degraded cluster for a while.
 	c.waitFor(time.Minute, "reads of the degraded cluster", func() (bool, string) {
@@ -226,7 +226,7 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 	}
 	var verified int64
 	for _, p := range images {
-		n, err := verifyPulled(p)
+		n, err := drillVerifyPulled(p)
 		if err != nil {
 			t.Errorf("after losing 4 of 7 chunkservers: %v", err)
 		}
@@ -264,7 +264,7 @@ func (c *drillCluster) chunkserverIDs(ps []*drillProc) map[metaserver.ServerID]b
 	return ids
 }
 
-func countState(st *metaserver.Status, ids map[metaserver.ServerID]bool, state string) int {
+func drillCountState(st *metaserver.Status, ids map[metaserver.ServerID]bool, state string) int {
 	n := 0
 	for _, cs := range st.Chunkservers {
 		if ids[cs.ID] && cs.State == state {
@@ -274,7 +274,7 @@ func countState(st *metaserver.Status, ids map[metaserver.ServerID]bool, state s
 	return n
 }
 
-func states(st *metaserver.Status, ids map[metaserver.ServerID]bool) map[metaserver.ServerID]string {
+func drillStates(st *metaserver.Status, ids map[metaserver.ServerID]bool) map[metaserver.ServerID]string {
 	out := map[metaserver.ServerID]string{}
 	for _, cs := range st.Chunkservers {
 		if ids[cs.ID] {

@@ -18,8 +18,8 @@ func TestDrillLeaderKillDuringPushes(t *testing.T) {
 	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6, Registries: 1})
 	// At least this many pushes, and pushing goes on until the leader has
 	// died minKills times, so kills land in the middle of pushes.
-	minPushes, minKills := pick(10, 50), pick(3, 12)
-	every := time.Duration(pick(2, 3)) * time.Second
+	minPushes, minKills := drillPick(10, 50), drillPick(3, 12)
+	every := time.Duration(drillPick(2, 3)) * time.Second
 	tmp := t.TempDir()
 	start := time.Now()
 
@@ -62,7 +62,7 @@ func TestDrillLeaderKillDuringPushes(t *testing.T) {
 		}
 	}()
 
-	var ok []pushed
+	var ok []drillImage
 	failed := map[string]string{} // ref -> crane's output
 	killed := func() int { mu.Lock(); defer mu.Unlock(); return kills }
 	pushes := 0
@@ -74,7 +74,7 @@ func TestDrillLeaderKillDuringPushes(t *testing.T) {
 		ref := fmt.Sprintf("%s/drill/leaderkill/img%d:v1", c.RegAddrs[0], i)
 		// 256 KiB to 1.25 MiB (long: to 6.25 MiB, several chunks):
 		// erasure-coded chunks.
-		p, out, err := cranePush(t, tmp, ref, 256<<10+(i%5)*pick(256<<10, 1536<<10))
+		p, out, err := drillCranePush(t, tmp, ref, 256<<10+(i%5)*drillPick(256<<10, 1536<<10))
 		if err != nil {
 			failed[ref] = out
 			t.Logf("push %d failed (allowed while the leader dies): %v: %s", i, err, strings.TrimSpace(out))
@@ -100,7 +100,7 @@ func TestDrillLeaderKillDuringPushes(t *testing.T) {
 
 	var verified int64
 	for _, p := range ok {
-		n, err := verifyPulled(p)
+		n, err := drillVerifyPulled(p)
 		if err != nil {
 			t.Errorf("acknowledged push lost or damaged: %v", err)
 		}
@@ -114,7 +114,7 @@ func TestDrillLeaderKillDuringPushes(t *testing.T) {
 			}
 			continue
 		}
-		if _, err := validateRemote(ref); err != nil {
+		if _, err := drillValidateRemote(ref); err != nil {
 			t.Errorf("failed push %s left a tag pointing at an incomplete image: %v (push said %s)", ref, err, pushOut)
 		}
 	}

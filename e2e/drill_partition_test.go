@@ -12,16 +12,16 @@ import (
 	"github.com/dockyard/dockyard/metaserver"
 )
 
-// netnsLink is a network namespace joined to this one by a veth pair: the
+// drillNetns is a network namespace joined to this one by a veth pair: the
 // host end has .1 of a /30, the namespace end .2.
-type netnsLink struct {
+type drillNetns struct {
 	ns, hostIf       string
 	hostIP, insideIP string
 }
 
-// newNetnsLink creates the namespace and the link; both are removed when the
+// newDrillNetns creates the namespace and the link; both are removed when the
 // test ends.
-func newNetnsLink(t *testing.T) *netnsLink {
+func newDrillNetns(t *testing.T) *drillNetns {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		Missing(t, "the partition drill creates network namespaces and needs root")
@@ -31,7 +31,7 @@ func newNetnsLink(t *testing.T) *netnsLink {
 	// 10.231.0.0/16 is unlikely to be routed here; the PID spreads
 	// concurrent runs over its /30s.
 	third, fourth := (pid/64)%256, (pid%64)*4
-	l := &netnsLink{
+	l := &drillNetns{
 		ns:       fmt.Sprintf("dydrill%d", pid),
 		hostIf:   fmt.Sprintf("dyh%d", pid%1000000),
 		hostIP:   fmt.Sprintf("10.231.%d.%d", third, fourth+1),
@@ -60,7 +60,7 @@ func newNetnsLink(t *testing.T) *netnsLink {
 }
 
 // set takes the host end of the veth down (cut) or up.
-func (l *netnsLink) set(t *testing.T, up bool) {
+func (l *drillNetns) set(t *testing.T, up bool) {
 	t.Helper()
 	state := "down"
 	if up {
@@ -78,7 +78,7 @@ func (l *netnsLink) set(t *testing.T, up bool) {
 // chunk table, and after the leader is then killed, the quorum that includes
 // the rejoined node still serves every acknowledged file byte for byte.
 func TestDrillMetaserverPartition(t *testing.T) {
-	link := newNetnsLink(t)
+	link := newDrillNetns(t)
 	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6,
 		MetaHost: func(i int) (string, string) {
 			if i == 2 {
@@ -91,7 +91,7 @@ func TestDrillMetaserverPartition(t *testing.T) {
 
 	var (
 		mu    sync.Mutex
-		files []storedFile
+		files []drillFile
 		fails []string // path: error
 		seq   int
 	)
@@ -144,9 +144,9 @@ func TestDrillMetaserverPartition(t *testing.T) {
 		if _, err := metaHealth(c.MetaAPI[isolated]); err == nil {
 			t.Fatalf("meta3 still answers at %s with its link cut: the drill isolates nothing", c.MetaAPI[isolated])
 		}
-		want := pick(8, 40)
+		want := drillPick(8, 40)
 		c.waitFor(2*time.Minute, "writes acknowledged by the majority while one node is cut off", func() (bool, string) {
-			return acked() >= beforeCut+want && time.Since(cut) >= time.Duration(pick(5, 20))*time.Second,
+			return acked() >= beforeCut+want && time.Since(cut) >= time.Duration(drillPick(5, 20))*time.Second,
 				fmt.Sprintf("%d since the cut", acked()-beforeCut)
 		})
 		duringCut := acked() - beforeCut
@@ -235,7 +235,7 @@ func TestDrillMetaserverPartition(t *testing.T) {
 		// the new leader counted them out (see checkChunkserversFollow).
 		if strings.Contains(f, "not enough chunkservers with free space") {
 			msg := "a write failed with a placement error while every disk had room: " + f
-			if knownBugs() {
+			if drillKnownBugs() {
 				t.Error(msg)
 			} else {
 				t.Logf("KNOWN BUG (docs/reliability.md; DOCKYARD_DRILL_KNOWN_BUGS=1 fails on it): %s", msg)
@@ -304,7 +304,7 @@ func (c *drillCluster) checkChunkserversFollow(t *testing.T) {
 	msg := fmt.Sprintf("%s after its election the new leader meta%d counted only %d of %d chunkservers up (%s): "+
 		"their heartbeats were still stuck on the unreachable old leader", at.Round(100*time.Millisecond), l+1, minUp,
 		len(c.Chunks), worst)
-	if knownBugs() {
+	if drillKnownBugs() {
 		t.Error(msg)
 	} else {
 		t.Logf("KNOWN BUG (docs/reliability.md; DOCKYARD_DRILL_KNOWN_BUGS=1 fails on it): %s", msg)

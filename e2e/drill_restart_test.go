@@ -16,11 +16,11 @@ func TestDrillKillEverything(t *testing.T) {
 	RequireTool(t, "crane")
 	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6, Registries: 2})
 	tmp := t.TempDir()
-	rounds := pick(1, 3)
+	rounds := drillPick(1, 3)
 	var (
 		mu      sync.Mutex
-		images  []pushed
-		files   []storedFile
+		images  []drillImage
+		files   []drillFile
 		unacked []string // refs and paths whose write was cut
 	)
 	start := time.Now()
@@ -39,7 +39,7 @@ func TestDrillKillEverything(t *testing.T) {
 				default:
 				}
 				ref := fmt.Sprintf("%s/drill/restart/r%d:i%d", c.RegAddrs[0], round, i)
-				p, _, err := cranePush(t, tmp, ref, 200<<10+(i%4)*400<<10)
+				p, _, err := drillCranePush(t, tmp, ref, 200<<10+(i%4)*400<<10)
 				mu.Lock()
 				if err == nil {
 					images = append(images, p)
@@ -92,7 +92,7 @@ func TestDrillKillEverything(t *testing.T) {
 	var verified int64
 	for _, p := range images {
 		p.ref = strings.Replace(p.ref, c.RegAddrs[0], c.RegAddrs[1], 1)
-		n, err := verifyPulled(p)
+		n, err := drillVerifyPulled(p)
 		if err != nil {
 			t.Errorf("acknowledged push lost after the restart: %v", err)
 		}
@@ -119,7 +119,7 @@ func TestDrillKillEverything(t *testing.T) {
 			if !strings.Contains(out, "MANIFEST_UNKNOWN") && !strings.Contains(out, "NAME_UNKNOWN") {
 				t.Errorf("interrupted push %s: tag neither resolves nor is unknown: %v: %s", ref, err, out)
 			}
-		} else if _, err := validateRemote(ref); err != nil {
+		} else if _, err := drillValidateRemote(ref); err != nil {
 			t.Errorf("interrupted push %s left a tag pointing at an incomplete image: %v", ref, err)
 		}
 	}

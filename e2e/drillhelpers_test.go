@@ -33,11 +33,11 @@ import (
 // DOCKYARD_DRILLS=long); CI runs the short versions.
 func drillLong() bool { return os.Getenv("DOCKYARD_DRILLS") == "long" }
 
-// knownBugs reports whether drills gated on a known, documented bug run.
-func knownBugs() bool { return os.Getenv("DOCKYARD_DRILL_KNOWN_BUGS") == "1" }
+// drillKnownBugs reports whether drills gated on a known, documented bug run.
+func drillKnownBugs() bool { return os.Getenv("DOCKYARD_DRILL_KNOWN_BUGS") == "1" }
 
 // pick returns long in long mode and short otherwise.
-func pick(short, long int) int {
+func drillPick(short, long int) int {
 	if drillLong() {
 		return long
 	}
@@ -132,7 +132,7 @@ func startDrillCluster(t *testing.T, cfg drillConfig) *drillCluster {
 		if cfg.MetaHost != nil {
 			host, ns = cfg.MetaHost(i)
 		}
-		api, raftAddr := freeHostPort(t, host), freeHostPort(t, host)
+		api, raftAddr := drillHostPort(t, host), drillHostPort(t, host)
 		name := fmt.Sprintf("meta%d", i+1)
 		args := []string{"metaserver", "--id", name, "--data", filepath.Join(c.dir, name),
 			"--listen", api, "--raft", raftAddr}
@@ -172,7 +172,7 @@ func startDrillCluster(t *testing.T, cfg drillConfig) *drillCluster {
 		if cfg.ChunkDir != nil {
 			data = cfg.ChunkDir(i)
 		}
-		args := []string{"chunkserver", "--data", data, "--listen", freeHostPort(t, "127.0.0.1"),
+		args := []string{"chunkserver", "--data", data, "--listen", drillHostPort(t, "127.0.0.1"),
 			"--meta", c.MetaList(), "--label", "zone=" + zones[i%len(zones)], "--scrub-rate", "0"}
 		if cfg.ChunkArgs != nil {
 			args = append(args, cfg.ChunkArgs(i)...)
@@ -184,7 +184,7 @@ func startDrillCluster(t *testing.T, cfg drillConfig) *drillCluster {
 	c.WaitChunkserversUp(cfg.Chunkservers)
 	for i := 0; i < cfg.Registries; i++ {
 		name := fmt.Sprintf("registry%d", i+1)
-		addr := freeHostPort(t, "127.0.0.1")
+		addr := drillHostPort(t, "127.0.0.1")
 		p := c.newProc(name, append([]string{"registry", "--listen", addr, "--meta", c.MetaList(), "--gc-interval", "0"}, cfg.RegArgs...))
 		c.Regs = append(c.Regs, p)
 		c.RegAddrs = append(c.RegAddrs, addr)
@@ -203,8 +203,8 @@ func startDrillCluster(t *testing.T, cfg drillConfig) *drillCluster {
 	return c
 }
 
-// freeHostPort is FreePort on any local host address.
-func freeHostPort(t *testing.T, host string) string {
+// drillHostPort is FreePort on any local host address.
+func drillHostPort(t *testing.T, host string) string {
 	t.Helper()
 	if l, err := net.Listen("tcp", net.JoinHostPort(host, "0")); err == nil {
 		defer l.Close()
@@ -276,7 +276,7 @@ func (c *drillCluster) kill(p *drillProc) error {
 	}
 	select {
 	case <-exited:
-		return fmt.Errorf("%s had exited before the drill killed it; its log:\n%s", p.name, tail(p.logPath))
+		return fmt.Errorf("%s had exited before the drill killed it; its log:\n%s", p.name, drillLogTail(p.logPath))
 	default:
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
@@ -307,12 +307,12 @@ func (c *drillCluster) killAll() {
 func (c *drillCluster) dumpLogs() {
 	for _, group := range [][]*drillProc{c.Metas, c.Chunks, c.Regs} {
 		for _, p := range group {
-			c.t.Logf("---- %s log (end) ----\n%s", p.name, tail(p.logPath))
+			c.t.Logf("---- %s log (end) ----\n%s", p.name, drillLogTail(p.logPath))
 		}
 	}
 }
 
-func tail(path string) string {
+func drillLogTail(path string) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > 3000 {
 		b = b[len(b)-3000:]
@@ -509,9 +509,9 @@ func (c *drillCluster) cliStdout(timeout time.Duration, args ...string) (string,
 	}
 }
 
-// randomFile writes n random bytes to a new file in dir and returns its path
+// drillRandomFile writes n random bytes to a new file in dir and returns its path
 // and SHA-256.
-func randomFile(t *testing.T, dir, name string, n int) (string, string) {
+func drillRandomFile(t *testing.T, dir, name string, n int) (string, string) {
 	t.Helper()
 	b := make([]byte, n)
 	rand.Read(b)
@@ -523,9 +523,9 @@ func randomFile(t *testing.T, dir, name string, n int) (string, string) {
 	return p, hex.EncodeToString(s[:])
 }
 
-// randomLayerTar writes a tar of one file of n random bytes (incompressible,
+// drillLayerTar writes a tar of one file of n random bytes (incompressible,
 // so the pushed layer is about n bytes) and returns its path.
-func randomLayerTar(t *testing.T, tmpDir, name string, n int) string {
+func drillLayerTar(t *testing.T, tmpDir, name string, n int) string {
 	t.Helper()
 	b := make([]byte, n)
 	rand.Read(b)
@@ -537,7 +537,7 @@ func randomLayerTar(t *testing.T, tmpDir, name string, n int) string {
 	return p
 }
 
-func sha256File(path string) (string, int64, error) {
+func drillSHA256File(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
@@ -551,36 +551,36 @@ func sha256File(path string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// pushed is an image a drill pushed with crane and the digest crane reported.
-type pushed struct {
+// drillImage is an image a drill pushed with crane and the digest crane reported.
+type drillImage struct {
 	ref    string // registry/repo:tag
 	digest string
 	bytes  int64 // layer bytes
 }
 
-// cranePush builds an image of one random layer of n bytes and pushes it
+// drillCranePush builds an image of one random layer of n bytes and pushes it
 // with crane append, returning the manifest digest crane printed.
-func cranePush(t *testing.T, tmp, ref string, n int) (pushed, string, error) {
+func drillCranePush(t *testing.T, tmp, ref string, n int) (drillImage, string, error) {
 	t.Helper()
-	layer := randomLayerTar(t, tmp, fmt.Sprintf("l%d", time.Now().UnixNano()), n)
+	layer := drillLayerTar(t, tmp, fmt.Sprintf("l%d", time.Now().UnixNano()), n)
 	defer os.Remove(layer)
 	out, err := RunErr(2*time.Minute, "crane", "append", "--insecure", "-f", layer, "-t", ref)
 	if err != nil {
-		return pushed{}, out, err
+		return drillImage{}, out, err
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	last := lines[len(lines)-1]
 	_, d, ok := strings.Cut(last, "@")
 	if !ok || !strings.HasPrefix(d, "sha256:") {
-		return pushed{}, out, fmt.Errorf("crane append printed no digest: %q", out)
+		return drillImage{}, out, fmt.Errorf("crane append printed no digest: %q", out)
 	}
-	return pushed{ref: ref, digest: d, bytes: int64(n)}, out, nil
+	return drillImage{ref: ref, digest: d, bytes: int64(n)}, out, nil
 }
 
-// verifyPulled checks an image pushed earlier: its tag resolves to the digest
+// drillVerifyPulled checks an image pushed earlier: its tag resolves to the digest
 // crane was given, and crane pulls it whole (every blob fetched and checked
 // against its digest). It returns the bytes pulled.
-func verifyPulled(p pushed) (int64, error) {
+func drillVerifyPulled(p drillImage) (int64, error) {
 	out, err := RunErr(2*time.Minute, "crane", "digest", "--insecure", p.ref)
 	if err != nil {
 		return 0, fmt.Errorf("crane digest %s: %v: %s", p.ref, err, out)
@@ -588,12 +588,12 @@ func verifyPulled(p pushed) (int64, error) {
 	if got := strings.TrimSpace(out); got != p.digest {
 		return 0, fmt.Errorf("%s resolves to %s, pushed %s", p.ref, got, p.digest)
 	}
-	return validateRemote(p.ref)
+	return drillValidateRemote(p.ref)
 }
 
-// validateRemote pulls ref with crane and checks every blob against its
+// drillValidateRemote pulls ref with crane and checks every blob against its
 // digest; it returns the bytes of the layers.
-func validateRemote(ref string) (int64, error) {
+func drillValidateRemote(ref string) (int64, error) {
 	tmp, err := os.MkdirTemp("", "drill-pull-")
 	if err != nil {
 		return 0, err
@@ -612,7 +612,7 @@ func validateRemote(ref string) (int64, error) {
 		return 0, err
 	}
 	for _, e := range ents {
-		sum, n, err := sha256File(filepath.Join(blobs, e.Name()))
+		sum, n, err := drillSHA256File(filepath.Join(blobs, e.Name()))
 		if err != nil {
 			return total, err
 		}
@@ -671,27 +671,27 @@ func (c *drillCluster) StartEverything() {
 	}
 }
 
-// storedFile is a file a drill wrote into the cluster with `dockyard cp`.
-type storedFile struct {
+// drillFile is a file a drill wrote into the cluster with `dockyard cp`.
+type drillFile struct {
 	dfs  string // dfs:/path
 	sum  string // sha256 of the content
 	size int64
 }
 
 // cpIn copies a new random file of n bytes into the cluster at dfsPath.
-func (c *drillCluster) cpIn(t *testing.T, tmp, dfsPath string, n int) (storedFile, error) {
-	local, sum := randomFile(t, tmp, strings.ReplaceAll(strings.TrimPrefix(dfsPath, "/"), "/", "_"), n)
+func (c *drillCluster) cpIn(t *testing.T, tmp, dfsPath string, n int) (drillFile, error) {
+	local, sum := drillRandomFile(t, tmp, strings.ReplaceAll(strings.TrimPrefix(dfsPath, "/"), "/", "_"), n)
 	defer os.Remove(local)
 	out, err := c.cli(2*time.Minute, "cp", "--meta", c.MetaList(), local, "dfs:"+dfsPath)
 	if err != nil {
-		return storedFile{}, fmt.Errorf("dockyard cp %s: %v: %s", dfsPath, err, strings.TrimSpace(out))
+		return drillFile{}, fmt.Errorf("dockyard cp %s: %v: %s", dfsPath, err, strings.TrimSpace(out))
 	}
-	return storedFile{dfs: "dfs:" + dfsPath, sum: sum, size: int64(n)}, nil
+	return drillFile{dfs: "dfs:" + dfsPath, sum: sum, size: int64(n)}, nil
 }
 
 // verifyFile reads f back with `dockyard cp` (a fresh client, no cache) and
 // compares its SHA-256.
-func (c *drillCluster) verifyFile(f storedFile) error {
+func (c *drillCluster) verifyFile(f drillFile) error {
 	tmp, err := os.MkdirTemp("", "drill-read-")
 	if err != nil {
 		return err
@@ -701,7 +701,7 @@ func (c *drillCluster) verifyFile(f storedFile) error {
 	if out, err := c.cli(2*time.Minute, "cp", "--meta", c.MetaList(), f.dfs, local); err != nil {
 		return fmt.Errorf("reading %s: %v: %s", f.dfs, err, strings.TrimSpace(out))
 	}
-	sum, n, err := sha256File(local)
+	sum, n, err := drillSHA256File(local)
 	if err != nil {
 		return err
 	}
@@ -751,4 +751,14 @@ func (c *drillCluster) Mount(t *testing.T, extra ...string) string {
 		return isMounted(t, dir), "not mounted yet"
 	})
 	return dir
+}
+
+// flag returns the value following name on p's command line.
+func (p *drillProc) flag(name string) string {
+	for i, a := range p.args {
+		if a == name && i+1 < len(p.args) {
+			return p.args[i+1]
+		}
+	}
+	return ""
 }
