@@ -393,3 +393,33 @@ func TestRealOverwriteAndTruncate(t *testing.T) {
 		t.Fatalf("stat after truncate: %+v %v", a, err)
 	}
 }
+
+// TestRealWriteWhileAServerDies: with exactly K+M chunkservers, one dies.
+// Writes keep going: placements on it fail fast, and once the metaserver has
+// missed its heartbeats the chunks fall back to M+1 copies on the others.
+func TestRealWriteWhileAServerDies(t *testing.T) {
+	opt := Options{ChunkSize: testChunk}
+	rc := newRaftCluster(t, 6, -1)
+	c := rc.client(opt)
+	before := randBytes(21, 2*testChunk)
+	if _, err := c.WriteFile(context.Background(), "/before", bytes.NewReader(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc.kill(rc.servers[3].Addr())
+	after := randBytes(22, 2*testChunk+7)
+	if _, err := c.WriteFile(context.Background(), "/after", bytes.NewReader(after), 0o644); err != nil {
+		t.Fatalf("write with one of six chunkservers dead: %v", err)
+	}
+	for _, ch := range rc.chunksOf("/after") {
+		for _, s := range ch.Shards {
+			if s.Addr == rc.servers[3].Addr() {
+				t.Fatalf("chunk %d committed with a shard on the dead server", ch.ID)
+			}
+		}
+	}
+	for p, want := range map[string][]byte{"/before": before, "/after": after} {
+		if got := readAll(t, rc.client(opt), p); !bytes.Equal(got, want) {
+			t.Fatalf("%s differs", p)
+		}
+	}
+}
