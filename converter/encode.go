@@ -23,7 +23,8 @@ import (
 
 var indexMagic = []byte("DYLX")
 
-const indexVersion = 1
+// indexVersion 2 added Checkpoint.WindowRanges; version 1 indexes still decode.
+const indexVersion = 2
 
 type encoder struct{ b bytes.Buffer }
 
@@ -82,6 +83,11 @@ func (x *Index) MarshalBinary() ([]byte, error) {
 		e.uvarint(uint64(c.Bits))
 		e.varint(c.Out)
 		e.bytes(c.Window)
+		e.uvarint(uint64(len(c.WindowRanges)))
+		for _, r := range c.WindowRanges {
+			e.varint(c.In - r.Off) // ranges sit just before the checkpoint
+			e.varint(r.Len)
+		}
 	}
 	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
 	if err != nil {
@@ -157,8 +163,9 @@ func UnmarshalIndex(data []byte) (*Index, error) {
 	if !bytes.HasPrefix(data, indexMagic) || len(data) < len(indexMagic)+1 {
 		return nil, fmt.Errorf("%w: bad magic", ErrBadIndex)
 	}
-	if v := data[len(indexMagic)]; v != indexVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrBadIndex, v)
+	version := data[len(indexMagic)]
+	if version < 1 || version > indexVersion {
+		return nil, fmt.Errorf("%w: version %d", ErrBadIndex, version)
 	}
 	zr, err := zstd.NewReader(bytes.NewReader(data[len(indexMagic)+1:]), zstd.WithDecoderConcurrency(1))
 	if err != nil {
@@ -221,6 +228,13 @@ func UnmarshalIndex(data []byte) (*Index, error) {
 		c.Bits = uint8(d.uvarint())
 		c.Out = d.varint()
 		c.Window = d.bytes()
+		if version >= 2 {
+			nr := d.count()
+			for j := 0; j < nr && d.err == nil; j++ {
+				off := c.In - d.varint()
+				c.WindowRanges = append(c.WindowRanges, BlobRange{Off: off, Len: d.varint()})
+			}
+		}
 	}
 	if d.err != nil {
 		return nil, d.err
@@ -248,8 +262,18 @@ func (x *Index) validate() error {
 	}
 	var last int64 = -1
 	for _, c := range x.Checkpoints {
-		if c.Out <= last || c.Bits > 7 || c.In < 0 || c.In > x.CompressedSize {
+		if c.Out <= last || c.Bits > 7 || c.In < 0 || c.In > x.CompressedSize || len(c.Window) > windowSize {
 			return fmt.Errorf("%w: bad checkpoint", ErrBadIndex)
+		}
+		var n int64
+		for _, r := range c.WindowRanges {
+			n += r.Len
+			if r.Off < 0 || r.Len <= 0 || r.Off+r.Len > c.In {
+				return fmt.Errorf("%w: bad checkpoint window range", ErrBadIndex)
+			}
+		}
+		if n > windowSize {
+			return fmt.Errorf("%w: checkpoint window of %d bytes", ErrBadIndex, n)
 		}
 		last = c.Out
 	}

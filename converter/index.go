@@ -86,6 +86,11 @@ type Checkpoint struct {
 	Bits   uint8
 	Out    int64
 	Window []byte
+	// WindowRanges, when set instead of Window, say where in the blob the
+	// window's bytes are: after stored deflate blocks (incompressible data)
+	// the window is a verbatim copy of the compressed bytes just before In,
+	// so the index need not carry it.
+	WindowRanges []BlobRange
 }
 
 // Index describes one layer blob: its entries and how to read their bytes.
@@ -281,9 +286,11 @@ func gzipCheckpointer(idx *Index, f *inflater, spacing int64) func(boundary) {
 		case b.memberStart:
 			idx.Checkpoints = append(idx.Checkpoints, Checkpoint{In: b.bitPos / 8, Out: b.out})
 		case aligned || gap >= spacing+spacing/2:
-			idx.Checkpoints = append(idx.Checkpoints, Checkpoint{
-				In: b.bitPos / 8, Bits: uint8(b.bitPos % 8), Out: b.out, Window: bytes.Clone(f.window()),
-			})
+			c := Checkpoint{In: b.bitPos / 8, Bits: uint8(b.bitPos % 8), Out: b.out}
+			if c.WindowRanges = f.storedWindow(); c.WindowRanges == nil {
+				c.Window = bytes.Clone(f.window())
+			}
+			idx.Checkpoints = append(idx.Checkpoints, c)
 		}
 	}
 }

@@ -286,6 +286,10 @@ type inflater struct {
 	// window() is valid during the call.
 	onBoundary func(boundary)
 	skipCRC    bool // the current member was entered mid-way
+	// runs are the stored blocks since the last Huffman block: their output
+	// is a verbatim copy of compressed bytes, so a window made only of them
+	// can be read back from the blob instead of being kept in the index.
+	runs []storedRun
 
 	out     []byte // window + decoded bytes
 	rpos    int    // next byte handed to Read
@@ -337,6 +341,57 @@ func newInflaterMode(r io.ByteReader, skipBits uint, dict []byte, gzip, resume b
 		}
 	}
 	return f, nil
+}
+
+type storedRun struct {
+	out, in, n int64 // output offset, compressed offset, length
+}
+
+// BlobRange is a byte range of a layer blob.
+type BlobRange struct {
+	Off int64
+	Len int64
+}
+
+// outPos is the output offset of the next decoded byte.
+func (f *inflater) outPos() int64 { return f.total + int64(f.wpos-f.crcFrom) }
+
+// noteStored records a stored block of n bytes starting now; the stream is
+// byte-aligned with its data next.
+func (f *inflater) noteStored(n int64) {
+	if n == 0 {
+		return
+	}
+	out := f.outPos()
+	keep := 0
+	for keep < len(f.runs) && f.runs[keep].out+f.runs[keep].n <= out-windowSize {
+		keep++
+	}
+	f.runs = append(f.runs[:0], f.runs[keep:]...)
+	f.runs = append(f.runs, storedRun{out: out, in: f.br.bitPos() / 8, n: n})
+}
+
+// storedWindow returns where in the compressed stream the window before the
+// current output position lies, when stored blocks produced all of it.
+func (f *inflater) storedWindow() []BlobRange {
+	out := f.outPos()
+	lo := max(out-windowSize, 0)
+	if len(f.runs) == 0 || f.runs[0].out > lo {
+		return nil
+	}
+	last := f.runs[len(f.runs)-1]
+	if last.out+last.n != out {
+		return nil
+	}
+	var rs []BlobRange
+	for _, r := range f.runs {
+		a, b := max(r.out, lo), r.out+r.n
+		if b <= a {
+			continue
+		}
+		rs = append(rs, BlobRange{Off: r.in + (a - r.out), Len: b - a})
+	}
+	return rs
 }
 
 // window returns up to the last 32 KiB of output, the state a resumed
@@ -469,13 +524,16 @@ func (f *inflater) startBlock() error {
 			return errDeflate("stored block length check fails")
 		}
 		f.stored = int(n)
+		f.noteStored(int64(n))
 		if n == 0 {
 			f.endBlock()
 		}
 		return nil
 	case 1:
+		f.runs = f.runs[:0] // Huffman output breaks the run of stored bytes
 		f.lit, f.dist = &fixedLit, &fixedDist
 	case 2:
+		f.runs = f.runs[:0]
 		if err := f.readDynamic(); err != nil {
 			return err
 		}

@@ -141,16 +141,23 @@ func (l *LayerReader) compressedFrom(in int64) *bufio.Reader {
 
 func (l *LayerReader) decodeGzip(s span) ([]byte, error) {
 	c := l.idx.Checkpoints[s.cp]
+	window := c.Window
+	if len(c.WindowRanges) > 0 {
+		var err error
+		if window, err = l.readRanges(c.WindowRanges); err != nil {
+			return nil, err
+		}
+	}
 	br := l.compressedFrom(c.In)
 	var r io.Reader
 	if c.Bits != 0 {
-		f, err := newInflaterMode(br, uint(c.Bits), c.Window, true, true)
+		f, err := newInflaterMode(br, uint(c.Bits), window, true, true)
 		if err != nil {
 			return nil, err
 		}
 		r = f
 	} else {
-		r = &gzipResume{br: br, fr: flate.NewReaderDict(br, c.Window)}
+		r = &gzipResume{br: br, fr: flate.NewReaderDict(br, window)}
 	}
 	out := make([]byte, s.end-s.start)
 	if _, err := io.ReadFull(r, out); err != nil {
@@ -160,6 +167,26 @@ func (l *LayerReader) decodeGzip(s span) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// readRanges reads a checkpoint window kept in the blob itself.
+func (l *LayerReader) readRanges(rs []BlobRange) ([]byte, error) {
+	var n int64
+	for _, r := range rs {
+		n += r.Len
+	}
+	w := make([]byte, 0, n)
+	for _, r := range rs {
+		p := make([]byte, r.Len)
+		if _, err := l.blob.ReadAt(p, r.Off); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("reading checkpoint window: %w", err)
+		}
+		w = append(w, p...)
+	}
+	return w, nil
 }
 
 // gzipResume continues compress/flate across gzip member boundaries. flate
