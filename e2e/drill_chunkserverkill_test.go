@@ -183,7 +183,9 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 		}
 		onUp += cs.Shards
 	}
-	if onUp != r.Shards || r.Chunks != before.Chunks {
+	// Chunks may be added meanwhile (the registry indexes pushed layers in
+	// the background), never lost.
+	if onUp != r.Shards || r.Chunks < before.Chunks {
 		t.Errorf("after repair the live chunkservers own %d shards, fsck counts %d shards in %d chunks (%d before)",
 			onUp, r.Shards, r.Chunks, before.Chunks)
 	}

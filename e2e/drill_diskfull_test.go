@@ -189,12 +189,13 @@ func TestDrillDiskFull(t *testing.T) {
 		t.Errorf("DELETE of the probe shard: %d %s", code, body)
 	}
 	r = c.WaitFsckClean(time.Minute)
-	t.Logf("DRILL disk-full one-disk: a full disk under a running chunkserver refused a shard with 507 %s; "+
-		"%d pushes succeeded meanwhile; space freed: shards accepted again", chunkserver.ErrorNoSpace, oneFull)
+	t.Logf("DRILL disk-full one-disk: a shard PUT to the chunkserver whose disk filled behind its back got %d %q; "+
+		"%d pushes succeeded meanwhile; space freed: shards accepted again", code, hdr.Get(chunkserver.HeaderError), oneFull)
 	t.Logf("DRILL disk-full: %d chunkservers of %d MiB filled after %d pushes of 2 MiB; failing push names the cause: %v, "+
 		"failing cp names it: %v; space grown to %d MiB: first push succeeded after %s, %d more pushed; bytes verified %d; "+
 		"fsck %d chunks healthy",
-		servers, small, len(ok), drillMentionsSpace(drillLastLine(fullErr)), err != nil && drillMentionsSpace(out), 4*small, recovered.Round(100*time.Millisecond), grownPushes-1, verified, r.Healthy)
+		servers, small, len(ok), drillMentionsSpace(drillLastLine(fullErr)), err != nil && drillMentionsSpace(out), 4*small,
+		recovered.Round(100*time.Millisecond), grownPushes-1, verified, r.Healthy)
 }
 
 func drillLastLine(s string) string {
