@@ -3,8 +3,10 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,12 +236,41 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 		}
 		verified += n
 	}
+
+	// Phase 3: the four come back on their old disks. They rejoin, the
+	// degraded chunks are completed, and the copies that were rebuilt
+	// elsewhere meanwhile are deleted from them: the shard files on all
+	// disks add up to the shards fsck counts, none duplicated.
+	back := time.Now()
+	for _, p := range append(dead, dead2...) {
+		c.Start(p)
+	}
+	c.WaitChunkserversUp(len(c.Chunks))
+	c.WaitRedundant(3 * time.Minute)
+	r3 := c.WaitFsckClean(2 * time.Minute)
+	var onDisk int
+	c.waitFor(time.Minute, "the shard files on the chunkservers to match the shards in use", func() (bool, string) {
+		onDisk = 0
+		var per []string
+		for _, p := range c.Chunks {
+			n, err := drillShardsOnDisk(p.flag("--listen"))
+			if err != nil {
+				return false, err.Error()
+			}
+			onDisk += n
+			per = append(per, fmt.Sprintf("%s %d", p.name, n))
+		}
+		return onDisk == r3.Shards, fmt.Sprintf("%d shard files (%s), fsck counts %d shards", onDisk,
+			strings.Join(per, ", "), r3.Shards)
+	})
+	rejoined := time.Since(back)
 	t.Logf("DRILL chunkserver-kill: images %d (%d layer bytes), chunks %d; phase 1: 2 of 7 SIGKILLed during %d reads "+
 		"(%d bytes, 0 failed), declared down after %s, full redundancy (status degraded 0, fsck %d/%d healthy) after %s; "+
 		"phase 2: 2 more SIGKILLed during %d reads (%d bytes, 0 failed), status lost %d, fsck lost %d degraded %d; "+
-		"final pull verified %d bytes",
+		"final pull verified %d bytes; phase 3: all 4 restarted, full redundancy and no duplicate shard (%d files = %d shards) after %s",
 		len(images), written, r.Chunks, ops1, bytes1, downAfter.Round(100*time.Millisecond), r.Healthy, r.Chunks,
-		repaired.Round(100*time.Millisecond), ops2, bytes2, st.Lost, r2.Lost, r2.Degraded, verified)
+		repaired.Round(100*time.Millisecond), ops2, bytes2, st.Lost, r2.Lost, r2.Degraded, verified, onDisk, r3.Shards,
+		rejoined.Round(100*time.Millisecond))
 }
 
 // chunkserverIDs maps processes to the IDs they registered with, from the
@@ -284,4 +315,23 @@ func drillStates(st *metaserver.Status, ids map[metaserver.ServerID]bool) map[me
 		}
 	}
 	return out
+}
+
+// drillShardsOnDisk asks a chunkserver how many shard files it holds.
+func drillShardsOnDisk(addr string) (int, error) {
+	resp, err := drillHTTP.Get("http://" + addr + "/status")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Shards int `json:"shards"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s/status: %s", addr, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, fmt.Errorf("%s/status: %w", addr, err)
+	}
+	return st.Shards, nil
 }
