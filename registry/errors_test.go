@@ -2,10 +2,13 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/dockyard/dockyard/metaserver"
 )
 
 // TestEndpointErrors runs every endpoint's failure cases against the real
@@ -130,5 +133,28 @@ func TestErrorsMatch(t *testing.T) {
 	var re *Error
 	if !errors.As(err, &re) || re.Code.Status != http.StatusBadRequest {
 		t.Fatalf("errors.As: %v", err)
+	}
+}
+
+// noLeaderKV fails every call the way a metaserver cluster without a leader
+// does.
+type noLeaderKV struct{ metaserver.KV }
+
+func (noLeaderKV) KVGet(context.Context, string, string) ([]byte, bool, error) {
+	return nil, false, &metaserver.ErrNotLeader{}
+}
+
+// TestStoreUnavailableIs503: a metaserver without a leader is a retryable
+// 503, not a 500 or a 404.
+func TestStoreUnavailableIs503(t *testing.T) {
+	blobs, err := NewLocalBlobStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &testEnv{t: t, kv: noLeaderKV{newMemKV()}, blobs: blobs}
+	env.start(Config{})
+	r := env.do("GET", "/v2/x/manifests/v1", nil, nil)
+	if r.status != http.StatusServiceUnavailable || r.code() != "UNAVAILABLE" {
+		t.Fatalf("%d %s", r.status, r.body)
 	}
 }
