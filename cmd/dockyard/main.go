@@ -22,7 +22,11 @@ func main() {
 		Short:         "Dockyard: a distributed file system and container image registry in one binary",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Flags not given on the command line come from DOCKYARD_* variables
+		// or the config file (config.go).
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyConfig(cmd) },
 	}
+	root.PersistentFlags().String("config", "", "YAML config file (default $"+configEnv+"); flags and DOCKYARD_* variables override it")
 	root.AddCommand(versionCmd())
 	for _, add := range subcommands {
 		root.AddCommand(add())
