@@ -11,13 +11,19 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Client talks to any number of chunkservers over HTTP. It is safe for
-// concurrent use; one Client per process is enough.
+// Client talks to any number of chunkservers over HTTP, and directly to those
+// running in the same process once they are attached (see Attach). It is
+// safe for concurrent use; one Client per process is enough.
 type Client struct {
 	hc *http.Client
+
+	localMu sync.Mutex // serialises Attach and Detach
+	local   atomic.Pointer[map[string]LocalServer]
 }
 
 // NewClient returns a client using hc, or a tuned default when hc is nil.
@@ -69,6 +75,19 @@ func (c *Client) Put(ctx context.Context, addr, name string, data []byte) (uint6
 	if err := checkName("put", addr, name); err != nil {
 		return 0, err
 	}
+	if ls := c.localServer(addr); ls != nil {
+		// No checksum of our own: nothing can damage the bytes between
+		// here and the store, which computes the sum it returns from
+		// the very buffer it writes.
+		if err := ctx.Err(); err != nil {
+			return 0, &ShardError{"put", addr, name, err}
+		}
+		sum, err := ls.PutShard(ctx, name, data)
+		if err != nil {
+			return 0, &ShardError{"put", addr, name, err}
+		}
+		return sum, nil
+	}
 	sum := Sum(data)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, shardURL(addr, name), bytes.NewReader(data))
 	if err != nil {
@@ -114,6 +133,15 @@ func (c *Client) ReadAt(ctx context.Context, addr, name string, p []byte, off in
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if ls := c.localServer(addr); ls != nil {
+		if err := ctx.Err(); err != nil {
+			return 0, &ShardError{"read", addr, name, err}
+		}
+		if err := ls.ReadShard(ctx, name, p, off); err != nil {
+			return 0, &ShardError{"read", addr, name, err}
+		}
+		return len(p), nil
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, shardURL(addr, name), nil)
 	if err != nil {
 		return 0, &ShardError{"read", addr, name, err}
@@ -152,6 +180,16 @@ func (c *Client) Stat(ctx context.Context, addr, name string) (ShardInfo, error)
 	if err := checkName("stat", addr, name); err != nil {
 		return ShardInfo{}, err
 	}
+	if ls := c.localServer(addr); ls != nil {
+		if err := ctx.Err(); err != nil {
+			return ShardInfo{}, &ShardError{"stat", addr, name, err}
+		}
+		info, err := ls.StatShard(ctx, name)
+		if err != nil {
+			return ShardInfo{}, &ShardError{"stat", addr, name, err}
+		}
+		return info, nil
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, shardURL(addr, name), nil)
 	if err != nil {
 		return ShardInfo{}, &ShardError{"stat", addr, name, err}
@@ -179,6 +217,15 @@ func (c *Client) Stat(ctx context.Context, addr, name string) (ShardInfo, error)
 func (c *Client) Delete(ctx context.Context, addr, name string) error {
 	if err := checkName("delete", addr, name); err != nil {
 		return err
+	}
+	if ls := c.localServer(addr); ls != nil {
+		if err := ctx.Err(); err != nil {
+			return &ShardError{"delete", addr, name, err}
+		}
+		if err := ls.DeleteShard(ctx, name); err != nil {
+			return &ShardError{"delete", addr, name, err}
+		}
+		return nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, shardURL(addr, name), nil)
 	if err != nil {
@@ -243,17 +290,25 @@ func statusError(resp *http.Response) error {
 	if i := strings.IndexByte(msg, '\n'); i >= 0 {
 		msg = msg[:i]
 	}
-	e := &StatusError{Code: resp.StatusCode, Msg: msg}
+	return NewStatusError(resp.StatusCode, resp.Header.Get(HeaderError), msg)
+}
+
+// NewStatusError is the error a chunkserver's reply of status code with
+// HeaderError value kind (may be empty) stands for. The HTTP client and the
+// in-process transport both build their errors with it, so a caller sees the
+// same error whichever way the shard travelled.
+func NewStatusError(code int, kind, msg string) *StatusError {
+	e := &StatusError{Code: code, Msg: msg}
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case code == http.StatusNotFound:
 		e.kind = ErrNotFound
-	case resp.StatusCode == http.StatusInsufficientStorage:
+	case code == http.StatusInsufficientStorage:
 		e.kind = ErrNoSpace
-	case resp.Header.Get(HeaderError) == ErrorCorrupt:
+	case kind == ErrorCorrupt:
 		e.kind = ErrCorrupt
-	case resp.StatusCode == http.StatusBadRequest && resp.Header.Get(HeaderError) == ErrorSum:
+	case code == http.StatusBadRequest && kind == ErrorSum:
 		e.kind = ErrSumMismatch
-	case resp.StatusCode == http.StatusBadRequest && resp.Header.Get(HeaderError) == ErrorName:
+	case code == http.StatusBadRequest && kind == ErrorName:
 		e.kind = ErrBadName
 	}
 	return e

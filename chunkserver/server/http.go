@@ -99,8 +99,8 @@ func (s *Server) putBuf(b *[]byte) {
 
 func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, name string) {
 	limit := s.cfg.MaxShardSize
-	if r.ContentLength > limit {
-		http.Error(w, fmt.Sprintf("shard of %d bytes exceeds the %d byte limit", r.ContentLength, limit), http.StatusRequestEntityTooLarge)
+	if err := s.checkSize(r.ContentLength); err != nil {
+		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
 		return
 	}
 	var want uint64
@@ -154,34 +154,50 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, name string) 
 	_ = json.NewEncoder(w).Encode(chunkserver.PutReply{Sum: chunkserver.FormatSum(sum), Size: int64(len(data))})
 }
 
-// writeStoreError maps a store error to its status: the sentinels become the
-// statuses the client turns back into the same sentinels. A corrupt shard is
-// also reported to the metaserver: the reader may report it too, but the
-// chunkserver is the one that knows for certain.
+// writeStoreError answers a store error with its status (see storeFailure).
 func (s *Server) writeStoreError(w http.ResponseWriter, name string, err error) {
+	code, kind := s.storeFailure(name, err)
+	if kind != "" {
+		w.Header().Set(chunkserver.HeaderError, kind)
+	}
+	http.Error(w, err.Error(), code)
+}
+
+// storeFailure maps a store error to the status and HeaderError value the API
+// answers it with: the sentinels become the statuses the client turns back
+// into the same sentinels. A corrupt shard is also counted and reported to
+// the metaserver: the reader may report it too, but the chunkserver is the one
+// that knows for certain. The HTTP handlers and the in-process transport both
+// go through here, so both count, report and answer alike.
+func (s *Server) storeFailure(name string, err error) (code int, kind string) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		http.Error(w, err.Error(), http.StatusNotFound)
+		return http.StatusNotFound, ""
 	case errors.Is(err, store.ErrNoSpace):
-		w.Header().Set(chunkserver.HeaderError, chunkserver.ErrorNoSpace)
-		http.Error(w, err.Error(), http.StatusInsufficientStorage)
+		return http.StatusInsufficientStorage, chunkserver.ErrorNoSpace
 	case errors.Is(err, store.ErrCorrupt):
 		s.metrics.corrupt.Add(1)
 		s.log.Warn("corrupt shard", "err", err)
 		if name != "" {
 			s.reportBadAsync(name, err)
 		}
-		w.Header().Set(chunkserver.HeaderError, chunkserver.ErrorCorrupt)
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return http.StatusInternalServerError, chunkserver.ErrorCorrupt
 	case errors.Is(err, store.ErrBadName):
-		w.Header().Set(chunkserver.HeaderError, chunkserver.ErrorName)
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		return http.StatusBadRequest, chunkserver.ErrorName
 	case errors.Is(err, store.ErrClosed):
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return http.StatusServiceUnavailable, ""
 	default:
 		s.log.Error("store failure", "err", err)
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return http.StatusInternalServerError, ""
 	}
+}
+
+// checkSize refuses a shard of n bytes over MaxShardSize (413 over HTTP).
+func (s *Server) checkSize(n int64) error {
+	if limit := s.cfg.MaxShardSize; n > limit {
+		return fmt.Errorf("shard of %d bytes exceeds the %d byte limit", n, limit)
+	}
+	return nil
 }
 
 func (s *Server) handleHead(w http.ResponseWriter, name string) {
