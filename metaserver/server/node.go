@@ -48,6 +48,9 @@ type Node struct {
 	readyMu   sync.Mutex
 	readyTerm atomic.Uint64
 
+	// inert is inertLogs; tests replace it to take the barrier fallback.
+	inert func(from, to uint64) bool
+
 	leaderSince atomic.Int64 // unix nanos when this node last became leader
 	stop        chan struct{}
 	wg          sync.WaitGroup
@@ -70,6 +73,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, fsm: NewFSM(), stop: make(chan struct{})}
 	n.verify.n = n
+	n.inert = n.inertLogs
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -373,8 +377,27 @@ func (n *Node) ensureReadable(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: %v", ms.ErrUnavailable, err)
 	}
-	return n.fsm.waitApplied(ctx, idx, n.inertLogs)
+	wctx, cancel := context.WithTimeout(ctx, readWaitBeforeBarrier)
+	err := n.fsm.waitApplied(wctx, idx, n.inert)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	// The entries up to idx could not be shown applied (they left the log
+	// for a snapshot, say). A barrier returns once the FSM has processed
+	// everything before it, which settles it either way.
+	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return n.notLeader()
+		}
+		return fmt.Errorf("%w: %v", ms.ErrUnavailable, err)
+	}
+	return nil
 }
+
+// readWaitBeforeBarrier is how long a read waits for the state to catch up
+// before it settles the question with a barrier (a log entry).
+const readWaitBeforeBarrier = time.Second
 
 // inertLogs reports whether the log entries in (from, to] carry nothing for
 // the FSM (no-ops and barriers). An entry it cannot read counts as a command.
