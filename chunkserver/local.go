@@ -72,3 +72,6 @@ func (c *Client) localMap() map[string]LocalServer {
 
 // localServer returns the in-process server at addr, or nil.
 func (c *Client) localServer(addr string) LocalServer { return c.localMap()[addr] }
+
+// Attached reports whether calls to addr go to an in-process server.
+func (c *Client) Attached(addr string) bool { return c.localServer(addr) != nil }

@@ -35,6 +35,14 @@ type Config struct {
 	ChunkBasePort int
 	// ChunkCapacity limits each chunkserver's bytes (0 = the disk's free space).
 	ChunkCapacity int64
+	// NoSync makes the chunkservers skip fsync (store.WithoutSync): shards
+	// reach the page cache only, as the reference registry's files do, and
+	// the last seconds of writes are lost if the machine loses power.
+	NoSync bool
+	// HTTPOnly makes the cluster's own clients reach its chunkservers over
+	// loopback HTTP, as other processes do, instead of calling them in
+	// process. For measuring the difference and testing the HTTP path.
+	HTTPOnly bool
 	// Meta is the metaserver to use. Nil runs an in-memory metaserver (tests).
 	Meta Meta
 	// FS tunes the fs client (K, M, chunk size...).
@@ -50,7 +58,9 @@ type Meta interface {
 	Close() error
 }
 
-// Cluster is a running local cluster.
+// Cluster is a running local cluster. Its chunkservers listen on loopback for
+// other processes, but Shards (and so FS, and the chunkservers' repairs) reach
+// them in process, without HTTP: see chunkserver.Client.Attach.
 type Cluster struct {
 	cfg    Config
 	Meta   *metaserver.Client
@@ -119,6 +129,7 @@ func (c *Cluster) startChunkserver(i int) error {
 		DataDir:           dir,
 		Listen:            c.addrs[i],
 		Capacity:          c.cfg.ChunkCapacity,
+		NoSync:            c.cfg.NoSync,
 		Cluster:           c.Meta,
 		Chunks:            c.Meta,
 		HeartbeatInterval: c.cfg.HeartbeatInterval,
@@ -137,6 +148,9 @@ func (c *Cluster) startChunkserver(i int) error {
 	// Keep the port a restart must reuse: the metaserver knows the server by it.
 	c.addrs[i] = s.Addr()
 	c.mu.Unlock()
+	if !c.cfg.HTTPOnly {
+		c.Shards.Attach(s.Addr(), s)
+	}
 	return nil
 }
 
@@ -163,6 +177,9 @@ func (c *Cluster) Kill(i int) error {
 	if s == nil {
 		return fmt.Errorf("chunkserver %d is not running", i)
 	}
+	// Detached first, so callers find it gone the way a remote client does:
+	// a refused connection, not an answer from a closing store.
+	c.Shards.Detach(s.Addr())
 	return s.Close()
 }
 
@@ -210,6 +227,7 @@ func (c *Cluster) Close() error {
 	c.mu.Unlock()
 	for _, s := range servers {
 		if s != nil {
+			c.Shards.Detach(s.Addr())
 			errs = append(errs, s.Close())
 		}
 	}

@@ -331,8 +331,14 @@ func TestDetach(t *testing.T) {
 	if _, err := c.Put(ctx, s.Addr(), name, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
+	if !c.Attached(s.Addr()) {
+		t.Errorf("Attached = false after Attach")
+	}
 	c.Detach(s.Addr())
 	c.Detach(s.Addr()) // twice is harmless
+	if c.Attached(s.Addr()) {
+		t.Errorf("Attached = true after Detach")
+	}
 	if _, err := c.Stat(ctx, s.Addr(), name); err != nil {
 		t.Fatal(err)
 	}
