@@ -645,3 +645,19 @@ func TestCommandCodecRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestLivenessCountsSilenceFromTheFloor(t *testing.T) {
+	f := NewFSM()
+	f.servers["a"] = &ms.ChunkserverInfo{ID: "a", State: ms.StateUp, LastHeartbeat: 0}
+	sec := int64(time.Second)
+	// Silent for 100 s, but the leader took over 2 s ago: nothing yet.
+	if ch := f.livenessChanges(100*sec, 3*sec, 30*sec, 98*sec); len(ch) != 0 {
+		t.Fatalf("changes right after a takeover: %+v", ch)
+	}
+	if ch := f.livenessChanges(102*sec, 3*sec, 30*sec, 98*sec); len(ch) != 1 || ch[0].State != ms.StateSuspect {
+		t.Fatalf("changes 4 s after the takeover: %+v", ch)
+	}
+	if ch := f.livenessChanges(129*sec, 3*sec, 30*sec, 98*sec); len(ch) != 1 || ch[0].State != ms.StateDown {
+		t.Fatalf("changes 31 s after the takeover: %+v", ch)
+	}
+}

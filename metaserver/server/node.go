@@ -572,10 +572,11 @@ func (n *Node) leaderTick() {
 		p, _ := json.Marshal(ms.MemberArgs{ID: n.cfg.ID, RaftAddr: n.RaftAddr(), APIAddr: n.APIAddr()})
 		_, _ = n.apply(&command{Type: cmdSetMember, Time: now, Payload: p}) // retried next tick on failure
 	}
-	// Count silence from when this node took over at the earliest: a new
-	// leader (or a whole cluster restarting) must not mark every
-	// chunkserver down for heartbeats nobody could receive.
-	floor := n.leaderSince.Load()
+	// Count silence from a while after this node took over at the earliest:
+	// a new leader (or a whole cluster restarting) must not condemn
+	// chunkservers for heartbeats nobody could receive, and their clients
+	// need a moment (an attempt timeout or two) to find the new leader.
+	floor := n.leaderSince.Load() + int64(n.cfg.SuspectAfter)
 	n.fsm.mu.RLock()
 	changes := n.fsm.livenessChanges(now, int64(n.cfg.SuspectAfter), int64(n.cfg.DownAfter), floor)
 	gc := n.fsm.gcWork(now, int64(n.cfg.RepairTimeout))
