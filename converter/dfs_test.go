@@ -121,10 +121,6 @@ func TestDFSEndToEnd(t *testing.T) {
 		t.Fatalf("second indexing: %+v %v", again, err)
 	}
 
-	// The opener reads blobs through a client without read-ahead: span
-	// reads are bounded and buffered already, and read-ahead past a span
-	// only costs chunkserver bytes on random access.
-	noReadAhead := fs.New(cl.Meta, cl.Shards, fs.Options{ReadAhead: -1})
 	// A second indexer that lost the race to publish removes its own tree.
 	md := digest.FromBytes(manifest)
 	lateTree, err := converter.MergeLayers([]converter.ImageLayer{{Index: res.Layers[0], Blob: 1}})
@@ -139,7 +135,11 @@ func TestDFSEndToEnd(t *testing.T) {
 		t.Fatalf("image directory holds %+v (%v), want only rootfs", names, err)
 	}
 
-	src := &countingSource{BlobSource: converter.NewDFSStore(noReadAhead, 0)}
+	// The opener reads blobs through a fresh client (cold block cache) with
+	// the default read-ahead: a span is one exact read, which must not set
+	// it off.
+	cold := fs.New(cl.Meta, cl.Shards, fs.Options{})
+	src := &countingSource{BlobSource: converter.NewDFSStore(cold, 0)}
 	opener := converter.NewOpener(src, converter.NewSpanCache(64<<20), 0)
 	lazy := fs.New(cl.Meta, cl.Shards, fs.Options{LayerOpener: opener})
 	rootfs := converter.ImageRootfsPath(digest.FromBytes(manifest))
@@ -169,8 +169,13 @@ func TestDFSEndToEnd(t *testing.T) {
 	if served > int64(gz.Len())/5 {
 		t.Errorf("chunkservers served %d bytes for one small file of a %d-byte layer", served, gz.Len())
 	}
+	served0 = servedBytes(t, cl)
 	if got := string(read("bin/true")); got != "#!/bin/sh\nexit 0\n" {
 		t.Fatalf("bin/true = %q", got)
+	}
+	// At the start of the layer, before the payload: one 1 MiB span.
+	if served := servedBytes(t, cl) - served0; served > int64(gz.Len())/10 {
+		t.Errorf("chunkservers served %d bytes for bin/true of a %d-byte layer", served, gz.Len())
 	}
 	if !bytes.Equal(read("payload"), payload) {
 		t.Fatal("payload differs")

@@ -260,9 +260,9 @@ func (x *Index) validate() error {
 			return fmt.Errorf("%w: entry %q outside the stream", ErrBadIndex, e.Path)
 		}
 	}
-	var last int64 = -1
+	var last, lastIn int64 = -1, 0
 	for _, c := range x.Checkpoints {
-		if c.Out <= last || c.Bits > 7 || c.In < 0 || c.In > x.CompressedSize || len(c.Window) > windowSize {
+		if c.Out <= last || c.In < lastIn || c.Bits > 7 || c.In > x.CompressedSize || len(c.Window) > windowSize {
 			return fmt.Errorf("%w: bad checkpoint", ErrBadIndex)
 		}
 		var n int64
@@ -275,7 +275,7 @@ func (x *Index) validate() error {
 		if n > windowSize {
 			return fmt.Errorf("%w: checkpoint window of %d bytes", ErrBadIndex, n)
 		}
-		last = c.Out
+		last, lastIn = c.Out, c.In
 	}
 	if x.Format != FormatPlain && (len(x.Checkpoints) == 0 || x.Checkpoints[0].Out != 0) {
 		return errors.Join(ErrBadIndex, fmt.Errorf("no checkpoint at the start"))

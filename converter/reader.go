@@ -2,6 +2,7 @@ package converter
 
 import (
 	"bufio"
+	"bytes"
 	"compress/flate"
 	"fmt"
 	"io"
@@ -140,15 +141,39 @@ func (l *LayerReader) compressedFrom(in int64) *bufio.Reader {
 }
 
 func (l *LayerReader) decodeGzip(s span) ([]byte, error) {
-	c := l.idx.Checkpoints[s.cp]
-	window := c.Window
-	if len(c.WindowRanges) > 0 {
-		var err error
-		if window, err = l.readRanges(c.WindowRanges); err != nil {
-			return nil, err
+	cps := l.idx.Checkpoints
+	c := cps[s.cp]
+	// One read of exactly the compressed bytes the span needs, up to the
+	// next checkpoint's bit position, with the window when it lies in the
+	// blob just before: the fs client sees one random read rather than a
+	// sequential reader worth reading megabytes ahead for.
+	end := l.idx.CompressedSize
+	if s.cp+1 < len(cps) {
+		next := cps[s.cp+1]
+		end = next.In
+		if next.Bits > 0 {
+			end++
 		}
 	}
-	br := l.compressedFrom(c.In)
+	lo := c.In
+	for _, r := range c.WindowRanges {
+		lo = min(lo, r.Off)
+	}
+	buf := make([]byte, end-lo)
+	if n, err := l.blob.ReadAt(buf, lo); n < len(buf) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	window := c.Window
+	if len(c.WindowRanges) > 0 {
+		window = make([]byte, 0, windowSize)
+		for _, r := range c.WindowRanges {
+			window = append(window, buf[r.Off-lo:r.Off-lo+r.Len]...)
+		}
+	}
+	br := bufio.NewReader(bytes.NewReader(buf[c.In-lo:]))
 	var r io.Reader
 	if c.Bits != 0 {
 		f, err := newInflaterMode(br, uint(c.Bits), window, true, true)
@@ -167,26 +192,6 @@ func (l *LayerReader) decodeGzip(s span) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-// readRanges reads a checkpoint window kept in the blob itself.
-func (l *LayerReader) readRanges(rs []BlobRange) ([]byte, error) {
-	var n int64
-	for _, r := range rs {
-		n += r.Len
-	}
-	w := make([]byte, 0, n)
-	for _, r := range rs {
-		p := make([]byte, r.Len)
-		if _, err := l.blob.ReadAt(p, r.Off); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, fmt.Errorf("reading checkpoint window: %w", err)
-		}
-		w = append(w, p...)
-	}
-	return w, nil
 }
 
 // gzipResume continues compress/flate across gzip member boundaries. flate
