@@ -28,6 +28,7 @@ func serveCmd() *cobra.Command {
 		chunkservers, chunkBasePort                        int
 		chunkCapacityMB                                    int64
 		gcInterval                                         time.Duration
+		fsync, shardHTTP                                   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -83,6 +84,8 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				Chunkservers:  chunkservers,
 				ChunkBasePort: chunkBasePort,
 				ChunkCapacity: chunkCapacityMB << 20,
+				NoSync:        !fsync,
+				HTTPOnly:      shardHTTP,
 				Meta:          nodeMeta{node},
 				FS:            dfs.Options{K: k, M: m, Logger: log},
 				Logger:        log,
@@ -113,6 +116,10 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	f.IntVar(&chunkBasePort, "chunkserver-base-port", 9600, "chunkserver i listens on this port + i (0 = free ports)")
 	f.Int64Var(&chunkCapacityMB, "chunkserver-capacity-mb", 0, "bytes each chunkserver may hold, in MiB (0 = the disk's free space)")
 	f.StringVar(&ec, "ec", "4+2", "erasure coding of file chunks, data+parity")
+	f.BoolVar(&fsync, "fsync", true, "fsync every shard before acknowledging it; false keeps shards in the page cache only "+
+		"(faster; a power loss can lose the last seconds of writes)")
+	f.BoolVar(&shardHTTP, "shard-http", false, "send this process's own shard traffic over loopback HTTP instead of "+
+		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
