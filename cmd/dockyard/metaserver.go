@@ -33,8 +33,11 @@ It runs until SIGINT or SIGTERM.`,
 			case cfg.DataDir == "":
 				return fmt.Errorf("--data is required")
 			}
+			// Raft's warnings and errors (lost contact, failed elections)
+			// always reach stderr; --verbose adds its routine messages.
+			cfg.LogOutput, cfg.LogLevel = os.Stderr, "warn"
 			if verbose {
-				cfg.LogOutput = os.Stderr
+				cfg.LogLevel = "info"
 			}
 			n, err := msserver.Start(cfg)
 			if err != nil {
@@ -56,6 +59,6 @@ It runs until SIGINT or SIGTERM.`,
 	f.DurationVar(&cfg.SuspectAfter, "suspect-after", 0, "mark a silent chunkserver suspect after this long (default 3s)")
 	f.DurationVar(&cfg.DownAfter, "down-after", 0, "mark a silent chunkserver down and rebuild its shards after this long (default 30s)")
 	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 16384)")
-	f.BoolVar(&verbose, "verbose", false, "log Raft's own messages to stderr")
+	f.BoolVar(&verbose, "verbose", false, "log Raft's routine messages too, not only its warnings and errors")
 	return cmd
 }

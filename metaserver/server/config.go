@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"github.com/hashicorp/go-hclog"
 	"io"
 	"time"
 
@@ -58,6 +59,9 @@ type Config struct {
 
 	// LogOutput receives Raft's log; nil discards it.
 	LogOutput io.Writer
+	// LogLevel is the least severe Raft message written: "debug", "info"
+	// (default), "warn" or "error".
+	LogLevel string
 }
 
 func (c *Config) setDefaults() {
@@ -85,6 +89,9 @@ func (c *Config) setDefaults() {
 	if c.LogOutput == nil {
 		c.LogOutput = io.Discard
 	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
 }
 
 func (c *Config) validate() error {
@@ -95,6 +102,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("metaserver config: %w: empty data directory", ms.ErrBadRequest)
 	case c.APIAddr == "" || c.RaftAddr == "":
 		return fmt.Errorf("metaserver config: %w: API and Raft addresses are required", ms.ErrBadRequest)
+	case c.LogLevel != "" && hclog.LevelFromString(c.LogLevel) == hclog.NoLevel:
+		return fmt.Errorf("metaserver config: %w: log level %q", ms.ErrBadRequest, c.LogLevel)
 	}
 	return nil
 }

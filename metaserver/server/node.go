@@ -125,7 +125,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft-" + cfg.ID, Output: cfg.LogOutput, Level: hclog.Info})
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft-" + cfg.ID, Output: cfg.LogOutput, Level: hclog.LevelFromString(cfg.LogLevel)})
 
 	existing, err := raft.HasExistingState(n.store, n.store, n.snaps)
 	if err != nil {
