@@ -9,11 +9,21 @@
 #
 #   bench/registry/run.sh                  # RUNS=5 LAYERS=8 LAYER_MB=128
 #
+# VARIANTS picks the `dockyard serve` configurations run side by side, each its
+# own process on its own data directory (default "fsync nosync"):
+#   fsync        the default: every shard fsynced before it is acknowledged
+#   nosync       --fsync=false: shards in the page cache only, as the
+#                reference's filesystem driver leaves its files
+#   http         --shard-http: the registry reaches its own chunkservers over
+#                loopback HTTP (the transport before in-process shards)
+#   http-nosync  both
+#
 # Environment: DOCKYARD_BIN (default: built from this checkout), REFERENCE_BIN
 # (default: `registry` on PATH or in GOPATH/bin; install it with
 # go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2),
-# RUNS, LAYERS, LAYER_MB, DY_PORT/META_PORT/REF_PORT (default 15000/19600/15001),
-# TOOLS ("crane skopeo").
+# RUNS, LAYERS, LAYER_MB, DY_PORT/META_PORT/REF_PORT (default 15000/19600/15001;
+# variant i serves on DY_PORT+2+i, its metaserver on META_PORT+2*i and
+# META_PORT+2*i+1), TOOLS ("crane skopeo").
 set -euo pipefail
 
 RUNS=${RUNS:-5}
@@ -23,6 +33,7 @@ DY_PORT=${DY_PORT:-15000}
 META_PORT=${META_PORT:-19600}
 REF_PORT=${REF_PORT:-15001}
 TOOLS=${TOOLS:-crane skopeo}
+VARIANTS=${VARIANTS:-fsync nosync}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/dockyard-bench-registry.XXXXXX")
@@ -50,7 +61,25 @@ if [ -z "${DOCKYARD_BIN:-}" ]; then
 	mkdir -p "$work/bin"
 	(cd "$root" && go build -o "$DOCKYARD_BIN" ./cmd/dockyard) || die "go build failed"
 fi
-for port in "$DY_PORT" "$META_PORT" "$((META_PORT + 1))" "$REF_PORT"; do
+variant_flags() {
+	case $1 in
+	fsync) echo "" ;;
+	nosync) echo "--fsync=false" ;;
+	http) echo "--shard-http" ;;
+	http-nosync) echo "--shard-http --fsync=false" ;;
+	*) die "unknown variant $1 (want fsync, nosync, http or http-nosync)" ;;
+	esac
+}
+declare -A dy_addr
+i=0
+ports=("$REF_PORT")
+for v in $VARIANTS; do
+	variant_flags "$v" >/dev/null
+	dy_addr[$v]=127.0.0.1:$((DY_PORT + 2 + i))
+	ports+=("$((DY_PORT + 2 + i))" "$((META_PORT + 2 * i))" "$((META_PORT + 2 * i + 1))")
+	i=$((i + 1))
+done
+for port in "${ports[@]}"; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 		die "port $port is in use; set DY_PORT, META_PORT or REF_PORT"
 	fi
@@ -59,12 +88,18 @@ done
 mkdir -p "$work/bin"
 (cd "$root" && go build -o "$work/bin/mkimage" ./bench/registry/mkimage) || die "go build mkimage failed"
 
-log "starting dockyard serve on 127.0.0.1:$DY_PORT"
-"$DOCKYARD_BIN" serve --data "$work/dockyard" --listen "127.0.0.1:$DY_PORT" \
-	--meta-listen "127.0.0.1:$META_PORT" --chunkserver-base-port 0 --gc-interval 0 --log-level warn \
-	>"$work/dockyard.log" 2>&1 &
-dy_pid=$!
-pids+=($dy_pid)
+declare -A dy_pid
+i=0
+for v in $VARIANTS; do
+	log "starting dockyard serve ($v: $(variant_flags "$v")) on ${dy_addr[$v]}"
+	# shellcheck disable=SC2046 # the flags are words
+	"$DOCKYARD_BIN" serve --data "$work/dockyard-$v" --listen "${dy_addr[$v]}" \
+		--meta-listen "127.0.0.1:$((META_PORT + 2 * i))" --chunkserver-base-port 0 --gc-interval 0 --log-level warn \
+		$(variant_flags "$v") >"$work/dockyard-$v.log" 2>&1 &
+	dy_pid[$v]=$!
+	pids+=($!)
+	i=$((i + 1))
+done
 
 log "starting the reference registry on 127.0.0.1:$REF_PORT"
 cat >"$work/reference.yml" <<YAML
@@ -92,7 +127,9 @@ wait_up() { # addr pid log
 	cat "$3" >&2
 	die "$1 did not come up"
 }
-wait_up "127.0.0.1:$DY_PORT" "$dy_pid" "$work/dockyard.log"
+for v in $VARIANTS; do
+	wait_up "${dy_addr[$v]}" "${dy_pid[$v]}" "$work/dockyard-$v.log"
+done
 wait_up "127.0.0.1:$REF_PORT" "$ref_pid" "$work/reference.log"
 
 # seconds CMD...: run CMD quietly, print its wall-clock seconds.
@@ -129,8 +166,8 @@ for run in $(seq "$RUNS"); do
 	"$work/bin/mkimage" -out "$work/image" -layers "$LAYERS" -layer-mb "$LAYER_MB" -seed "$run" || die "mkimage failed"
 	bytes=$(find "$work/image/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 	for tool in $TOOLS; do
-		for reg in dockyard reference; do
-			addr=127.0.0.1:$DY_PORT
+		for reg in $VARIANTS reference; do
+			addr=${dy_addr[$reg]:-}
 			[ "$reg" = reference ] && addr=127.0.0.1:$REF_PORT
 			repo=bench/$tool-run$run
 			t=$(seconds push "$tool" "$addr" "$repo")
@@ -149,13 +186,16 @@ mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN {printf "%.0f", b / 1e6 / s}'; }
 echo
 echo "Image: $LAYERS layers, $bytes bytes; median of $RUNS runs; MB/s = 10^6 bytes per second."
 echo
-echo "| client | operation | Dockyard (4+2 EC) MB/s | distribution v3.1.2 MB/s | ratio |"
-echo "|---|---|---|---|---|"
+echo "| client | operation | dockyard serve (4+2 EC) | Dockyard MB/s | distribution v3.1.2 MB/s | ratio |"
+echo "|---|---|---|---|---|---|"
 for tool in $TOOLS; do
 	for op in push pull; do
-		d=$(echo "${times[$tool.dockyard.$op]}" | median)
 		r=$(echo "${times[$tool.reference.$op]}" | median)
-		printf '| %s | %s | %s | %s | %.2fx |\n' "$tool" "$op" "$(mbps "$d")" "$(mbps "$r")" "$(awk -v r="$r" -v d="$d" 'BEGIN {print r / d}')"
+		for v in $VARIANTS; do
+			d=$(echo "${times[$tool.$v.$op]}" | median)
+			printf '| %s | %s | %s | %s | %s | %.2fx |\n' "$tool" "$op" "$v" "$(mbps "$d")" "$(mbps "$r")" \
+				"$(awk -v r="$r" -v d="$d" 'BEGIN {print r / d}')"
+		done
 	done
 done
 echo
