@@ -132,9 +132,20 @@ type httpExecutor struct {
 	retryTimeout   time.Duration
 	attemptTimeout time.Duration
 
-	mu     sync.Mutex
-	leader string // base URL of the last known leader
-	next   int    // round-robin position when the leader is unknown
+	mu        sync.Mutex
+	leader    string // base URL of the last known leader
+	next      int    // round-robin position when the leader is unknown
+	staleNext int    // round-robin position of stale reads
+}
+
+// staleTarget spreads stale reads over every address.
+func (h *httpExecutor) staleTarget(advance bool) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if advance {
+		h.staleNext++
+	}
+	return h.addrs[h.staleNext%len(h.addrs)]
 }
 
 func (h *httpExecutor) target() string {
@@ -175,9 +186,15 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 	backoff := 10 * time.Millisecond
 	var last error
 	misses := 0 // failed attempts since the last backoff
+	stale := Reads[op] && StaleAllowed(ctx)
 	for {
 		url := h.target()
-		reply, err, retry := h.once(ctx, url, op, reqID, args)
+		if stale {
+			// Any node answers; rotate so the load spreads and a dead
+			// node costs one attempt.
+			url = h.staleTarget(true)
+		}
+		reply, err, retry := h.once(ctx, url, op, reqID, args, stale)
 		if err == nil {
 			return reply, nil
 		}
@@ -197,10 +214,12 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 		last = err
 		misses++
 		var nl *ErrNotLeader
-		if errors.As(err, &nl) && nl.Leader != "" && baseURL(nl.Leader) != url {
+		switch {
+		case stale:
+		case errors.As(err, &nl) && nl.Leader != "" && baseURL(nl.Leader) != url:
 			// Redirected: go straight to the named leader.
 			h.setLeader(baseURL(nl.Leader))
-		} else {
+		default:
 			h.failed(url)
 		}
 		// Sweep the known addresses (and follow a redirect) at once; back
@@ -222,7 +241,7 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 }
 
 // once sends one request; retry says whether another attempt may succeed.
-func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []byte) (reply []byte, err error, retry bool) {
+func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []byte, stale bool) (reply []byte, err error, retry bool) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err(), false
 	}
@@ -239,6 +258,9 @@ func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []b
 	req.Header.Set("Content-Type", "application/json")
 	if reqID != "" {
 		req.Header.Set(RequestIDHeader, reqID)
+	}
+	if stale {
+		req.Header.Set(ConsistencyHeader, "stale")
 	}
 	resp, err := h.hc.Do(req)
 	if err != nil {

@@ -63,6 +63,34 @@ var Mutations = map[string]bool{
 // RequestIDHeader carries the request id of a mutation.
 const RequestIDHeader = "Dockyard-Request-Id"
 
+// Reads lists the operations answered from the state without changing it.
+// By default the leader answers them linearizably; see AllowStale.
+var Reads = map[string]bool{
+	OpLookup: true, OpGetAttr: true, OpGetInode: true, OpReadDir: true, OpGetXattr: true,
+	OpListXattr: true, OpStatFS: true, OpResolvePath: true, OpGetChunk: true,
+	OpChunkservers: true, OpKVGet: true, OpKVList: true,
+}
+
+// ConsistencyHeader set to "stale" asks for a stale read (see AllowStale).
+const ConsistencyHeader = "Dockyard-Read-Consistency"
+
+type staleKey struct{}
+
+// AllowStale marks ctx so that reads made with it may be answered by any
+// metaserver, follower or leader, from its own state without asking the
+// others: cheaper and spread over the cluster, but possibly behind the
+// latest writes (by the replication delay; a partitioned node, by more). For
+// data that does not change once written, such as an image's file tree.
+func AllowStale(ctx context.Context) context.Context {
+	return context.WithValue(ctx, staleKey{}, true)
+}
+
+// StaleAllowed reports whether ctx was marked by AllowStale.
+func StaleAllowed(ctx context.Context) bool {
+	v, _ := ctx.Value(staleKey{}).(bool)
+	return v
+}
+
 // Argument records of the operations.
 type (
 	// NameArgs: lookup, unlink, rmdir.

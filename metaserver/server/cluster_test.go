@@ -493,3 +493,43 @@ func TestLeaderHousekeeping(t *testing.T) {
 		t.Fatalf("after a heartbeat: %s", s)
 	}
 }
+
+// Stale reads are answered by any node from its own state, even by a
+// follower that has lost its leader; linearizable reads are not.
+func TestStaleReadsOnFollowers(t *testing.T) {
+	ctx := context.Background()
+	nodes := startCluster(t, 3)
+	c, _ := ms.NewClient(addrs(nodes))
+	defer c.Close()
+	a, err := c.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: "img", Mode: syscall.S_IFDIR | 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *Node
+	for _, n := range nodes {
+		if !n.IsLeader() {
+			follower = n
+		}
+	}
+	waitFor(t, 5*time.Second, "the follower to apply the create", func() bool {
+		_, ok := rootNames(follower)["img"]
+		return ok
+	})
+	if got, err := follower.API().Lookup(ms.AllowStale(ctx), ms.RootIno, "img"); err != nil || got.Ino != a.Ino {
+		t.Fatalf("stale lookup on a follower: %+v %v", got, err)
+	}
+	// Cut the follower off from the other two: only stale reads still work.
+	for _, n := range nodes {
+		if n != follower {
+			_ = n.Close()
+		}
+	}
+	fc, _ := ms.NewClient([]string{follower.APIAddr()}, ms.WithRetryTimeout(time.Second))
+	defer fc.Close()
+	if got, err := fc.Lookup(ms.AllowStale(ctx), ms.RootIno, "img"); err != nil || got.Ino != a.Ino {
+		t.Fatalf("stale lookup over HTTP without a leader: %+v %v", got, err)
+	}
+	if _, err := fc.Lookup(ctx, ms.RootIno, "img"); err == nil {
+		t.Fatal("a linearizable read succeeded without a quorum")
+	}
+}

@@ -34,7 +34,11 @@ func (n *Node) serveOp(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		err = fmt.Errorf("%w: reading request: %v", ms.ErrBadRequest, err)
 	} else {
-		reply, err = n.Exec(r.Context(), op, r.Header.Get(ms.RequestIDHeader), body)
+		ctx := r.Context()
+		if r.Header.Get(ms.ConsistencyHeader) == "stale" {
+			ctx = ms.AllowStale(ctx)
+		}
+		reply, err = n.Exec(ctx, op, r.Header.Get(ms.RequestIDHeader), body)
 	}
 	n.met.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	if err != nil {

@@ -295,6 +295,13 @@ func (n *Node) Exec(ctx context.Context, op, reqID string, args []byte) ([]byte,
 		}
 		return nil, n.changeMembership(op, a)
 	case isQuery(op):
+		if ms.StaleAllowed(ctx) {
+			// Any node answers from what it has applied so far.
+			if n.raft.State() == raft.Shutdown {
+				return nil, fmt.Errorf("%s: %w: node shutting down", op, ms.ErrUnavailable)
+			}
+			return encodeReply(n.fsm.query(op, args))
+		}
 		if err := n.ensureReadable(ctx); err != nil {
 			return nil, err
 		}

@@ -19,14 +19,7 @@ func decodeArgs[T any](op string, b []byte) (T, error) {
 }
 
 // isQuery reports whether op is a read the FSM answers itself.
-func isQuery(op string) bool {
-	switch op {
-	case ms.OpLookup, ms.OpGetAttr, ms.OpGetInode, ms.OpReadDir, ms.OpGetXattr, ms.OpListXattr,
-		ms.OpStatFS, ms.OpResolvePath, ms.OpGetChunk, ms.OpChunkservers, ms.OpKVGet, ms.OpKVList:
-		return true
-	}
-	return false
-}
+func isQuery(op string) bool { return ms.Reads[op] }
 
 // query answers a read from the local state. The caller has made sure the
 // state is current enough (see Node.ensureReadable).
