@@ -42,11 +42,14 @@ command -v fio >/dev/null || die "no fio"
 command -v python3 >/dev/null || die "no python3"
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 mounted() { grep -q " $1 " /proc/self/mountinfo; }
 waitfor() { # waitfor SECONDS DESCRIPTION COMMAND...
-	local t=$1 what=$2; shift 2
-	for _ in $(seq $((t * 10))); do "$@" 2>/dev/null && return 0; sleep 0.1; done
-	die "timed out waiting for $what"
+	local end=$((SECONDS + $1)) what=$2; shift 2
+	until "$@" 2>/dev/null; do
+		[ "$SECONDS" -lt "$end" ] || die "timed out waiting for $what"
+		sleep 0.2
+	done
 }
 dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
@@ -73,18 +76,22 @@ dy_umount() {
 	umount "$work/mnt-dockyard"
 	wait "$dy_mount_pid" || true
 }
-waitfor 60 "dockyard serve" python3 -c "import socket; socket.create_connection(('${meta%:*}', ${meta##*:}), 1)"
+waitfor 60 "dockyard serve" listening "${meta##*:}"
 dy_mount
 
 # --- weed
 if [ -n "$WEED" ]; then
 	wdir="$work/weed"
 	mkdir -p "$wdir/data" "$wdir/log" "$work/mnt-weed"
-	wm=$(freeport)
-	"$WEED" -logdir="$wdir/log" server -dir="$wdir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$wm" \
-		-volume.port="$(freeport)" -filer -filer.port=8888 >"$wdir/server.log" 2>&1 &
+	# weed derives its gRPC ports as port+10000, so they cannot come from the
+	# ephemeral range; these are its defaults.
+	for p in 9333 8080 8888 19333 18080 18888; do
+		listening "$p" && die "port $p is in use; weed needs it"
+	done
+	"$WEED" -logdir="$wdir/log" server -dir="$wdir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=9333 \
+		-volume.port=8080 -filer -filer.port=8888 >"$wdir/server.log" 2>&1 &
 	pids+=($!)
-	waitfor 120 "weed filer" python3 -c 'import socket; socket.create_connection(("127.0.0.1",8888),1)'
+	waitfor 120 "weed filer" listening 8888
 	weed_mount_pid=""
 	weed_mount() {
 		"$WEED" -logdir="$wdir/log" mount -filer=127.0.0.1:8888 -dir="$work/mnt-weed" >>"$wdir/mount.log" 2>&1 &
