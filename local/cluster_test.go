@@ -15,7 +15,7 @@ import (
 	"github.com/dockyard/dockyard/local"
 )
 
-func startCluster(t *testing.T, cfg local.Config) *local.Cluster {
+func startCluster(t testing.TB, cfg local.Config) *local.Cluster {
 	t.Helper()
 	cfg.Dir = t.TempDir()
 	cfg.HeartbeatInterval = 100 * time.Millisecond
