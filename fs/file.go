@@ -188,6 +188,104 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// writeFrom streams r into the file from off to r's end. A chunk buffer it
+// starts is filled straight from r, one copy less than WriteAt of a caller's
+// buffer; readers never look at a buffer's bytes outside its dirty spans, so
+// filling it needs no lock. It returns the bytes written.
+func (f *File) writeFrom(ctx context.Context, r io.Reader, off int64) (int64, error) {
+	if f.layer != nil || f.layerErr != nil {
+		return 0, fmt.Errorf("write to inode %d: bytes live in a read-only layer: %w", f.ino, syscall.EROFS)
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if err := f.state(); err != nil {
+		return 0, err
+	}
+	cs := f.c.opt.ChunkSize
+	var total int64
+	var tmp []byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		pos := off + total
+		slot := pos / cs
+		rel := pos - slot*cs
+		f.mu.Lock()
+		w := f.slots[slot]
+		if w == nil && len(f.slots) >= f.c.opt.MaxDirtyChunks {
+			f.mu.Unlock()
+			if err := f.dispatchOldest(); err != nil {
+				return total, err
+			}
+			f.mu.Lock()
+		}
+		fresh := w == nil
+		if fresh {
+			f.seq++
+			w = &wbuf{seq: f.seq, slot: slot, buf: f.c.getBuf(), refs: 1}
+			f.slots[slot] = w
+			f.wbufs = append(f.wbufs, w)
+		}
+		f.mu.Unlock()
+		var m int
+		var rerr error
+		if fresh {
+			m, rerr = io.ReadFull(r, (*w.buf)[rel:cs])
+		} else {
+			// Part of this buffer is dirty and readers may be copying it:
+			// read aside, then copy under the lock as WriteAt does.
+			if tmp == nil {
+				tmp = make([]byte, cs)
+			}
+			m, rerr = io.ReadFull(r, tmp[:cs-rel])
+		}
+		f.mu.Lock()
+		if !fresh {
+			copy((*w.buf)[rel:], tmp[:m])
+		}
+		full := false
+		switch {
+		case m > 0:
+			w.spans = addSpan(w.spans, rel, rel+int64(m))
+			f.size = max(f.size, uint64(pos+int64(m)))
+			full = len(w.spans) == 1 && w.spans[0] == span{0, cs}
+		case fresh:
+			// The source ended exactly at a chunk boundary: drop the
+			// buffer started for bytes that never came.
+			delete(f.slots, slot)
+			for i, x := range f.wbufs {
+				if x == w {
+					f.wbufs = append(f.wbufs[:i], f.wbufs[i+1:]...)
+					break
+				}
+			}
+			f.unrefLocked(w)
+		}
+		f.mu.Unlock()
+		total += int64(m)
+		if full {
+			if err := f.dispatch(w); err != nil {
+				return total, err
+			}
+		}
+		f.mu.Lock()
+		commitNow := len(f.pending) >= f.c.opt.CommitEvery
+		f.mu.Unlock()
+		if commitNow {
+			if err := f.commit(ctx); err != nil {
+				return total, err
+			}
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return total, nil
+		case rerr != nil:
+			return total, fmt.Errorf("reading source: %w", rerr)
+		}
+	}
+}
+
 // state returns the error that stops writes, if any.
 func (f *File) state() error {
 	f.mu.Lock()

@@ -839,3 +839,30 @@ func TestHungServerDoesNotStallWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteFromIntoDirtyChunk: streaming into a chunk that already holds
+// unflushed writes keeps both.
+func TestWriteFromIntoDirtyChunk(t *testing.T) {
+	ctx := context.Background()
+	opt := Options{ChunkSize: testChunk}
+	cl := newCluster(t, 6)
+	c := cl.client(opt)
+	f, err := c.CreateFile(ctx, "/f", 0o644, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := randBytes(1, 1000)
+	if _, err := f.WriteAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
+	body := randBytes(2, 2*testChunk+3)
+	if n, err := f.writeFrom(ctx, bytes.NewReader(body), 1000); err != nil || n != int64(len(body)) {
+		t.Fatalf("writeFrom: %d %v", n, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, cl.client(opt), "/f"); !bytes.Equal(got, append(head, body...)) {
+		t.Fatal("content differs")
+	}
+}

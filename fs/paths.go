@@ -190,10 +190,6 @@ func (c *Client) readDir(ctx context.Context, p string, plus bool) ([]metaserver
 	}
 }
 
-// writeFileBuf is the unit WriteFile reads its source in: one chunk, so every
-// WriteAt fills a chunk buffer exactly.
-func (c *Client) writeFileBuf() int64 { return c.opt.ChunkSize }
-
 // WriteFile streams r into the file at path (created or truncated) and
 // returns its attributes once everything is committed. Memory stays bounded
 // by the upload pipeline, whatever the stream's length.
@@ -202,28 +198,9 @@ func (c *Client) WriteFile(ctx context.Context, p string, r io.Reader, mode uint
 	if err != nil {
 		return metaserver.Attr{}, err
 	}
-	buf := make([]byte, c.writeFileBuf())
-	var off int64
-	for {
-		if err := ctx.Err(); err != nil {
-			f.Close()
-			return metaserver.Attr{}, err
-		}
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				f.Close()
-				return metaserver.Attr{}, fmt.Errorf("writing %s: %w", p, err)
-			}
-			off += int64(n)
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			f.Close()
-			return metaserver.Attr{}, fmt.Errorf("writing %s: reading source: %w", p, rerr)
-		}
+	if _, err := f.writeFrom(ctx, r, 0); err != nil {
+		f.Close()
+		return metaserver.Attr{}, fmt.Errorf("writing %s: %w", p, err)
 	}
 	if err := f.Flush(ctx); err != nil {
 		f.Close()
