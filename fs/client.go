@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/reedsolomon"
@@ -169,10 +170,10 @@ func (c *Client) Open(ctx context.Context, ino metaserver.Ino) (*File, error) {
 		return nil, fmt.Errorf("opening inode %d: %w", ino, err)
 	}
 	if in.IsDir() {
-		return nil, metaserver.Errf("open", eisdir, "inode %d is a directory", ino)
+		return nil, metaserver.Errf("open", syscall.EISDIR, "inode %d is a directory", ino)
 	}
 	if !in.IsRegular() {
-		return nil, metaserver.Errf("open", einval, "inode %d is not a regular file", ino)
+		return nil, metaserver.Errf("open", syscall.EINVAL, "inode %d is not a regular file", ino)
 	}
 	f := newFile(c, in)
 	if in.Layer != nil {

@@ -12,11 +12,6 @@ import (
 	"github.com/dockyard/dockyard/metaserver"
 )
 
-var (
-	eisdir = syscall.EISDIR
-	einval = syscall.EINVAL
-)
-
 // File is an open regular file. It is safe for concurrent use.
 //
 // Writes land in chunk-aligned buffers. A buffer that fills is encoded and
