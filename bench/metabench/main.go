@@ -47,6 +47,7 @@ func run() error {
 		noSync   = flag.Bool("nosync", false, "in-process cluster: skip fsync of the Raft log")
 		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		lookups  = flag.Bool("lookups", true, "after the creates of each run, look every created name up")
+		stale    = flag.Bool("stale", false, "lookups are stale reads, answered by every node (metaserver.AllowStale)")
 	)
 	flag.Parse()
 	if *profile != "" {
@@ -113,14 +114,18 @@ func run() error {
 		if !*lookups {
 			continue
 		}
+		lctx, lname := ctx, "lookup"
+		if *stale {
+			lctx, lname = ms.AllowStale(ctx), "stale lookup"
+		}
 		_, r, err = phase(cs, created, *duration, func(c *ms.Client, i int) error {
-			_, err := c.Lookup(ctx, dir.Ino, "f"+strconv.Itoa(i))
+			_, err := c.Lookup(lctx, dir.Ino, "f"+strconv.Itoa(i))
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("lookups with %d clients: %w", n, err)
 		}
-		r.print("lookup", n)
+		r.print(lname, n)
 		for _, c := range cs {
 			c.Close()
 		}
