@@ -136,8 +136,10 @@ func TestDFSEndToEnd(t *testing.T) {
 	}
 
 	// The opener reads blobs through a fresh client (cold block cache) with
-	// the default read-ahead: a span is one exact read, which must not set
-	// it off.
+	// the default read-ahead. A span is one exact read, so random reads of
+	// files far apart do not look sequential to it. (A blob's very first
+	// read near offset 0 does, which is why the files below are read last
+	// first.)
 	cold := fs.New(cl.Meta, cl.Shards, fs.Options{})
 	src := &countingSource{BlobSource: converter.NewDFSStore(cold, 0)}
 	opener := converter.NewOpener(src, converter.NewSpanCache(64<<20), 0)
