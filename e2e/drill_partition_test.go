@@ -232,15 +232,10 @@ func TestDrillMetaserverPartition(t *testing.T) {
 	}
 	for _, f := range fails {
 		// The chunkservers' disks are nearly empty: "no space" here means
-		// the new leader counted them out (see checkChunkserversFollow).
+		// the new leader counted them out (see checkChunkserversFollow;
+		// docs/reliability.md, fixed bug 2).
 		if strings.Contains(f, "not enough chunkservers with free space") {
-			msg := "a write failed with a placement error while every disk had room: " + f
-			if drillKnownBugs() {
-				t.Error(msg)
-			} else {
-				t.Logf("KNOWN BUG (docs/reliability.md; DOCKYARD_DRILL_KNOWN_BUGS=1 fails on it): %s", msg)
-			}
-			break
+			t.Errorf("a write failed with a placement error while every disk had room: %s", f)
 		}
 	}
 	if l != isolated {
@@ -301,12 +296,7 @@ func (c *drillCluster) checkChunkserversFollow(t *testing.T) {
 	if minUp == len(c.Chunks) {
 		return
 	}
-	msg := fmt.Sprintf("%s after its election the new leader meta%d counted only %d of %d chunkservers up (%s): "+
+	t.Errorf("%s after its election the new leader meta%d counted only %d of %d chunkservers up (%s): "+
 		"their heartbeats were still stuck on the unreachable old leader", at.Round(100*time.Millisecond), l+1, minUp,
 		len(c.Chunks), worst)
-	if drillKnownBugs() {
-		t.Error(msg)
-	} else {
-		t.Logf("KNOWN BUG (docs/reliability.md; DOCKYARD_DRILL_KNOWN_BUGS=1 fails on it): %s", msg)
-	}
 }
