@@ -51,11 +51,7 @@ func adminStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Leader, members, chunkservers and redundancy at a glance",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			mc, err := metaClient(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: withMeta(func(cmd *cobra.Command, _ []string, mc *metaserver.Client) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			st, err := mc.Status(ctx)
@@ -79,7 +75,7 @@ func adminStatusCmd() *cobra.Command {
 			fmt.Fprintln(w)
 			printChunkservers(w, st.Chunkservers)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -129,11 +125,7 @@ func adminChunkserversCmd() *cobra.Command {
 		Use:   "ls",
 		Short: "List chunkservers with state, capacity and shard counts",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			mc, err := metaClient(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: withMeta(func(cmd *cobra.Command, _ []string, mc *metaserver.Client) error {
 			cs, err := mc.Chunkservers(cmd.Context())
 			if err != nil {
 				return err
@@ -143,18 +135,14 @@ func adminChunkserversCmd() *cobra.Command {
 			}
 			printChunkservers(cmd.OutOrStdout(), cs)
 			return nil
-		},
+		}),
 	}
 	var wait bool
 	drain := &cobra.Command{
 		Use:   "drain ID",
 		Short: "Stop placing shards on a chunkserver and move its shards elsewhere",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			mc, err := metaClient(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: withMeta(func(cmd *cobra.Command, args []string, mc *metaserver.Client) error {
 			id := metaserver.ServerID(args[0])
 			if err := mc.SetChunkserverState(cmd.Context(), id, metaserver.StateDraining); err != nil {
 				return fmt.Errorf("drain %s: %w", id, err)
@@ -175,7 +163,7 @@ func adminChunkserversCmd() *cobra.Command {
 				}
 				return 0, false, fmt.Errorf("chunkserver %s is no longer known", id)
 			})
-		},
+		}),
 	}
 	drain.Flags().BoolVar(&wait, "wait", true, "wait until every shard has moved off, showing progress")
 	var force bool
@@ -183,11 +171,7 @@ func adminChunkserversCmd() *cobra.Command {
 		Use:   "remove ID",
 		Short: "Forget a chunkserver (drain it first; --force rebuilds its shards from parity instead)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			mc, err := metaClient(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: withMeta(func(cmd *cobra.Command, args []string, mc *metaserver.Client) error {
 			id := metaserver.ServerID(args[0])
 			cs, err := mc.Chunkservers(cmd.Context())
 			if err != nil {
@@ -203,7 +187,7 @@ func adminChunkserversCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", id)
 			return nil
-		},
+		}),
 	}
 	remove.Flags().BoolVar(&force, "force", false, "remove even though it still holds shards (they are rebuilt elsewhere)")
 	c.AddCommand(ls, drain, remove)
@@ -216,11 +200,7 @@ func adminRepairCmd() *cobra.Command {
 		Use:   "repair",
 		Short: "Show repairs in flight and wait until every chunk has full redundancy",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			mc, err := metaClient(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: withMeta(func(cmd *cobra.Command, _ []string, mc *metaserver.Client) error {
 			st, err := mc.Status(cmd.Context())
 			if err != nil {
 				return err
@@ -245,7 +225,7 @@ func adminRepairCmd() *cobra.Command {
 				}
 				return int64(st.Degraded), st.Degraded == 0, nil
 			})
-		},
+		}),
 	}
 	c.Flags().BoolVar(&wait, "wait", true, "wait until nothing is degraded, showing progress")
 	return c

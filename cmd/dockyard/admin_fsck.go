@@ -5,6 +5,7 @@ import (
 
 	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/fs/fsck"
+	"github.com/dockyard/dockyard/metaserver"
 	"github.com/spf13/cobra"
 )
 
@@ -18,11 +19,7 @@ reports chunks that are degraded (readable, some shard missing or corrupt) or lo
 --deep reads every shard so each block checksum is verified; --fix reports the bad shards to the metaserver,
 which rebuilds them. It exits non-zero when anything is degraded, lost or dangling.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			mc, err := metaClient(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: withMeta(func(cmd *cobra.Command, _ []string, mc *metaserver.Client) error {
 			tty := isTerminal(cmd.ErrOrStderr())
 			if tty {
 				o.Progress = func(n int) {
@@ -60,7 +57,7 @@ which rebuilds them. It exits non-zero when anything is degraded, lost or dangli
 				return fmt.Errorf("fsck found %d degraded and %d lost chunks, %d dangling references", r.Degraded, r.Lost, len(r.Dangling))
 			}
 			return nil
-		},
+		}),
 	}
 	c.Flags().BoolVar(&o.Deep, "deep", false, "read every shard so the chunkservers verify each block checksum")
 	c.Flags().BoolVar(&o.Fix, "fix", false, "report bad shards to the metaserver so they are rebuilt")

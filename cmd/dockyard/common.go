@@ -34,3 +34,16 @@ func metaClient(cmd *cobra.Command) (*metaserver.Client, error) {
 	// A command line should not hang for long on a cluster that is down.
 	return metaserver.NewClient(metaAddrs(v), metaserver.WithRetryTimeout(10*time.Second))
 }
+
+// withMeta wraps a command body that talks to the metaservers: it connects
+// through --meta and closes the client when the body returns.
+func withMeta(body func(cmd *cobra.Command, args []string, mc *metaserver.Client) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		mc, err := metaClient(cmd)
+		if err != nil {
+			return err
+		}
+		defer mc.Close()
+		return body(cmd, args, mc)
+	}
+}
