@@ -23,6 +23,7 @@ type Client struct {
 	log    *slog.Logger
 
 	cache *blockCache // nil when disabled
+	disk  *diskCache  // nil unless Options.CacheDir is set
 
 	// uploads bounds the chunks being encoded or uploaded, over all files.
 	uploads chan struct{}
@@ -71,6 +72,16 @@ func New(meta metaserver.API, shards *chunkserver.Client, opt Options) *Client {
 	}
 	if opt.CacheBytes > 0 {
 		c.cache = newBlockCache(opt.CacheBytes)
+		if opt.CacheDir != "" {
+			// New has no error to return: a cache directory that cannot
+			// be used costs speed, not correctness.
+			d, err := newDiskCache(opt.CacheDir, opt.DiskCacheBytes)
+			if err != nil {
+				c.log.Warn("running without the disk block cache", "err", err)
+			} else {
+				c.disk = d
+			}
+		}
 	}
 	c.bufCap = int64(opt.K+opt.M) * shardSizeFor(opt.ChunkSize, opt.K)
 	// A replicated chunk needs only its data; a small chunk is EC-coded into

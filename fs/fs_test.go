@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -864,5 +866,64 @@ func TestWriteFromIntoDirtyChunk(t *testing.T) {
 	}
 	if got := readAll(t, cl.client(opt), "/f"); !bytes.Equal(got, append(head, body...)) {
 		t.Fatal("content differs")
+	}
+}
+
+// TestDiskCache: with a cache directory, a block evicted from memory is read
+// back from local disk instead of the chunkservers; a damaged cache file is
+// a miss, never wrong bytes; the directory stays within its bound.
+func TestDiskCache(t *testing.T) {
+	dir := t.TempDir()
+	opt := Options{ChunkSize: testChunk, CacheBytes: blockSize, ReadAhead: -1, CacheDir: dir, DiskCacheBytes: 3 * testChunk}
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(Options{ChunkSize: testChunk}), "/f", 2*testChunk)
+	c := cl.client(opt)
+	gets := func() int {
+		n := 0
+		for _, s := range cl.servers {
+			s.mu.Lock()
+			n += s.gets
+			s.mu.Unlock()
+		}
+		return n
+	}
+	if got := readAll(t, c, "/f"); !bytes.Equal(got, want) {
+		t.Fatal("first read differs")
+	}
+	g0 := gets()
+	if got := readAll(t, c, "/f"); !bytes.Equal(got, want) {
+		t.Fatal("read from the disk cache differs")
+	}
+	if g := gets(); g != g0 {
+		t.Fatalf("second read made %d shard requests; the disk cache should serve it", g-g0)
+	}
+	// Damage every cached block: reads go back to the shards, still right.
+	files, _ := filepath.Glob(filepath.Join(dir, "blocks", "*"))
+	if len(files) == 0 {
+		t.Fatal("nothing cached on disk")
+	}
+	for _, p := range files {
+		b, _ := os.ReadFile(p)
+		b[len(b)-1] ^= 1
+		os.WriteFile(p, b, 0o600)
+	}
+	if got := readAll(t, c, "/f"); !bytes.Equal(got, want) {
+		t.Fatal("read with a damaged disk cache differs")
+	}
+	if gets() == g0 {
+		t.Fatal("damaged cache files were served")
+	}
+	// Bound: a larger file leaves at most DiskCacheBytes on disk.
+	writeRandom(t, cl.client(Options{ChunkSize: testChunk}), "/big", 6*testChunk)
+	readAll(t, c, "/big")
+	var total int64
+	files, _ = filepath.Glob(filepath.Join(dir, "blocks", "*"))
+	for _, p := range files {
+		if st, err := os.Stat(p); err == nil {
+			total += st.Size()
+		}
+	}
+	if total > 3*testChunk {
+		t.Fatalf("disk cache holds %d bytes, bound %d", total, 3*testChunk)
 	}
 }

@@ -26,6 +26,7 @@ const (
 	DefaultM              = 2
 	DefaultReplicateBelow = 128 << 10
 	DefaultCacheBytes     = 256 << 20
+	DefaultDiskCacheBytes = 4 << 30
 	DefaultReadAhead      = 8 << 20
 	DefaultHedgeAfter     = time.Second
 	DefaultIOTimeout      = 30 * time.Second
@@ -52,9 +53,14 @@ type Options struct {
 	CacheBytes int64
 	// ReadAhead is the sequential read-ahead window, default 8 MiB; negative
 	// disables it.
-	ReadAhead   int64
-	LayerOpener LayerOpener // reads files whose Inode.Layer is set (nil = EIO on them)
-	Logger      *slog.Logger
+	ReadAhead int64
+	// CacheDir, when set, adds a block cache on local disk below the memory
+	// one, bounded by DiskCacheBytes (default 4 GiB). It is emptied when
+	// the client starts. It needs the memory cache.
+	CacheDir       string
+	DiskCacheBytes int64
+	LayerOpener    LayerOpener // reads files whose Inode.Layer is set (nil = EIO on them)
+	Logger         *slog.Logger
 
 	// HedgeAfter is how long a shard read may take before the same bytes are
 	// also reconstructed from other shards; the first answer wins.
@@ -108,6 +114,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CacheBytes == 0 {
 		o.CacheBytes = DefaultCacheBytes
+	}
+	if o.CacheDir != "" && o.DiskCacheBytes <= 0 {
+		o.DiskCacheBytes = DefaultDiskCacheBytes
 	}
 	if o.ReadAhead == 0 {
 		o.ReadAhead = DefaultReadAhead

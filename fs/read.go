@@ -66,6 +66,11 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 	type run struct{ from, to int64 } // block indexes [from, to)
 	var runs []run
 	var runFlights [][]*flight
+	type diskLoad struct {
+		key blockKey
+		fl  *flight
+	}
+	var fromDisk []diskLoad
 	bc.mu.Lock()
 	for i := first; i <= last; i++ {
 		k := blockKey{ch.ID, i}
@@ -80,6 +85,10 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 		fl := &flight{done: make(chan struct{})}
 		bc.flights[k] = fl
 		waits[i-first] = fl
+		if c.disk != nil && c.disk.has(k) {
+			fromDisk = append(fromDisk, diskLoad{k, fl})
+			continue
+		}
 		if len(runs) > 0 && runs[len(runs)-1].to == i {
 			runs[len(runs)-1].to++
 			runFlights[len(runFlights)-1] = append(runFlights[len(runFlights)-1], fl)
@@ -109,6 +118,29 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 				bl = append(bl, buf[lo:min(lo+blockSize, int64(len(buf)))])
 			}
 			bc.finish(keys, runFlights[ri], bl, err)
+			if err == nil && c.disk != nil {
+				for i, k := range keys {
+					c.disk.put(k, bl[i])
+				}
+			}
+		}()
+	}
+	for _, dl := range fromDisk {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b, ok := c.disk.get(dl.key); ok {
+				bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{b}, nil)
+				return
+			}
+			// Gone or damaged on disk: fetch it from the shards.
+			from := dl.key.idx * blockSize
+			buf := make([]byte, min(from+blockSize, ch.Size)-from)
+			err := c.readShards(context.WithoutCancel(ctx), ch, buf, from)
+			bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{buf}, err)
+			if err == nil {
+				c.disk.put(dl.key, buf)
+			}
 		}()
 	}
 	if dst == nil {
