@@ -167,7 +167,10 @@ func mountImage(t *testing.T, c *Cluster, repo, tag string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mc.Close() })
-	im := image.New(mc, chunkserver.NewClient(nil), image.Options{})
+	im, err := image.New(mc, chunkserver.NewClient(nil), image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	root, _, err := im.Prepare(ctx, res)
 	if err != nil {
 		t.Fatalf("preparing %s: %v", ref, err)

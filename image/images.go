@@ -15,11 +15,16 @@ import (
 
 // Options configure Images.
 type Options struct {
-	// SpanCacheBytes bounds the decompressed layer spans kept on this host
+	// SpanCacheBytes bounds the decompressed layer spans kept in memory
 	// (default 256 MiB).
 	SpanCacheBytes int64
-	FS             dfs.Options
-	Logger         *slog.Logger
+	// SpanCacheDir, when set, also keeps decompressed spans on local disk
+	// (at most SpanCacheDiskBytes), so the next `dockyard run` of an image
+	// on this host starts warm, as a pulled image would.
+	SpanCacheDir       string
+	SpanCacheDiskBytes int64
+	FS                 dfs.Options
+	Logger             *slog.Logger
 }
 
 // Images prepares and mounts images stored in one cluster.
@@ -34,17 +39,27 @@ type Images struct {
 }
 
 // New makes Images over a cluster's metaserver and chunkservers.
-func New(meta metaserver.API, shards *chunkserver.Client, o Options) *Images {
+func New(meta metaserver.API, shards *chunkserver.Client, o Options) (*Images, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.SpanCacheBytes == 0 {
 		o.SpanCacheBytes = 256 << 20
 	}
+	cache, err := converter.OpenSpanCache(converter.SpanCacheOptions{
+		MemoryBytes: o.SpanCacheBytes, Dir: o.SpanCacheDir, DiskBytes: o.SpanCacheDiskBytes})
+	if err != nil {
+		return nil, fmt.Errorf("span cache: %w", err)
+	}
 	o.FS.Logger = o.Logger
+	// Indexing streams whole blobs and gains from read-ahead; lazy reads
+	// fetch exactly the compressed span they decode, so read-ahead on them
+	// would only fetch bytes nobody asked for.
 	blobs := dfs.New(meta, shards, o.FS)
 	store := converter.NewDFSStore(blobs, 0)
-	opener := converter.NewOpener(store, converter.NewSpanCache(o.SpanCacheBytes), 0)
+	lazy := o.FS
+	lazy.ReadAhead = -1
+	opener := converter.NewOpener(converter.NewDFSStore(dfs.New(meta, shards, lazy), 0), cache, 0)
 	fo := o.FS
 	fo.LayerOpener = opener
 	return &Images{
@@ -55,7 +70,7 @@ func New(meta metaserver.API, shards *chunkserver.Client, o Options) *Images {
 		indexer: converter.NewIndexer(store, converter.IndexerOptions{Logger: o.Logger}),
 		opener:  opener,
 		log:     o.Logger,
-	}
+	}, nil
 }
 
 // Indexer is the converter's indexer over this cluster; the registry's

@@ -5,10 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/converter"
-	"github.com/dockyard/dockyard/image"
-	"github.com/dockyard/dockyard/metaserver"
 	"github.com/dockyard/dockyard/registry"
 
 	dfs "github.com/dockyard/dockyard/fs"
@@ -19,9 +16,9 @@ import (
 // not starve pushes of CPU). `dockyard serve` and `dockyard registry` both
 // use it, so both index pushed images the same way. The caller closes the
 // returned queue after the registry stops.
-func newRegistry(ctx context.Context, c *dfs.Client, meta metaserver.API, shards *chunkserver.Client, cfg registry.Config, log *slog.Logger) (*registry.Registry, *converter.Queue, error) {
+func newRegistry(ctx context.Context, c *dfs.Client, cfg registry.Config, log *slog.Logger) (*registry.Registry, *converter.Queue, error) {
 	cfg.Logger = log
-	q := converter.NewQueue(image.New(meta, shards, image.Options{Logger: log}).Indexer(), 1, 0)
+	q := converter.NewQueue(converter.NewIndexer(converter.NewDFSStore(c, 0), converter.IndexerOptions{Logger: log}), 1, 0)
 	cfg.OnManifestPut = q.OnManifestPut
 	reg, err := registry.NewOnDFS(ctx, cfg, c)
 	if err != nil {
@@ -38,3 +35,7 @@ func closeQueue(q *converter.Queue) {
 	defer cancel()
 	q.Close(ctx)
 }
+
+// defaultSpanCacheDir keeps decompressed layer spans between runs on a host,
+// as a pulled image stays on a docker host.
+const defaultSpanCacheDir = "/var/cache/dockyard/spans"

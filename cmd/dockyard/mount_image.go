@@ -21,7 +21,10 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log
 	if err != nil {
 		return nil, err
 	}
-	images := image.New(mc, chunkserver.NewClient(nil), image.Options{Logger: log})
+	images, err := image.New(mc, chunkserver.NewClient(nil), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
+	if err != nil {
+		return nil, err
+	}
 	root, _, err := images.Prepare(ctx, res)
 	if err != nil {
 		return nil, err

@@ -55,9 +55,8 @@ SIGTERM.`,
 			}
 			defer mc.Close()
 			ctx := cmd.Context()
-			shards := chunkserver.NewClient(nil)
-			client := dfs.New(mc, shards, dfs.Options{K: k, M: m, Logger: log})
-			reg, queue, err := newRegistry(ctx, client, mc, shards, registry.Config{
+			client := dfs.New(mc, chunkserver.NewClient(nil), dfs.Options{K: k, M: m, Logger: log})
+			reg, queue, err := newRegistry(ctx, client, registry.Config{
 				MaxBlobSize:     maxBlobMB << 20,
 				MaxManifestSize: maxManifestKB << 10,
 				GCGrace:         gcGrace,

@@ -25,6 +25,8 @@ func runCmd() *cobra.Command {
 		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
 		env                                                                                     []string
 		keep, verbose                                                                           bool
+		spanCacheDir                                                                            string
+		spanCacheMB                                                                             int64
 	)
 	cmd := &cobra.Command{
 		Use:   "run [--meta ADDRS] REF [-- CMD ARGS...]",
@@ -60,7 +62,11 @@ Everything is torn down when the process exits, and run exits with the process's
 				return err
 			}
 			defer mc.Close()
-			images := image.New(mc, chunkserver.NewClient(nil), image.Options{Logger: log})
+			images, err := image.New(mc, chunkserver.NewClient(nil), image.Options{
+				Logger: log, SpanCacheDir: spanCacheDir, SpanCacheDiskBytes: spanCacheMB << 20})
+			if err != nil {
+				return err
+			}
 			root, _, err := images.Prepare(ctx, res)
 			if err != nil {
 				return err
@@ -115,6 +121,8 @@ Everything is torn down when the process exits, and run exits with the process's
 	f.StringVar(&stateDir, "state-dir", "/run/dockyard", "where mounts and bundles of running containers live")
 	f.StringVar(&runtime, "runtime", "runc", "OCI runtime binary")
 	f.StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https")
+	f.StringVar(&spanCacheDir, "span-cache-dir", defaultSpanCacheDir, "keep decompressed image bytes here between runs (empty: memory only, every run starts cold)")
+	f.Int64Var(&spanCacheMB, "span-cache-mb", 4096, "most MiB the span cache may keep on disk")
 	f.BoolVar(&keep, "keep", false, "keep the bundle and the upper dir after exit (for debugging)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what run does")
 	return cmd

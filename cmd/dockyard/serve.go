@@ -97,7 +97,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			defer cluster.Close()
 			log.Info("chunkservers up", "count", chunkservers, "ec", ec)
 
-			reg, queue, err := newRegistry(ctx, cluster.FS, cluster.Meta, cluster.Shards, registry.Config{Logger: log}, log)
+			reg, queue, err := newRegistry(ctx, cluster.FS, registry.Config{Logger: log}, log)
 			if err != nil {
 				return err
 			}
