@@ -188,6 +188,12 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 	misses := 0 // failed attempts since the last backoff
 	stale := Reads[op] && StaleAllowed(ctx)
 	for {
+		if err := ctx.Err(); err != nil {
+			if last != nil {
+				return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, err, last)
+			}
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
 		url := h.target()
 		if stale {
 			// Any node answers; rotate so the load spreads and a dead
@@ -200,8 +206,8 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 		}
 		if !retry {
 			if ctx.Err() != nil {
-				// The node did not answer within the caller's deadline:
-				// prefer another one for the next call.
+				// The node did not answer before the caller's deadline
+				// cut the attempt: prefer another one for the next call.
 				h.failed(url)
 				if last != nil {
 					// The earlier failure says why better than the
@@ -242,9 +248,6 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 
 // once sends one request; retry says whether another attempt may succeed.
 func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []byte, stale bool) (reply []byte, err error, retry bool) {
-	if ctx.Err() != nil {
-		return nil, ctx.Err(), false
-	}
 	actx := ctx
 	if h.attemptTimeout > 0 {
 		var cancel context.CancelFunc

@@ -184,3 +184,21 @@ func TestClientSkipsAHangingNode(t *testing.T) {
 		t.Fatalf("second call took %v: it tried the hanging node again", d)
 	}
 }
+
+func TestCancelledCallKeepsTheLeader(t *testing.T) {
+	s := newFake(t)
+	s.replies = append(s.replies, ok(Attr{Ino: 1}))
+	other := newFake(t) // must never be asked
+	c, _ := NewClient([]string{s.URL, other.URL})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.GetAttr(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled call: %v", err)
+	}
+	if _, err := c.GetAttr(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if len(other.ids) != 0 || len(s.ids) != 1 {
+		t.Fatalf("requests: first node %d, second node %d", len(s.ids), len(other.ids))
+	}
+}
