@@ -149,7 +149,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 
 	n.met = newMetrics(n)
-	n.srv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.srv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
