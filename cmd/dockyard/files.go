@@ -28,9 +28,6 @@ func init() {
 // dfsPrefix marks a path in the Dockyard namespace on the command line.
 const dfsPrefix = "dfs:"
 
-// filesDefaultMeta is where `dockyard serve` puts its metaserver API.
-const filesDefaultMeta = "127.0.0.1:9500"
-
 // dfsPath returns the namespace path of a dfs:/path argument.
 func dfsPath(arg string) (string, bool) {
 	rest, ok := strings.CutPrefix(arg, dfsPrefix)
@@ -53,25 +50,15 @@ func mustDFSPath(arg string) (string, error) {
 }
 
 func addMetaFlag(c *cobra.Command) {
-	c.Flags().String("meta", filesDefaultMeta, "metaserver API addresses, comma-separated")
+	c.Flags().String("meta", defaultMeta, "metaserver API addresses, comma-separated")
 }
 
 // newFSClient connects to the metaservers named by --meta. It is the one
 // place the CLI's file commands build their client.
 func newFSClient(cmd *cobra.Command) (*fs.Client, error) {
-	v, err := cmd.Flags().GetString("meta")
+	mc, err := metaClient(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("--meta: %w", err)
-	}
-	var addrs []string
-	for _, a := range strings.Split(v, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
-	mc, err := metaserver.NewClient(addrs)
-	if err != nil {
-		return nil, fmt.Errorf("--meta %q: %w", v, err)
+		return nil, err
 	}
 	return fs.New(mc, chunkserver.NewClient(nil), fs.Options{}), nil
 }
