@@ -109,7 +109,7 @@ func (c *Client) call(ctx context.Context, op string, args, out any) error {
 		return fmt.Errorf("%s: encoding arguments: %w", op, err)
 	}
 	reqID := ""
-	if Mutations[op] {
+	if IsMutation(op) {
 		reqID = c.clientID + "-" + fmt.Sprint(c.seq.Add(1))
 	}
 	reply, err := c.exec.Exec(ctx, op, reqID, body)
@@ -186,7 +186,7 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 	backoff := 10 * time.Millisecond
 	var last error
 	misses := 0 // failed attempts since the last backoff
-	stale := Reads[op] && StaleAllowed(ctx)
+	stale := IsRead(op) && StaleAllowed(ctx)
 	for {
 		if err := ctx.Err(); err != nil {
 			if last != nil {

@@ -50,9 +50,15 @@ const (
 	OpKVTxn               = "kvtxn"
 )
 
-// Mutations lists the operations that change state. Only these carry a
-// request id; the client retries them with the same id so they apply once.
-var Mutations = map[string]bool{
+// IsMutation reports whether op changes state. Only these carry a request
+// id; the client retries them with the same id so they apply once.
+func IsMutation(op string) bool { return mutations[op] }
+
+// IsRead reports whether op reads state without changing it. By default the
+// leader answers reads linearizably; see AllowStale.
+func IsRead(op string) bool { return reads[op] }
+
+var mutations = map[string]bool{
 	OpSetAttr: true, OpCreate: true, OpLink: true, OpUnlink: true, OpRmdir: true,
 	OpRename: true, OpSetXattr: true, OpRemoveXattr: true, OpCreateTree: true,
 	OpAllocChunk: true, OpCommitExtents: true, OpReportBadShard: true,
@@ -63,9 +69,7 @@ var Mutations = map[string]bool{
 // RequestIDHeader carries the request id of a mutation.
 const RequestIDHeader = "Dockyard-Request-Id"
 
-// Reads lists the operations answered from the state without changing it.
-// By default the leader answers them linearizably; see AllowStale.
-var Reads = map[string]bool{
+var reads = map[string]bool{
 	OpLookup: true, OpGetAttr: true, OpGetInode: true, OpReadDir: true, OpGetXattr: true,
 	OpListXattr: true, OpStatFS: true, OpResolvePath: true, OpGetChunk: true,
 	OpChunkservers: true, OpKVGet: true, OpKVList: true,

@@ -45,7 +45,7 @@ func (m *Memory) Exec(ctx context.Context, op, reqID string, args []byte) ([]byt
 		return encodeReply([]ms.Member{{ID: "memory", Leader: true, Voter: true}}, nil)
 	case op == ms.OpAddMember || op == ms.OpRemoveMember:
 		return nil, ms.Errf(op, syscall.EOPNOTSUPP, "an in-memory metaserver has no members")
-	case !ms.Mutations[op]:
+	case !ms.IsMutation(op):
 		return nil, ms.ToWire(errUnknownOp(op)).Err()
 	}
 	now := m.Now()

@@ -306,7 +306,7 @@ func (n *Node) Exec(ctx context.Context, op, reqID string, args []byte) ([]byte,
 			return nil, err
 		}
 		return encodeReply(n.fsm.query(op, args))
-	case ms.Mutations[op]:
+	case ms.IsMutation(op):
 		return n.propose(op, reqID, args)
 	}
 	return nil, errUnknownOp(op)

@@ -19,7 +19,7 @@ func decodeArgs[T any](op string, b []byte) (T, error) {
 }
 
 // isQuery reports whether op is a read the FSM answers itself.
-func isQuery(op string) bool { return ms.Reads[op] }
+func isQuery(op string) bool { return ms.IsRead(op) }
 
 // query answers a read from the local state. The caller has made sure the
 // state is current enough (see Node.ensureReadable).
