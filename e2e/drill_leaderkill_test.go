@@ -15,7 +15,7 @@ import (
 // a complete image, never at something half there.
 func TestDrillLeaderKillDuringPushes(t *testing.T) {
 	RequireTool(t, "crane")
-	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6, Registries: 1})
+	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6, Registries: 2})
 	// At least this many pushes, and pushing goes on until the leader has
 	// died minKills times, so kills land in the middle of pushes.
 	minPushes, minKills := drillPick(10, 50), drillPick(3, 12)
@@ -71,7 +71,9 @@ func TestDrillLeaderKillDuringPushes(t *testing.T) {
 			t.Fatalf("after 5 minutes and %d pushes the leader died only %d times", i, killed())
 		}
 		pushes++
-		ref := fmt.Sprintf("%s/drill/leaderkill/img%d:v1", c.RegAddrs[0], i)
+		// Alternate between the two registries; each image is checked
+		// through the other one afterwards.
+		ref := fmt.Sprintf("%s/drill/leaderkill/img%d:v1", c.RegAddrs[i%2], i)
 		// 256 KiB to 1.25 MiB (long: to 6.25 MiB, several chunks):
 		// erasure-coded chunks.
 		p, out, err := drillCranePush(t, tmp, ref, 256<<10+(i%5)*drillPick(256<<10, 1536<<10))
@@ -100,6 +102,11 @@ func TestDrillLeaderKillDuringPushes(t *testing.T) {
 
 	var verified int64
 	for _, p := range ok {
+		if strings.HasPrefix(p.ref, c.RegAddrs[0]+"/") {
+			p.ref = c.RegAddrs[1] + strings.TrimPrefix(p.ref, c.RegAddrs[0])
+		} else {
+			p.ref = c.RegAddrs[0] + strings.TrimPrefix(p.ref, c.RegAddrs[1])
+		}
 		n, err := drillVerifyPulled(p)
 		if err != nil {
 			t.Errorf("acknowledged push lost or damaged: %v", err)

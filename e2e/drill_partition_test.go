@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -79,7 +80,7 @@ func (l *drillNetns) set(t *testing.T, up bool) {
 // the rejoined node still serves every acknowledged file byte for byte.
 func TestDrillMetaserverPartition(t *testing.T) {
 	link := newDrillNetns(t)
-	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6,
+	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6, Registries: 1,
 		MetaHost: func(i int) (string, string) {
 			if i == 2 {
 				return link.insideIP, link.ns
@@ -94,8 +95,12 @@ func TestDrillMetaserverPartition(t *testing.T) {
 		files []drillFile
 		fails []string // path: error
 		seq   int
+
+		images       []drillImage
+		failedPushes []string
+		copyTimes    []timedOp
 	)
-	acked := func() int { mu.Lock(); defer mu.Unlock(); return len(files) }
+	acked := func() int { mu.Lock(); defer mu.Unlock(); return len(files) + len(images) }
 	// startWriter copies files in until the returned function is called.
 	startWriter := func() (stopWriter func()) {
 		stop := make(chan struct{})
@@ -113,8 +118,10 @@ func TestDrillMetaserverPartition(t *testing.T) {
 				seq++
 				mu.Unlock()
 				path := fmt.Sprintf("/partition-f%d", i)
+				began := time.Now()
 				f, err := c.cpIn(t, tmp, path, 32<<10+(i%4)*300<<10)
 				mu.Lock()
+				copyTimes = append(copyTimes, timedOp{began, time.Since(began)})
 				if err == nil {
 					files = append(files, f)
 				} else {
@@ -123,7 +130,32 @@ func TestDrillMetaserverPartition(t *testing.T) {
 				mu.Unlock()
 			}
 		}()
-		return func() { close(stop); <-done }
+		// Pushes go on too, through the registry's own metaserver client.
+		pushDone := make(chan struct{})
+		go func() {
+			defer close(pushDone)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				i := seq
+				seq++
+				mu.Unlock()
+				ref := fmt.Sprintf("%s/drill/partition/img%d:v1", c.RegAddrs[0], i)
+				p, out, err := drillCranePush(t, tmp, ref, 64<<10+(i%3)*500<<10)
+				mu.Lock()
+				if err == nil {
+					images = append(images, p)
+				} else {
+					failedPushes = append(failedPushes, fmt.Sprintf("%s: %v: %s", ref, err, drillLastLine(out)))
+				}
+				mu.Unlock()
+			}
+		}()
+		return func() { close(stop); <-done; <-pushDone }
 	}
 
 	// Round 0 cuts meta3 off in whatever role it has (a follower, mostly);
@@ -199,9 +231,13 @@ func TestDrillMetaserverPartition(t *testing.T) {
 				t.Errorf("dockyard ls dfs:/ through meta%d differs from meta1:\n%s\nvs\n%s", i+1, listings[i], listings[0])
 			}
 		}
-		report = append(report, fmt.Sprintf("round %d: meta3 (leader at the cut: %v) isolated %s while the others acknowledged %d writes, "+
-			"converged %s after the link returned", round, wasLeader, healed.Sub(cut).Round(100*time.Millisecond), duringCut,
-			converged.Round(100*time.Millisecond)))
+		mu.Lock()
+		during, outside := splitTimes(copyTimes, cut, healed)
+		mu.Unlock()
+		report = append(report, fmt.Sprintf("round %d: meta3 (leader at the cut: %v) isolated %s while the others acknowledged %d writes "+
+			"(a copy in flight while it was cut off took median %s, max %s; median %s otherwise), converged %s after the link returned",
+			round, wasLeader, healed.Sub(cut).Round(100*time.Millisecond), duringCut, median(during), maxOf(during),
+			median(outside), converged.Round(100*time.Millisecond)))
 	}
 
 	// The rejoined node must be a working voter: without the leader, no
@@ -217,6 +253,16 @@ func TestDrillMetaserverPartition(t *testing.T) {
 			t.Errorf("acknowledged file after the partition: %v", err)
 		}
 		verified += f.size
+	}
+	for _, p := range images {
+		n, err := drillVerifyPulled(p)
+		if err != nil {
+			t.Errorf("acknowledged push after the partition: %v", err)
+		}
+		verified += n
+	}
+	if len(failedPushes) > 0 {
+		t.Logf("pushes that failed while a node was cut off: %v", failedPushes)
 	}
 	for _, f := range fails {
 		// A failed copy may leave its name with what was committed, but
@@ -241,9 +287,10 @@ func TestDrillMetaserverPartition(t *testing.T) {
 	if l != isolated {
 		c.Start(c.Metas[l])
 	}
-	t.Logf("DRILL partition: %s (same inodes, chunks and applied index on all 3); %d writes acknowledged in all, "+
-		"%d failed (retried as new files); %d files (%d bytes) read back through a quorum that needs the rejoined node",
-		strings.Join(report, "; "), len(files), len(fails), len(files), verified)
+	t.Logf("DRILL partition: %s (same inodes, chunks and applied index on all 3); %d copies and %d pushes acknowledged "+
+		"in all, %d copies and %d pushes failed; %d files and %d images (%d bytes) read back through a quorum that "+
+		"needs the rejoined node", strings.Join(report, "; "), len(files), len(images), len(fails), len(failedPushes),
+		len(files), len(images), verified)
 }
 
 // makeLeader kills and restarts whichever other metaserver leads until
@@ -299,4 +346,39 @@ func (c *drillCluster) checkChunkserversFollow(t *testing.T) {
 	t.Errorf("%s after its election the new leader meta%d counted only %d of %d chunkservers up (%s): "+
 		"their heartbeats were still stuck on the unreachable old leader", at.Round(100*time.Millisecond), l+1, minUp,
 		len(c.Chunks), worst)
+}
+
+// timedOp is when one write began and how long it took.
+type timedOp struct {
+	at   time.Time
+	took time.Duration
+}
+
+// splitTimes separates the writes in flight at some time in [from, to)
+// from the rest.
+func splitTimes(ops []timedOp, from, to time.Time) (in, out []time.Duration) {
+	for _, o := range ops {
+		if o.at.Add(o.took).After(from) && o.at.Before(to) {
+			in = append(in, o.took)
+		} else {
+			out = append(out, o.took)
+		}
+	}
+	return in, out
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2].Round(10 * time.Millisecond)
+}
+
+func maxOf(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return slices.Max(ds).Round(10 * time.Millisecond)
 }
