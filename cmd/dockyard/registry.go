@@ -66,6 +66,9 @@ SIGTERM.`,
 				return err
 			}
 			defer closeQueue(queue)
+			if err := mountWebUI(reg, mc, log); err != nil {
+				return err
+			}
 			return serveRegistry(ctx, cmd, reg, listen, gcInterval)
 		},
 	}

@@ -102,6 +102,9 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				return err
 			}
 			defer closeQueue(queue)
+			if err := mountWebUI(reg, node.API(), log); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: serving on %s (metaserver %s, data %s); try: docker push %s/IMAGE\n",
 				listen, node.APIAddr(), data, listen)
 			return serveRegistry(ctx, cmd, reg, listen, gcInterval)
