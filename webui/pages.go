@@ -243,11 +243,14 @@ func (u *UI) fillTag(ctx context.Context, name string, row *tagRow) error {
 }
 
 // formatTime shortens an RFC 3339 time to the minute, in UTC; anything else
-// is shown as given.
+// is shown as given, and the zero time as nothing.
 func formatTime(s string) string {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return s
+	}
+	if t.IsZero() {
+		return "" // tools that build without a clock write year 1: not a time worth showing
 	}
 	return t.UTC().Format("2006-01-02 15:04 UTC")
 }

@@ -371,3 +371,16 @@ func TestConfigTooLargeIsAnError(t *testing.T) {
 		t.Errorf("got %v, want ErrTooLarge", err)
 	}
 }
+
+func TestFormatTime(t *testing.T) {
+	for in, want := range map[string]string{
+		"2026-11-20T10:30:59.5+01:00": "2026-11-20 09:30 UTC",
+		"0001-01-01T00:00:00Z":        "",
+		"last tuesday":                "last tuesday",
+		"":                            "",
+	} {
+		if got := formatTime(in); got != want {
+			t.Errorf("formatTime(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
