@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dockyard/dockyard/internal/clusterauth"
 )
 
 // Client implements API on top of an Executor: over HTTP against a cluster
@@ -75,6 +77,7 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 			ForceAttemptHTTP2:   false,
 		}}
 	}
+	h.hc = h.secret.Client(h.hc)
 	return NewClientWith(h), nil
 }
 
@@ -131,6 +134,7 @@ type httpExecutor struct {
 	hc             *http.Client
 	retryTimeout   time.Duration
 	attemptTimeout time.Duration
+	secret         *clusterauth.Secret // signs requests; nil: unsigned
 
 	mu        sync.Mutex
 	leader    string // base URL of the last known leader
@@ -280,6 +284,9 @@ func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []b
 	}
 	if resp.StatusCode == http.StatusOK {
 		return body, nil, false
+	}
+	if err := clusterauth.CheckResponse("metaserver "+strings.TrimPrefix(url, "http://"), resp); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err), false // every node holds the same secret: no retry helps
 	}
 	var env struct {
 		Error *WireError `json:"error"`

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/dockyard/dockyard/internal/clusterauth"
 	ms "github.com/dockyard/dockyard/metaserver"
 )
 
@@ -56,6 +57,11 @@ type Config struct {
 	// NoSync skips fsync of the Raft log; for benchmarks and tests that
 	// accept losing the last writes on power loss. Never for production.
 	NoSync bool
+
+	// Auth, when set, makes the API and the Raft transport refuse peers
+	// without the cluster secret, and signs the node's own requests to
+	// other nodes. Nil leaves both open.
+	Auth *clusterauth.Secret
 
 	// LogOutput receives Raft's log; nil discards it.
 	LogOutput io.Writer

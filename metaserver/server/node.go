@@ -95,7 +95,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: opening snapshot store: %w", err)
 	}
-	n.trans, err = raft.NewTCPTransport(cfg.RaftAddr, nil, 5, 10*time.Second, cfg.LogOutput)
+	n.trans, err = newTransport(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
@@ -149,7 +149,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 
 	n.met = newMetrics(n)
-	n.srv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	n.srv = &http.Server{Handler: cfg.Auth.Middleware(n.handler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -161,7 +161,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}()
 
 	if !existing && cfg.Join != "" {
-		c, err := ms.NewClient([]string{cfg.Join}, ms.WithRetryTimeout(30*time.Second))
+		c, err := ms.NewClient([]string{cfg.Join}, ms.WithRetryTimeout(30*time.Second), ms.WithClusterSecret(cfg.Auth))
 		if err != nil {
 			return nil, err
 		}
@@ -609,7 +609,7 @@ func (n *Node) followerTick() {
 	}
 	// A restarted node may listen on a new API address; tell the leader so
 	// redirects point at the right place.
-	c, err := ms.NewClient([]string{leader}, ms.WithRetryTimeout(n.cfg.MaintainInterval))
+	c, err := ms.NewClient([]string{leader}, ms.WithRetryTimeout(n.cfg.MaintainInterval), ms.WithClusterSecret(n.cfg.Auth))
 	if err != nil {
 		return
 	}
