@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dockyard/dockyard/internal/clusterauth"
 )
 
 // Client talks to any number of chunkservers over HTTP, and directly to those
@@ -285,6 +287,11 @@ func (e *StatusError) Unwrap() error { return e.kind }
 // (a corrupt shard means degraded read plus report, no space means place
 // elsewhere), the message is for humans.
 func statusError(resp *http.Response) error {
+	if resp.Request != nil {
+		if err := clusterauth.CheckResponse("chunkserver "+resp.Request.URL.Host, resp); err != nil {
+			return err
+		}
+	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	msg := strings.TrimSpace(string(body))
 	if i := strings.IndexByte(msg, '\n'); i >= 0 {

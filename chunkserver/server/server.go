@@ -26,6 +26,7 @@ import (
 
 	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/chunkserver/store"
+	"github.com/dockyard/dockyard/internal/clusterauth"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
@@ -76,8 +77,12 @@ type Config struct {
 	// MaxShardSize bounds a PUT body; default 64 MiB.
 	MaxShardSize int64
 
+	// Auth, when set, makes the API refuse requests without the cluster
+	// secret (except /healthz and /metrics). The Cluster and Client given
+	// here must then sign their requests with it too.
+	Auth *clusterauth.Secret
 	// Client fetches shards from peers during repair; default a new
-	// chunkserver.NewClient(nil).
+	// chunkserver.NewClusterClient(Auth).
 	Client *chunkserver.Client
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -149,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxShardSize = DefaultMaxShardSize
 	}
 	if cfg.Client == nil {
-		cfg.Client = chunkserver.NewClient(nil)
+		cfg.Client = chunkserver.NewClusterClient(cfg.Auth)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -194,7 +199,7 @@ func New(cfg Config) (*Server, error) {
 	s.ln = ln
 	s.log = cfg.Logger.With("chunkserver", string(s.id), "addr", s.Addr())
 	s.http = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           cfg.Auth.Middleware(s.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
