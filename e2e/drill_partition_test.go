@@ -181,12 +181,12 @@ func TestDrillMetaserverPartition(t *testing.T) {
 			return acked() >= beforeCut+want && time.Since(cut) >= time.Duration(drillPick(5, 20))*time.Second,
 				fmt.Sprintf("%d since the cut", acked()-beforeCut)
 		})
-		duringCut := acked() - beforeCut
 		if wasLeader {
 			// The chunkservers must find the new leader within a few
 			// heartbeats, or it marks them suspect and places nothing.
 			c.checkChunkserversFollow(t)
 		}
+		duringCut := acked() - beforeCut
 		link.set(t, true)
 		healed := time.Now()
 		t.Logf("round %d: link back at %s", round, healed.Format("15:04:05.0"))
