@@ -35,7 +35,7 @@ var tickConfig = msserver.Config{SuspectAfter: time.Second, DownAfter: 3 * time.
 
 // needFUSE skips a test that mounts where the kernel offers no FUSE device
 // or the process may not mount.
-func needFUSE(t *testing.T) {
+func needFUSE(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
@@ -44,7 +44,7 @@ func needFUSE(t *testing.T) {
 	f.Close()
 }
 
-func newCluster(t *testing.T) *testCluster {
+func newCluster(t testing.TB) *testCluster {
 	t.Helper()
 	needFUSE(t)
 	c := &testCluster{meta: msserver.NewMemory(), stopTick: make(chan struct{})}
@@ -108,7 +108,7 @@ func (c *testCluster) client() *dfs.Client {
 
 // mount mounts the cluster with a client of its own on a fresh directory and
 // unmounts it when the test ends, failed or not.
-func (c *testCluster) mount(t *testing.T, opt Options) (string, *Server) {
+func (c *testCluster) mount(t testing.TB, opt Options) (string, *Server) {
 	t.Helper()
 	dir := t.TempDir()
 	if opt.Logger == nil {
@@ -131,7 +131,7 @@ func (c *testCluster) mount(t *testing.T, opt Options) (string, *Server) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
