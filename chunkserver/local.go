@@ -17,6 +17,10 @@ import (
 // status is returned as a *StatusError made by NewStatusError with that
 // status, so callers (and errors.Is) cannot tell which way a shard travelled;
 // anything else stands for a transport failure, e.g. ErrServerClosed.
+//
+// In-process calls carry no cluster secret: the secret proves a request came
+// from a member of the cluster over the network, and a caller holding the
+// server itself already is one.
 type LocalServer interface {
 	// PutShard stores data as the whole shard name and returns its
 	// checksum (Sum). data is only read, and not kept after the call.
