@@ -124,7 +124,7 @@ func (u *UI) repoOrImage(c echo.Context) error {
 	rest := strings.TrimSuffix(strings.TrimPrefix(c.Request().URL.Path, "/ui/r/"), "/")
 	name, dig, isImage := strings.Cut(rest, "@")
 	if !nameRE.MatchString(name) {
-		return u.fail(c, fmt.Errorf("no repository named %q: %w", name, ErrNotFound))
+		return u.fail(c, fmt.Errorf("no repository named %s: %w", name, ErrNotFound))
 	}
 	if isImage {
 		if !digestRE.MatchString(dig) {
@@ -161,6 +161,10 @@ func (u *UI) repo(c echo.Context, name string) error {
 	ctx, cancel := u.ctx(c)
 	defer cancel()
 	tags, err := u.reg.tags(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		// The wrapped chain names the internal call; a person wants the name.
+		err = fmt.Errorf("no repository named %s: %w", name, ErrNotFound)
+	}
 	if err != nil {
 		return u.fail(c, err)
 	}
@@ -350,6 +354,9 @@ func (u *UI) image(c echo.Context, name, dig string) error {
 	ctx, cancel := u.ctx(c)
 	defer cancel()
 	m, err := u.reg.manifest(ctx, name, dig)
+	if errors.Is(err, ErrNotFound) {
+		err = fmt.Errorf("repository %s has no manifest %s: %w", name, dig, ErrNotFound)
+	}
 	if err != nil {
 		return u.fail(c, err)
 	}

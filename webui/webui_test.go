@@ -285,8 +285,8 @@ func TestNotFound(t *testing.T) {
 	img, _ := e.pushImage("demo/app", "1", "amd64", nil)
 	missing := digestOf([]byte("nothing"))
 	for path, want := range map[string]string{
-		"/ui/r/nope":                  "nope",
-		"/ui/r/demo/app@" + missing:   shortDigest(missing),
+		"/ui/r/nope":                  "no repository named nope",
+		"/ui/r/demo/app@" + missing:   "repository demo/app has no manifest " + missing,
 		"/ui/r/other@" + img:          "other",
 		"/ui/r/demo/app@not-a-digest": "not a digest",
 		"/ui/r/Bad..Name":             "no repository named",
