@@ -431,7 +431,7 @@ func pct(used, capacity int64) int {
 }
 
 func (u *UI) cluster(c echo.Context) error {
-	ctx, cancel := u.ctx(c)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), u.cfg.StatusTimeout)
 	defer cancel()
 	st, err := u.cfg.Meta.Status(ctx)
 	if err != nil {

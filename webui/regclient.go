@@ -22,16 +22,21 @@ var ErrTooLarge = errors.New("response too large")
 // RegistryError is a registry answer the UI did not expect, with the OCI
 // error code when the body carried one.
 type RegistryError struct {
-	Status int
-	Code   string
-	Path   string
+	Status  int
+	Code    string
+	Message string
+	Path    string
 }
 
 func (e *RegistryError) Error() string {
+	s := fmt.Sprintf("registry answered %d for %s", e.Status, e.Path)
 	if e.Code != "" {
-		return fmt.Sprintf("registry answered %d %s for %s", e.Status, e.Code, e.Path)
+		s += ": " + e.Code
 	}
-	return fmt.Sprintf("registry answered %d for %s", e.Status, e.Path)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
 }
 
 // Media types the UI asks for and tells apart.
@@ -120,10 +125,10 @@ func (rc regClient) get(ctx context.Context, path, accept string, limit int) (re
 	if w.status < 200 || w.status > 299 {
 		re := &RegistryError{Status: w.status, Path: path}
 		var b struct {
-			Errors []struct{ Code string } `json:"errors"`
+			Errors []struct{ Code, Message string } `json:"errors"`
 		}
 		if json.Unmarshal(w.body.Bytes(), &b) == nil && len(b.Errors) > 0 {
-			re.Code = b.Errors[0].Code
+			re.Code, re.Message = b.Errors[0].Code, b.Errors[0].Message
 		}
 		// An invalid name or reference cannot exist: to a browser that is a 404.
 		if re.Code == "NAME_INVALID" || re.Code == "DIGEST_INVALID" || re.Code == "MANIFEST_INVALID" {

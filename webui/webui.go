@@ -44,6 +44,11 @@ type Config struct {
 	// Timeout bounds the work behind one page, so a stuck metaserver gives
 	// an error page rather than a hung browser tab (default 10 s).
 	Timeout time.Duration
+	// StatusTimeout bounds the cluster page's Status call (default 4 s).
+	// The metaserver client retries through leader elections until its
+	// context ends; a few seconds covers an election, and a dead metaserver
+	// should not keep the page blank for long.
+	StatusTimeout time.Duration
 	// Now is the clock for "ago" figures (default time.Now).
 	Now func() time.Time
 }
@@ -75,6 +80,9 @@ func New(cfg Config) (*UI, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.StatusTimeout <= 0 {
+		cfg.StatusTimeout = 4 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -161,7 +169,7 @@ func (u *UI) fail(c echo.Context, err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		ep.Status, ep.Heading = http.StatusGatewayTimeout, "The cluster did not answer in time"
 	case errors.As(err, &re) && re.Status >= 500:
-		ep.Status, ep.Heading = http.StatusBadGateway, "The registry failed"
+		ep.Status, ep.Heading = http.StatusBadGateway, "The registry could not answer"
 	}
 	if ep.Status >= 500 {
 		u.cfg.Logger.Warn("webui: page failed", "path", c.Request().URL.Path, "status", ep.Status, "err", err)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/dockyard/dockyard/metaserver"
 	"github.com/dockyard/dockyard/registry"
 )
@@ -383,4 +385,56 @@ func TestFormatTime(t *testing.T) {
 			t.Errorf("formatTime(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func TestRegistryFailureIsBadGateway(t *testing.T) {
+	failing := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		w.Write([]byte(`{"errors":[{"code":"UNKNOWN","message":"metaserver unavailable"}]}`))
+	})
+	ui, err := New(Config{Registry: failing, Meta: &fakeMeta{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	ui.Register(e)
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	for _, path := range []string{"/", "/ui/r/demo/app", "/ui/r/demo/app@" + digestOf(nil)} {
+		res, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadGateway {
+			t.Errorf("%s: status %d, want 502", path, res.StatusCode)
+		}
+		mustContain(t, path, string(b), "The registry could not answer", "UNKNOWN: metaserver unavailable")
+	}
+}
+
+func TestStatusTimeout(t *testing.T) {
+	slow := &blockingMeta{}
+	ui, err := New(Config{Registry: http.NotFoundHandler(), Meta: slow, StatusTimeout: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := echo.New()
+	ui.Register(ec)
+	rec := httptest.NewRecorder()
+	ec.ServeHTTP(rec, httptest.NewRequest("GET", "/ui/cluster", nil))
+	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "deadline exceeded") {
+		t.Errorf("status %d, body %s", rec.Code, rec.Body)
+	}
+}
+
+// blockingMeta answers Status only when the caller gives up.
+type blockingMeta struct{}
+
+func (blockingMeta) Status(ctx context.Context) (metaserver.Status, error) {
+	<-ctx.Done()
+	return metaserver.Status{}, ctx.Err()
 }
