@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -104,17 +105,17 @@ func (u *UI) repos(c echo.Context) error {
 		keep.Set("q", q)
 	}
 	pg := newPager(c, len(names), u.cfg.PageSize, keep)
-	d := reposData{Query: q, Pager: pg}
-	for _, n := range names[pg.from:pg.to] {
-		row := repoRow{Name: n}
-		tags, err := u.reg.tags(ctx, n)
+	d := reposData{Query: q, Pager: pg, Rows: make([]repoRow, pg.to-pg.from)}
+	parallel(len(d.Rows), func(i int) {
+		row := &d.Rows[i]
+		row.Name = names[pg.from+i]
+		tags, err := u.reg.tags(ctx, row.Name)
 		if err != nil {
 			// One repository failing (deleted meanwhile) must not hide the rest.
 			row.Err = err.Error()
 		}
 		row.Tags = len(tags)
-		d.Rows = append(d.Rows, row)
-	}
+	})
 	return u.render(c, 200, "repos", "Repositories", "repos", d)
 }
 
@@ -181,14 +182,34 @@ func (u *UI) repo(c echo.Context, name string) error {
 		d.PullCmd, d.RunCmd = "docker pull "+ref, "dockyard run "+ref
 	}
 	d.Pager = newPager(c, len(tags), u.cfg.PageSize, nil)
-	for _, t := range tags[d.Pager.from:d.Pager.to] {
-		row := tagRow{Tag: t, Pull: "docker pull " + host + "/" + name + ":" + t}
-		if err := u.fillTag(ctx, name, &row); err != nil {
+	d.Rows = make([]tagRow, d.Pager.to-d.Pager.from)
+	parallel(len(d.Rows), func(i int) {
+		t := tags[d.Pager.from+i]
+		row := &d.Rows[i]
+		*row = tagRow{Tag: t, Pull: "docker pull " + host + "/" + name + ":" + t}
+		if err := u.fillTag(ctx, name, row); err != nil {
 			row.Err = err.Error()
 		}
-		d.Rows = append(d.Rows, row)
-	}
+	})
 	return u.render(c, 200, "repo", name, "repos", d)
+}
+
+// fetchWorkers bounds the registry calls one page makes at once: enough to
+// overlap the cluster's round trips, few enough not to crowd out pushes.
+const fetchWorkers = 4
+
+// parallel runs fn(0..n-1) on at most fetchWorkers goroutines and waits.
+func parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, fetchWorkers)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i)
+		})
+	}
+	wg.Wait()
 }
 
 func kindOf(m *manifest) string {
