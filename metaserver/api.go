@@ -163,9 +163,10 @@ type Status struct {
 	Chunkservers  []ChunkserverInfo `json:"chunkservers"`
 	Inodes        uint64            `json:"inodes"`
 	Chunks        uint64            `json:"chunks"`
-	Degraded      uint64            `json:"degraded"` // chunks with fewer than k+m healthy shards
-	Lost          uint64            `json:"lost"`     // chunks with fewer than k healthy shards
-	RepairsQueued uint64            `json:"repairsQueued"`
+	Degraded      uint64            `json:"degraded"`      // chunks with fewer than k+m healthy shards
+	Lost          uint64            `json:"lost"`          // chunks with fewer than k healthy shards
+	RepairsQueued uint64            `json:"repairsQueued"` // rebuilds of shards on down or draining servers, or reported bad
+	MovesQueued   uint64            `json:"movesQueued"`   // rebalancing moves of healthy shards in flight
 	AppliedIndex  uint64            `json:"appliedIndex"`
 }
 

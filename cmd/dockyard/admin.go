@@ -27,6 +27,7 @@ func adminCmd() *cobra.Command {
 		Short: "Operate a cluster: status, chunkservers, members, repair, fsck",
 	}
 	c.PersistentFlags().String("meta", defaultMeta, "metaserver API addresses, comma-separated")
+	addClusterSecretFlag(c.PersistentFlags())
 	c.PersistentFlags().Bool("json", false, "print JSON for scripts instead of tables")
 	c.AddCommand(adminStatusCmd(), adminChunkserversCmd(), adminRepairCmd(), adminFsckCmd())
 	for _, add := range adminSubcommands {
@@ -69,8 +70,8 @@ func adminStatusCmd() *cobra.Command {
 			case st.Degraded > 0:
 				health = fmt.Sprintf("degraded: %d chunks below full redundancy, %d repairs queued", st.Degraded, st.RepairsQueued)
 			}
-			fmt.Fprintf(w, "leader      %s\nredundancy  %s\ninodes      %d\nchunks      %d\napplied     %d\n\n",
-				orDash(st.Leader), health, st.Inodes, st.Chunks, st.AppliedIndex)
+			fmt.Fprintf(w, "leader      %s\nredundancy  %s\ninodes      %d\nchunks      %d\nrebalance   %d moves queued\napplied     %d\n\n",
+				orDash(st.Leader), health, st.Inodes, st.Chunks, st.MovesQueued, st.AppliedIndex)
 			printMembers(w, st.Members)
 			fmt.Fprintln(w)
 			printChunkservers(w, st.Chunkservers)

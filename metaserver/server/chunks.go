@@ -320,25 +320,29 @@ func (f *FSM) applyHeartbeat(c *command, hb ms.Heartbeat) (ms.HeartbeatReply, er
 	cs.Addr, cs.Capacity, cs.Used, cs.Shards = hb.Addr, hb.Capacity, hb.Used, hb.Shards
 	cs.Labels = hb.Labels
 	cs.LastHeartbeat = c.Time
+	if cs.State == ms.StateDown {
+		f.rejoin(cs)
+	}
 	if cs.State == ms.StateSuspect || cs.State == ms.StateDown {
 		cs.State = ms.StateUp
 	}
 	var reply ms.HeartbeatReply
-	if d := f.deletes[hb.ID]; len(d) > 0 {
-		k := min(len(d), maxDeletesPerReply)
-		reply.Deletes = slices.Clone(d[:k])
-		if k == len(d) {
-			delete(f.deletes, hb.ID)
-		} else {
-			f.deletes[hb.ID] = slices.Clone(d[k:])
-		}
-	}
 	var jobs []*repairJob
+	incoming := map[string]bool{}
 	for _, j := range f.repairs {
-		if j.Target == hb.ID && j.Handed == 0 {
+		if j.Target != hb.ID {
+			continue
+		}
+		incoming[ms.ShardName(j.Chunk, j.Index)] = true
+		if j.Handed == 0 {
 			jobs = append(jobs, j)
 		}
 	}
+	reply.Deletes = f.takeDeletes(hb.ID, incoming)
+	// The chunkserver runs these deletes before its next report; counting
+	// them now keeps the next rebalancing round from seeing moved shards on
+	// both their old and new servers.
+	cs.Used = max(cs.Used-f.deletedBytes(reply.Deletes), 0)
 	slices.SortFunc(jobs, func(a, b *repairJob) int {
 		return cmp.Or(cmp.Compare(a.Chunk, b.Chunk), cmp.Compare(a.Index, b.Index))
 	})
@@ -347,6 +351,46 @@ func (f *FSM) applyHeartbeat(c *command, hb ms.Heartbeat) (ms.HeartbeatReply, er
 		reply.Repairs = append(reply.Repairs, ms.RepairTask{Chunk: cloneChunk(f.chunks[j.Chunk]), Index: j.Index})
 	}
 	return reply, nil
+}
+
+// takeDeletes hands out up to maxDeletesPerReply of the server's pending
+// deletes. Names being rebuilt onto the server stay queued: the chunkserver
+// runs repairs in the background, and a delete arriving in a later reply
+// could remove the new copy. The completion unqueues them, or a dropped job
+// leaves them for a later reply.
+func (f *FSM) takeDeletes(id ms.ServerID, incoming map[string]bool) []string {
+	d := f.deletes[id]
+	if len(d) == 0 {
+		return nil
+	}
+	var out, keep []string
+	for _, name := range d {
+		if len(out) < maxDeletesPerReply && !incoming[name] {
+			out = append(out, name)
+		} else {
+			keep = append(keep, name)
+		}
+	}
+	if len(keep) == 0 {
+		delete(f.deletes, id)
+	} else {
+		f.deletes[id] = keep
+	}
+	return out
+}
+
+// rejoin handles a down server heartbeating again. Shards already rebuilt
+// elsewhere no longer point at it and their deletes are queued for it; the
+// copies whose rebuild has not completed are still its locations, so those
+// rebuilds are cancelled rather than finished into a second copy. A target
+// still working on one gets ESTALE when it reports and deletes its copy.
+// Bad shards stay queued: their copies are damaged wherever they are.
+func (f *FSM) rejoin(cs *ms.ChunkserverInfo) {
+	for k, j := range f.repairs {
+		if !j.Bad && f.chunks[k.Chunk].Shards[k.Index].Server == cs.ID {
+			delete(f.repairs, k)
+		}
+	}
 }
 
 // shardsOn counts the shards placed on each server.
@@ -459,10 +503,21 @@ func (f *FSM) reconcileRepairs(rng *rand.Rand) {
 			if t, ok := f.servers[j.Target]; ok && t.State == ms.StateUp && f.canTake(j, j.Target) {
 				continue
 			}
-			j.Target, j.Handed = "", 0
 		}
-		f.assignRepair(j, rng)
+		f.retarget(k, j, rng)
 	}
+}
+
+// retarget finds a new target for a job whose target cannot take it. A
+// rebalancing move is dropped instead: its target was chosen for its low
+// usage, and the next round plans afresh from current usage.
+func (f *FSM) retarget(k repairKey, j *repairJob, rng *rand.Rand) {
+	if j.Target != "" && f.isMove(j) {
+		delete(f.repairs, k)
+		return
+	}
+	j.Target, j.Handed = "", 0
+	f.assignRepair(j, rng)
 }
 
 // canTake reports whether server may receive the rebuilt shard of j: it
@@ -557,20 +612,28 @@ func (f *FSM) applyCompleteRepair(c *command, a ms.RepairDone) error {
 	old := ch.Shards[a.Index].Server
 	ch.Shards[a.Index] = ms.Shard{Index: a.Index, Server: a.Server, Addr: cs.Addr, Sum: a.Sum}
 	delete(f.repairs, repairKey{a.Chunk, a.Index})
-	f.queueDelete(old, ms.ShardName(a.Chunk, a.Index))
+	name := ms.ShardName(a.Chunk, a.Index)
+	f.unqueueDelete(a.Server, name)
+	f.queueDelete(old, name)
+	// Count the space now, as placement does, so the next rebalancing round
+	// does not see the move undone; the next heartbeats report the truth.
+	cs.Used += ch.ShardSize
+	if o, ok := f.servers[old]; ok {
+		o.Used = max(o.Used-ch.ShardSize, 0)
+	}
 	// Other repairs of this chunk aimed at the same server must go elsewhere
 	// now that it holds a shard of the chunk.
 	for i := range ch.Shards {
 		if j, ok := f.repairs[repairKey{a.Chunk, i}]; ok && j.Target == a.Server {
-			j.Target, j.Handed = "", 0
-			f.assignRepair(j, rngFor(c))
+			f.retarget(repairKey{a.Chunk, i}, j, rngFor(c))
 		}
 	}
 	return nil
 }
 
 // applyGC drops uncommitted chunks whose lease ran out, hands stale repairs
-// out again and assigns repairs that had no target.
+// out again, assigns repairs that had no target and plans a round of
+// rebalancing moves.
 func (f *FSM) applyGC(c *command, a gcArgs) {
 	for _, id := range slices.Sorted(maps.Keys(f.chunks)) {
 		ch := f.chunks[id]
@@ -584,6 +647,7 @@ func (f *FSM) applyGC(c *command, a gcArgs) {
 		}
 	}
 	f.reconcileRepairs(rngFor(c))
+	f.rebalance(rngFor(c))
 }
 
 // gcWork reports whether a GC command would change anything at time now.
@@ -601,7 +665,7 @@ func (f *FSM) gcWork(now, repairTimeout int64) bool {
 			return true
 		}
 	}
-	return false
+	return f.rebalanceWork()
 }
 
 // livenessChanges lists the state changes missed heartbeats call for. Silence

@@ -100,12 +100,12 @@ func (f *FSM) status() ms.Status {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	st := ms.Status{
-		Chunkservers:  f.chunkservers(),
-		Inodes:        uint64(len(f.inodes)),
-		Chunks:        uint64(len(f.chunks)),
-		RepairsQueued: uint64(len(f.repairs)),
-		AppliedIndex:  f.applied.Load(),
+		Chunkservers: f.chunkservers(),
+		Inodes:       uint64(len(f.inodes)),
+		Chunks:       uint64(len(f.chunks)),
+		AppliedIndex: f.applied.Load(),
 	}
+	st.RepairsQueued, st.MovesQueued = f.jobCounts()
 	st.Degraded, st.Lost = f.health()
 	return st
 }
