@@ -107,17 +107,19 @@ func (u *UI) Register(e *echo.Echo) {
 		panic(err) // the embedded tree is fixed at build time
 	}
 	files := http.StripPrefix("/ui/static/", http.FileServer(http.FS(static)))
-	e.GET("/", u.repos)
-	e.GET("/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") })
-	e.GET("/ui/", u.repos)
-	e.GET("/ui/cluster", u.cluster)
-	e.GET("/ui/r/*", u.repoOrImage)
-	e.GET("/ui/static/*", func(c echo.Context) error {
+	// HEAD too: link checkers and uptime probes use it (the server drops the body).
+	get := func(path string, h echo.HandlerFunc) { e.Match([]string{http.MethodGet, http.MethodHead}, path, h) }
+	get("/", u.repos)
+	get("/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") })
+	get("/ui/", u.repos)
+	get("/ui/cluster", u.cluster)
+	get("/ui/r/*", u.repoOrImage)
+	get("/ui/static/*", func(c echo.Context) error {
 		c.Response().Header().Set("Cache-Control", "public, max-age=3600")
 		files.ServeHTTP(c.Response(), c.Request())
 		return nil
 	})
-	e.GET("/ui/*", func(c echo.Context) error {
+	get("/ui/*", func(c echo.Context) error {
 		return u.fail(c, fmt.Errorf("page %s: %w", c.Request().URL.Path, ErrNotFound))
 	})
 }

@@ -212,6 +212,9 @@ func TestPagesRenderPushedImages(t *testing.T) {
 		// multi has three tags; demo/app has "1" and the artifact's tag.
 		mustContain(t, path, body, `<td class="num">3</td>`, `<td class="num">2</td>`)
 	}
+	if r := e.do("HEAD", "/ui/r/demo/app", nil, nil); r.status != 200 || r.body != "" {
+		t.Errorf("HEAD repo page: %d, %d bytes", r.status, len(r.body))
+	}
 	if r := e.do("GET", "/ui", nil, nil); r.status != http.StatusMovedPermanently || r.header.Get("Location") != "/ui/" {
 		t.Errorf("/ui: %d %q", r.status, r.header.Get("Location"))
 	}
