@@ -20,6 +20,7 @@ import (
 	"github.com/dockyard/dockyard/chunkserver"
 	csserver "github.com/dockyard/dockyard/chunkserver/server"
 	"github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/internal/clusterauth"
 	"github.com/dockyard/dockyard/metaserver"
 	msserver "github.com/dockyard/dockyard/metaserver/server"
 )
@@ -47,6 +48,9 @@ type Config struct {
 	Meta Meta
 	// FS tunes the fs client (K, M, chunk size...).
 	FS fs.Options
+	// Auth, when set, makes the chunkservers refuse HTTP requests without
+	// the cluster secret; the cluster's own clients sign theirs.
+	Auth *clusterauth.Secret
 	// HeartbeatInterval of the chunkservers; default one second.
 	HeartbeatInterval time.Duration
 	Logger            *slog.Logger
@@ -92,7 +96,7 @@ func Start(cfg Config) (*Cluster, error) {
 		cfg.Meta = memoryMeta{msserver.NewMemory()}
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	c := &Cluster{cfg: cfg, meta: cfg.Meta, Meta: cfg.Meta.API(), Shards: chunkserver.NewClient(nil), ctx: ctx, stop: stop,
+	c := &Cluster{cfg: cfg, meta: cfg.Meta, Meta: cfg.Meta.API(), Shards: chunkserver.NewClusterClient(cfg.Auth), ctx: ctx, stop: stop,
 		servers: make([]*csserver.Server, cfg.Chunkservers), addrs: make([]string, cfg.Chunkservers)}
 	c.FS = fs.New(c.Meta, c.Shards, cfg.FS)
 	for i := range cfg.Chunkservers {
@@ -134,6 +138,7 @@ func (c *Cluster) startChunkserver(i int) error {
 		Chunks:            c.Meta,
 		HeartbeatInterval: c.cfg.HeartbeatInterval,
 		Client:            c.Shards,
+		Auth:              c.cfg.Auth,
 		Logger:            c.cfg.Logger.With("chunkserver", i),
 	})
 	if err != nil {

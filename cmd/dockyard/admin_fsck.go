@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/fs/fsck"
 	"github.com/dockyard/dockyard/metaserver"
 	"github.com/spf13/cobra"
@@ -28,7 +27,7 @@ which rebuilds them. It exits non-zero when anything is degraded, lost or dangli
 					}
 				}
 			}
-			r, err := fsck.Check(cmd.Context(), mc, chunkserver.NewClient(nil), o)
+			r, err := fsck.Check(cmd.Context(), mc, shardClient(), o)
 			if tty {
 				fmt.Fprint(cmd.ErrOrStderr(), "\r\033[K")
 			}

@@ -59,12 +59,16 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 			if rate == 0 {
 				rate = -1 // the flag's 0 means off; the config's 0 means default
 			}
-			mc, err := metaserver.NewClient(metaAddrs(meta))
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			secret, err := serverClusterSecret(cmd, log, listen)
+			if err != nil {
+				return err
+			}
+			mc, err := metaserver.NewClient(metaAddrs(meta), metaserver.WithClusterSecret(secret))
 			if err != nil {
 				return err
 			}
 			defer mc.Close()
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			s, err := server.New(server.Config{
 				DataDir:   data,
 				Listen:    listen,
@@ -75,6 +79,7 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 				NoSync:    !fsync,
 				Cluster:   mc,
 				Chunks:    mc,
+				Auth:      secret,
 				Logger:    log,
 			})
 			if err != nil {
@@ -95,6 +100,7 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.StringVar(&listen, "listen", "127.0.0.1:9600", "address of the shard API")
 	f.StringVar(&advertise, "advertise", "", "address peers and the metaserver use to reach this server (default: --listen)")
 	f.StringVar(&meta, "meta", defaultMeta, "metaserver API addresses, comma-separated")
+	addClusterSecretFlag(f)
 	f.StringArrayVar(&labels, "label", nil, "failure-domain label k=v, e.g. zone=a (repeatable)")
 	f.StringVar(&capacity, "capacity", "0", "most bytes to store; 0 = the disk's free space (the smaller of the two applies)")
 	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")

@@ -31,8 +31,12 @@ func metaClient(cmd *cobra.Command) (*metaserver.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--meta: %w", err)
 	}
+	secret, err := clusterSecret(cmd)
+	if err != nil {
+		return nil, err
+	}
 	// A command line should not hang for long on a cluster that is down.
-	return metaserver.NewClient(metaAddrs(v), metaserver.WithRetryTimeout(10*time.Second))
+	return metaserver.NewClient(metaAddrs(v), metaserver.WithRetryTimeout(10*time.Second), metaserver.WithClusterSecret(secret))
 }
 
 // withMeta wraps a command body that talks to the metaservers: it connects

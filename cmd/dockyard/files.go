@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/metaserver"
 )
@@ -51,6 +50,7 @@ func mustDFSPath(arg string) (string, error) {
 
 func addMetaFlag(c *cobra.Command) {
 	c.Flags().String("meta", defaultMeta, "metaserver API addresses, comma-separated")
+	addClusterSecretFlag(c.Flags())
 }
 
 // newFSClient connects to the metaservers named by --meta. It is the one
@@ -60,7 +60,7 @@ func newFSClient(cmd *cobra.Command) (*fs.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fs.New(mc, chunkserver.NewClient(nil), fs.Options{}), nil
+	return fs.New(mc, shardClient(), fs.Options{}), nil
 }
 
 func lsCmd() *cobra.Command {

@@ -39,11 +39,16 @@ It runs until SIGINT or SIGTERM.`,
 			if verbose {
 				cfg.LogLevel = "info"
 			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			secret, err := serverClusterSecret(cmd, log, cfg.APIAddr, cfg.RaftAddr)
+			if err != nil {
+				return err
+			}
+			cfg.Auth = secret
 			n, err := msserver.Start(cfg)
 			if err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			log.Info("metaserver serving", "id", cfg.ID, "api", n.APIAddr(), "raft", n.RaftAddr(), "data", cfg.DataDir)
 			<-cmd.Context().Done()
 			log.Info("metaserver shutting down", "id", cfg.ID)
@@ -56,6 +61,7 @@ It runs until SIGINT or SIGTERM.`,
 	f.StringVar(&cfg.APIAddr, "listen", defaultMeta, "address of the HTTP API")
 	f.StringVar(&cfg.RaftAddr, "raft", "127.0.0.1:9501", "address of the Raft transport")
 	f.StringVar(&cfg.Join, "join", "", "API address of a cluster member to join through (new nodes only)")
+	addClusterSecretFlag(f)
 	f.DurationVar(&cfg.SuspectAfter, "suspect-after", 0, "mark a silent chunkserver suspect after this long (default 3s)")
 	f.DurationVar(&cfg.DownAfter, "down-after", 0, "mark a silent chunkserver down and rebuild its shards after this long (default 30s)")
 	f.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "log entries between snapshots (default 16384)")

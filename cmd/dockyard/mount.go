@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/fs/fuse"
 	"github.com/dockyard/dockyard/metaserver"
@@ -40,13 +39,17 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			mc, err := metaserver.NewClient(strings.Split(meta, ","))
+			secret, err := clusterSecret(cmd)
+			if err != nil {
+				return err
+			}
+			mc, err := metaserver.NewClient(strings.Split(meta, ","), metaserver.WithClusterSecret(secret))
 			if err != nil {
 				return err
 			}
 			defer mc.Close()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			client := dfs.New(mc, chunkserver.NewClient(nil), dfs.Options{
+			client := dfs.New(mc, shardClient(), dfs.Options{
 				CacheBytes: cacheMB << 20,
 				ReadAhead:  readAheadMB << 20,
 				Logger:     log,
@@ -94,6 +97,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&meta, "meta", "127.0.0.1:9500", "metaserver API addresses, comma-separated")
+	addClusterSecretFlag(f)
 	f.BoolVar(&opt.ReadOnly, "read-only", false, "mount read-only")
 	f.BoolVar(&opt.ShowReserved, "show-reserved", false, "show the reserved tree /"+fuse.ReservedName)
 	f.DurationVar(&opt.EntryTimeout, "entry-timeout", fuse.DefaultEntryTimeout, "how long the kernel caches names (negative: not at all)")

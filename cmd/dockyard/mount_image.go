@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/fs/fuse"
 	"github.com/dockyard/dockyard/image"
 	"github.com/dockyard/dockyard/metaserver"
@@ -21,7 +20,7 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log
 	if err != nil {
 		return nil, err
 	}
-	images, err := image.New(mc, chunkserver.NewClient(nil), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
+	images, err := image.New(mc, shardClient(), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
 	if err != nil {
 		return nil, err
 	}

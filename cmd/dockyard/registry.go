@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/metaserver"
 	"github.com/dockyard/dockyard/registry"
@@ -49,13 +48,17 @@ SIGTERM.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			mc, err := metaserver.NewClient(metaAddrs(meta))
+			secret, err := clusterSecret(cmd)
+			if err != nil {
+				return err
+			}
+			mc, err := metaserver.NewClient(metaAddrs(meta), metaserver.WithClusterSecret(secret))
 			if err != nil {
 				return err
 			}
 			defer mc.Close()
 			ctx := cmd.Context()
-			client := dfs.New(mc, chunkserver.NewClient(nil), dfs.Options{K: k, M: m, Logger: log})
+			client := dfs.New(mc, shardClient(), dfs.Options{K: k, M: m, Logger: log})
 			reg, queue, err := newRegistry(ctx, client, registry.Config{
 				MaxBlobSize:     maxBlobMB << 20,
 				MaxManifestSize: maxManifestKB << 10,
@@ -75,6 +78,7 @@ SIGTERM.`,
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:5000", "address to serve the registry on")
 	f.StringVar(&meta, "meta", defaultMeta, "metaserver API addresses, comma-separated")
+	addClusterSecretFlag(f)
 	f.StringVar(&ec, "ec", "4+2", "erasure coding of blob chunks, data+parity")
 	f.Int64Var(&maxBlobMB, "max-blob-mb", 64<<10, "largest blob accepted, in MiB")
 	f.Int64Var(&maxManifestKB, "max-manifest-kb", 4<<10, "largest manifest accepted, in KiB")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/container"
 	"github.com/dockyard/dockyard/converter"
 	"github.com/dockyard/dockyard/image"
@@ -62,7 +61,7 @@ Everything is torn down when the process exits, and run exits with the process's
 				return err
 			}
 			defer mc.Close()
-			images, err := image.New(mc, chunkserver.NewClient(nil), image.Options{
+			images, err := image.New(mc, shardClient(), image.Options{
 				Logger: log, SpanCacheDir: spanCacheDir, SpanCacheDiskBytes: spanCacheMB << 20})
 			if err != nil {
 				return err
@@ -111,6 +110,7 @@ Everything is torn down when the process exits, and run exits with the process's
 	}
 	f := cmd.Flags()
 	f.StringVar(&meta, "meta", defaultMeta, "metaserver API addresses, comma-separated")
+	addClusterSecretFlag(f)
 	f.StringVar(&platform, "platform", "linux/amd64", "platform to pick from a multi-platform image")
 	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable (KEY=VALUE); repeatable")
 	f.StringVarP(&workdir, "workdir", "w", "", "working directory inside the container")

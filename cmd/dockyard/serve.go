@@ -60,12 +60,17 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				return err
 			}
 			ctx := cmd.Context()
+			secret, err := serveClusterSecret(cmd, log, data, metaListen)
+			if err != nil {
+				return err
+			}
 
 			node, err := msserver.Start(msserver.Config{
 				ID:       "serve",
 				DataDir:  filepath.Join(data, "meta"),
 				APIAddr:  metaListen,
 				RaftAddr: raftListen,
+				Auth:     secret,
 			})
 			if err != nil {
 				return fmt.Errorf("starting the metaserver: %w", err)
@@ -87,6 +92,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				NoSync:        !fsync,
 				HTTPOnly:      shardHTTP,
 				Meta:          nodeMeta{node},
+				Auth:          secret,
 				FS:            dfs.Options{K: k, M: m, Logger: log},
 				Logger:        log,
 			})
@@ -125,6 +131,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	addClusterSecretFlag(f)
 	return cmd
 }
 
