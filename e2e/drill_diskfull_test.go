@@ -84,13 +84,7 @@ func TestDrillDiskFull(t *testing.T) {
 	}
 	t.Logf("free space per chunkserver when the push failed: %v", free)
 	if !drillMentionsSpace(drillLastLine(fullErr)) {
-		// Known bug (docs/reliability.md): the registry maps "no
-		// chunkserver has room" to a bare 503 UNAVAILABLE.
-		if drillKnownBugs() {
-			t.Errorf("the push that found the cluster full failed without saying why:\n%s", fullErr)
-		} else {
-			t.Logf("KNOWN BUG: the failing push does not name the cause (set DOCKYARD_DRILL_KNOWN_BUGS=1 to fail on it)")
-		}
+		t.Errorf("the push that found the cluster full failed without saying why:\n%s", fullErr)
 	}
 	// A file copy fails with one line naming the cause.
 	local, _ := drillRandomFile(t, tmp, "big", 3<<20)

@@ -33,8 +33,6 @@ import (
 // DOCKYARD_DRILLS=long); CI runs the short versions.
 func drillLong() bool { return os.Getenv("DOCKYARD_DRILLS") == "long" }
 
-// drillKnownBugs reports whether drills gated on a known, documented bug run.
-func drillKnownBugs() bool { return os.Getenv("DOCKYARD_DRILL_KNOWN_BUGS") == "1" }
 
 // pick returns long in long mode and short otherwise.
 func drillPick(short, long int) int {

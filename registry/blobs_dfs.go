@@ -44,9 +44,9 @@ func NewDFSBlobStore(ctx context.Context, c *fs.Client) (*DFSBlobStore, error) {
 func (s *DFSBlobStore) blobPath(d Digest) string    { return path.Join(s.root, "blobs", d.Alg, d.Hex) }
 func (s *DFSBlobStore) uploadPath(id string) string { return path.Join(s.root, "uploads", id) }
 
-// dfsErr classifies file-system errors: a missing file is ErrBlobNotFound,
-// and conditions that pass (no leader, no chunkserver with room) are
-// ErrStoreUnavailable so clients see 503 and retry.
+// dfsErr classifies file-system errors: a missing file is ErrBlobNotFound, no
+// chunkserver with room is ErrStoreFull (507, saying so), and conditions that
+// pass (no leader) are ErrStoreUnavailable so clients see 503 and retry.
 func dfsErr(err error) error {
 	var nl *metaserver.ErrNotLeader
 	switch {
@@ -54,7 +54,9 @@ func dfsErr(err error) error {
 		return nil
 	case errors.Is(err, syscall.ENOENT):
 		return fmt.Errorf("%w: %w", ErrBlobNotFound, err)
-	case errors.As(err, &nl), errors.Is(err, metaserver.ErrNoSpace), errors.Is(err, chunkserver.ErrNoSpace):
+	case errors.Is(err, metaserver.ErrNoSpace), errors.Is(err, chunkserver.ErrNoSpace):
+		return fmt.Errorf("%w: %w", ErrStoreFull, err)
+	case errors.As(err, &nl):
 		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 	}
 	return err

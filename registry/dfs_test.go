@@ -29,6 +29,13 @@ func newDFSStore(t *testing.T) *DFSBlobStore {
 // newDFSStoreOpt is newDFSStore with the given fs client options.
 func newDFSStoreOpt(t *testing.T, opt fs.Options) *DFSBlobStore {
 	t.Helper()
+	return newDFSStoreCap(t, opt, 0)
+}
+
+// newDFSStoreCap is newDFSStoreOpt with every chunkserver limited to
+// capacity bytes (0: unlimited).
+func newDFSStoreCap(t *testing.T, opt fs.Options, capacity int64) *DFSBlobStore {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	mem := msserver.NewMemory()
@@ -36,7 +43,7 @@ func newDFSStoreOpt(t *testing.T, opt fs.Options) *DFSBlobStore {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i := range 6 {
 		cs, err := csserver.New(csserver.Config{
-			Store: store.NewMemory(0), ID: metaserver.ServerID(fmt.Sprintf("cs%d", i)),
+			Store: store.NewMemory(capacity), ID: metaserver.ServerID(fmt.Sprintf("cs%d", i)),
 			Cluster: api, Chunks: api, ScrubRate: -1, HeartbeatInterval: 50 * time.Millisecond,
 			Logger: quiet,
 		})

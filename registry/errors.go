@@ -43,7 +43,10 @@ var (
 	ErrPaginationInvalid = ErrorCode{"PAGINATION_NUMBER_INVALID", "invalid number of results requested", http.StatusBadRequest}
 	ErrNotFound          = ErrorCode{"NOT_FOUND", "no such endpoint", http.StatusNotFound}
 	ErrUnavailable       = ErrorCode{"UNAVAILABLE", "storage is temporarily unavailable", http.StatusServiceUnavailable}
-	ErrInternal          = ErrorCode{"UNKNOWN", "unknown error", http.StatusInternalServerError}
+	// ErrFull is UNAVAILABLE with the cause spelled out and 507, the status
+	// the chunkservers themselves answer with, so `docker push` shows why.
+	ErrFull     = ErrorCode{"UNAVAILABLE", "storage full: no chunkserver has room for the data; add or free capacity", http.StatusInsufficientStorage}
+	ErrInternal = ErrorCode{"UNKNOWN", "unknown error", http.StatusInternalServerError}
 )
 
 // Error is a registry failure with its code and a detail for the client. It
@@ -116,6 +119,8 @@ func (r *Registry) errorHandler(err error, c echo.Context) {
 		default:
 			re = &Error{Code: ErrorCode{"UNKNOWN", http.StatusText(he.Code), he.Code}, Detail: fmt.Sprint(he.Message)}
 		}
+	case errors.Is(err, ErrStoreFull):
+		re = ErrFull.Wrap(err, "")
 	case errors.Is(err, ErrStoreUnavailable):
 		re = ErrUnavailable.Wrap(err, "")
 	default:

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
@@ -156,5 +159,22 @@ func TestStoreUnavailableIs503(t *testing.T) {
 	r := env.do("GET", "/v2/x/manifests/v1", nil, nil)
 	if r.status != http.StatusServiceUnavailable || r.code() != "UNAVAILABLE" {
 		t.Fatalf("%d %s", r.status, r.body)
+	}
+}
+
+// TestStoreFullIs507: a cluster with no room left answers 507 and says so,
+// instead of a 503 a client would retry forever without knowing why.
+func TestStoreFullIs507(t *testing.T) {
+	s := newDFSStoreCap(t, fs.Options{ChunkSize: 256 << 10, ReplicateBelow: 16 << 10, WriteAttempts: 2,
+		RetryBackoff: 10 * time.Millisecond}, 64<<10)
+	env := &testEnv{t: t, kv: s.c.Meta(), blobs: s}
+	env.start(Config{})
+	blob := bytes.Repeat([]byte("full"), 1<<20)
+	r := env.do("POST", "/v2/x/blobs/uploads/?digest="+sha(blob), nil, blob)
+	if r.status != http.StatusInsufficientStorage || r.code() != "UNAVAILABLE" || !strings.Contains(string(r.body), "storage full") {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	if errors.Is(dfsErr(fmt.Errorf("x: %w", metaserver.ErrNoSpace)), ErrStoreUnavailable) {
+		t.Fatal("no space must not look like a transient outage")
 	}
 }

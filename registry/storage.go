@@ -56,3 +56,8 @@ var ErrBlobNotFound = errors.New("blob not found in store")
 // ErrStoreUnavailable marks failures of the storage back-end that a client may
 // retry (no metaserver leader, too few chunkservers); they are served as 503.
 var ErrStoreUnavailable = errors.New("storage unavailable")
+
+// ErrStoreFull is returned by a BlobStore that has no room left for the data
+// (every chunkserver full). It is not transient like ErrStoreUnavailable:
+// an operator has to add or free capacity, so clients are told so.
+var ErrStoreFull = errors.New("storage full")

@@ -8,9 +8,8 @@
 #   scripts/drills.sh Partition    # only drills whose test name matches
 #
 # Needs root (FUSE mounts, tmpfs, network namespaces), crane, iproute2 and
-# fuse3; `scripts/test-setup.sh` installs them. Set DOCKYARD_DRILL_KNOWN_BUGS=1
-# to also fail on the known bugs listed in docs/reliability.md. The full log
-# goes to bin/drills-output.log.
+# fuse3; `scripts/test-setup.sh` installs them. The full log goes to
+# bin/drills-output.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
