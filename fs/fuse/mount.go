@@ -79,6 +79,10 @@ func mountOptions(opt Options) gofuse.MountOptions {
 	if opt.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
+	if opt.Suid {
+		mo.DirectMountFlags &^= syscall.MS_NOSUID
+		mo.Options = append(mo.Options, "suid")
+	}
 	return mo
 }
 

@@ -417,3 +417,36 @@ func TestUnescapeMount(t *testing.T) {
 		}
 	}
 }
+
+// mountFlags returns the per-mount options of dir from mountinfo.
+func mountFlags(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[4] == dir {
+			return f[5]
+		}
+	}
+	t.Fatalf("%s is not in the mount table", dir)
+	return ""
+}
+
+// TestMountFlags: mounts are nosuid, nodev and noatime unless asked for
+// setuid programs.
+func TestMountFlags(t *testing.T) {
+	c := newCluster(t)
+	plain, _ := c.mount(t, Options{})
+	flags := mountFlags(t, plain)
+	for _, want := range []string{"nosuid", "nodev", "noatime"} {
+		if !strings.Contains(flags, want) {
+			t.Errorf("default mount flags %q lack %s", flags, want)
+		}
+	}
+	suid, _ := c.mount(t, Options{Suid: true})
+	if flags := mountFlags(t, suid); strings.Contains(flags, "nosuid") || !strings.Contains(flags, "nodev") {
+		t.Errorf("Suid mount flags %q, want suid and nodev", flags)
+	}
+}

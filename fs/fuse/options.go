@@ -51,6 +51,10 @@ type Options struct {
 	// AllowOther lets users other than the mounter use the mount (needs root
 	// or user_allow_other in fuse.conf).
 	AllowOther bool
+	// Suid honours set-user-ID and set-group-ID bits on exec. Off by
+	// default (nosuid); a root-run container whose image ships setuid
+	// programs needs it.
+	Suid bool
 	// MaxWrite is the largest read or write request, default and most 1 MiB.
 	MaxWrite int
 	// FsName is shown as the source in /proc/mounts and df.
