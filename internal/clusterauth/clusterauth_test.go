@@ -65,7 +65,7 @@ func TestLoadOrCreateSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(a.httpKey) != string(b.httpKey) {
+	if string(a.httpKeys[0]) != string(b.httpKeys[0]) {
 		t.Fatal("a second load made a new secret instead of reading the file")
 	}
 	if err := os.Chmod(path, 0o644); err != nil {
@@ -326,5 +326,51 @@ func TestListenerClose(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Accept did not return after Close")
+	}
+}
+
+// TestRotation walks the rolling steps of docs/security.md: a node accepts a
+// peer when the peer's first key is one of its own, so nodes one step apart
+// always accept each other, and the two ends never do.
+func TestRotation(t *testing.T) {
+	oldKey, err := GenerateSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey, err := GenerateSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []string{oldKey, oldKey + newKey, "\n" + newKey + "\n" + oldKey, newKey}
+	secrets := make([]*Secret, len(steps))
+	for i, text := range steps {
+		if secrets[i], err = ParseSecret([]byte(text)); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	now := time.Now()
+	for i, server := range secrets {
+		l := listen(t, server)
+		for j, client := range secrets {
+			signs := map[int]string{0: oldKey, 1: oldKey, 2: newKey, 3: newKey}[j]
+			want := strings.Contains(steps[i], signs)
+			if (i-j <= 1 && j-i <= 1 && !want) || (i+j == 3 && i*j == 0 && want) {
+				t.Fatalf("steps %d and %d: the rotation plan itself is wrong", i, j)
+			}
+			cred, err := client.Credential("GET", "/x", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := server.Verify(cred, "GET", "/x", now, Window) == nil; got != want {
+				t.Errorf("HTTP: server at step %d, client at step %d: accepted %v, want %v", i, j, got, want)
+			}
+			c, err := client.Dial(l.Addr().String(), time.Second, time.Second)
+			if got := err == nil; got != want {
+				t.Errorf("stream: server at step %d, client at step %d: accepted %v (%v), want %v", i, j, got, err, want)
+			}
+			if c != nil {
+				c.Close()
+			}
+		}
 	}
 }

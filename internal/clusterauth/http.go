@@ -71,8 +71,8 @@ func CheckResponse(peer string, resp *http.Response) error {
 // sign computes the MAC of one request. Fields are separated by a byte that
 // cannot occur in a method, a request URI or a decimal number, so no two
 // requests share a message.
-func (s *Secret) sign(method, uri, ts, nonce string) []byte {
-	m := hmac.New(sha256.New, s.httpKey)
+func sign(key []byte, method, uri, ts, nonce string) []byte {
+	m := hmac.New(sha256.New, key)
 	for _, f := range []string{method, uri, ts, nonce} {
 		m.Write([]byte(f))
 		m.Write([]byte{0})
@@ -89,7 +89,7 @@ func (s *Secret) Credential(method, uri string, now time.Time) (string, error) {
 	}
 	ts := strconv.FormatInt(now.Unix(), 10)
 	nonce := hex.EncodeToString(nb[:])
-	return "v1." + ts + "." + nonce + "." + hex.EncodeToString(s.sign(method, uri, ts, nonce)), nil
+	return "v1." + ts + "." + nonce + "." + hex.EncodeToString(sign(s.httpKeys[0], method, uri, ts, nonce)), nil
 }
 
 // Verify checks a credential for a request with this method and request URI
@@ -112,7 +112,11 @@ func (s *Secret) Verify(cred, method, uri string, now time.Time, window time.Dur
 		return ErrMalformed
 	}
 	// The MAC first: an outsider learns nothing about our clock.
-	if !hmac.Equal(mac, s.sign(method, uri, parts[1], parts[2])) {
+	ok := false
+	for _, k := range s.httpKeys {
+		ok = hmac.Equal(mac, sign(k, method, uri, parts[1], parts[2])) || ok
+	}
+	if !ok {
 		return ErrBadMAC
 	}
 	if d := now.Sub(time.Unix(sec, 0)); d > window || d < -window {

@@ -37,9 +37,12 @@ var (
 
 // Secret is a loaded cluster secret. The zero value is not usable; a nil
 // *Secret means "no authentication" wherever this package accepts one.
+//
+// It may hold more than one key so a cluster can change its secret without
+// stopping: the first signs, every one verifies (see docs/security.md).
 type Secret struct {
-	httpKey []byte // signs HTTP requests
-	raftKey []byte // answers Raft stream challenges
+	httpKeys [][]byte // sign HTTP requests
+	raftKeys [][]byte // answer Raft stream challenges
 }
 
 // GenerateSecret returns the text of a new random secret (hex, one line), as
@@ -52,12 +55,36 @@ func GenerateSecret() (string, error) {
 	return hex.EncodeToString(b) + "\n", nil
 }
 
-// ParseSecret reads a secret from its text: hex or base64 (standard or URL
-// alphabet, padded or not) of at least MinSecretBytes bytes, surrounding
-// white space ignored. Only encoded random bytes are accepted because a
-// typed password of the same length carries far less entropy.
+// ParseSecret reads a secret from its text: one key per line, each hex or
+// base64 (standard or URL alphabet, padded or not) of at least
+// MinSecretBytes bytes; blank lines and surrounding white space are ignored.
+// The first key signs; the others are only accepted, for rotation. Only
+// encoded random bytes are accepted because a typed password of the same
+// length carries far less entropy.
 func ParseSecret(text []byte) (*Secret, error) {
-	raw, err := decode(bytes.TrimSpace(text))
+	s := &Secret{}
+	for i, line := range bytes.Split(text, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		raw, err := parseKey(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		// Separate keys per use, so a value signed for one protocol
+		// never verifies in the other.
+		s.httpKeys = append(s.httpKeys, derive(raw, "dockyard cluster http v1"))
+		s.raftKeys = append(s.raftKeys, derive(raw, "dockyard cluster raft v1"))
+	}
+	if len(s.httpKeys) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrSecretFormat)
+	}
+	return s, nil
+}
+
+func parseKey(text []byte) ([]byte, error) {
+	raw, err := decode(text)
 	if err != nil {
 		return nil, err
 	}
@@ -77,9 +104,7 @@ func ParseSecret(text []byte) (*Secret, error) {
 	if distinct < MinSecretBytes/2 {
 		return nil, fmt.Errorf("%w (only %d distinct byte values)", ErrSecretWeak, distinct)
 	}
-	// Separate keys per use, so a value signed for one protocol never
-	// verifies in the other.
-	return &Secret{httpKey: derive(raw, "dockyard cluster http v1"), raftKey: derive(raw, "dockyard cluster raft v1")}, nil
+	return raw, nil
 }
 
 func decode(s []byte) ([]byte, error) {

@@ -33,8 +33,8 @@ const (
 // ErrHandshake is the cause of every failed stream handshake, on both sides.
 var ErrHandshake = errors.New("cluster handshake failed")
 
-func (s *Secret) streamMAC(nonce []byte, clientAddr, serverAddr string) []byte {
-	m := hmac.New(sha256.New, s.raftKey)
+func streamMAC(key, nonce []byte, clientAddr, serverAddr string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(magic))
 	m.Write(nonce)
 	m.Write([]byte(clientAddr))
@@ -138,8 +138,12 @@ func (l *Listener) serverHandshake(c net.Conn) error {
 	if _, err := io.ReadFull(c, answer); err != nil {
 		return fmt.Errorf("%w: reading answer: %w", ErrHandshake, err)
 	}
-	want := l.s.streamMAC(challenge[len(magic):], c.RemoteAddr().String(), c.LocalAddr().String())
-	if !hmac.Equal(answer, want) {
+	ok := false
+	for _, k := range l.s.raftKeys {
+		want := streamMAC(k, challenge[len(magic):], c.RemoteAddr().String(), c.LocalAddr().String())
+		ok = hmac.Equal(answer, want) || ok
+	}
+	if !ok {
 		_, _ = c.Write([]byte{statusRefused})
 		return fmt.Errorf("%w: %w", ErrHandshake, ErrBadMAC)
 	}
@@ -213,7 +217,7 @@ func (s *Secret) clientHandshake(c net.Conn, timeout time.Duration) error {
 	if string(challenge[:len(magic)]) != magic {
 		return fmt.Errorf("%w: peer did not send a challenge (is it running without a cluster secret?)", ErrHandshake)
 	}
-	if _, err := c.Write(s.streamMAC(challenge[len(magic):], c.LocalAddr().String(), c.RemoteAddr().String())); err != nil {
+	if _, err := c.Write(streamMAC(s.raftKeys[0], challenge[len(magic):], c.LocalAddr().String(), c.RemoteAddr().String())); err != nil {
 		return fmt.Errorf("%w: sending answer: %w", ErrHandshake, err)
 	}
 	var status [1]byte
