@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -30,6 +31,15 @@ func encodeCommand(c *command) []byte {
 var errShortEntry = errors.New("truncated log entry")
 
 func decodeCommand(b []byte, c *command) error {
+	if len(b) > 0 && b[0] == '{' {
+		// Entries written before the binary envelope were the command as
+		// JSON. Logs keep them until the next snapshot, so a node upgraded
+		// in place must still apply them.
+		if err := json.Unmarshal(b, c); err != nil {
+			return fmt.Errorf("legacy JSON log entry: %w", err)
+		}
+		return nil
+	}
 	if len(b) == 0 || b[0] != codecVersion {
 		return fmt.Errorf("log entry codec version %v, want %d", b[:min(len(b), 1)], codecVersion)
 	}
