@@ -313,11 +313,31 @@ func TestStreamHandshakeTimeout(t *testing.T) {
 }
 
 func TestListenerClose(t *testing.T) {
-	l := listen(t, testSecret(t))
+	rejected := make(chan error, 1)
+	l := listen(t, testSecret(t), WithRejectHook(func(_ net.Addr, err error) { rejected <- err }))
+	// A peer silent in the middle of its handshake does not hold Close up
+	// for the handshake timeout.
+	silent, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if _, err := io.ReadFull(silent, make([]byte, len(magic)+nonceLen)); err != nil {
+		t.Fatalf("no challenge: %v", err)
+	}
 	errc := make(chan error, 1)
 	go func() { _, err := l.Accept(); errc <- err }()
+	start := time.Now()
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close waited %v for a silent handshake", d)
+	}
+	select {
+	case err := <-rejected:
+		t.Fatalf("a handshake cut by Close was reported as a refusal: %v", err)
+	default:
 	}
 	select {
 	case err := <-errc:

@@ -72,14 +72,17 @@ type Listener struct {
 	once  sync.Once
 	wg    sync.WaitGroup
 
-	mu      sync.Mutex
-	acceptE error // the underlying listener's final error
+	mu       sync.Mutex
+	acceptE  error                 // the underlying listener's final error
+	shaking  map[net.Conn]struct{} // handshakes in progress, cut short by Close
+	isClosed bool
 }
 
 // NewListener wraps ln. Handshakes run in their own goroutines, so a peer
 // that connects and stays silent delays nobody else's Accept.
 func (s *Secret) NewListener(ln net.Listener, opts ...StreamOption) *Listener {
-	l := &Listener{s: s, ln: ln, timeout: defaultTimeout, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &Listener{s: s, ln: ln, timeout: defaultTimeout, conns: make(chan net.Conn), done: make(chan struct{}),
+		shaking: map[net.Conn]struct{}{}}
 	for _, o := range opts {
 		o(l)
 	}
@@ -103,12 +106,26 @@ func (l *Listener) acceptLoop() {
 			l.close()
 			return
 		}
+		l.mu.Lock()
+		if l.isClosed {
+			l.mu.Unlock()
+			_ = c.Close()
+			continue // Accept fails next: the listener is closed
+		}
+		l.shaking[c] = struct{}{}
+		l.mu.Unlock()
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			if err := l.serverHandshake(c); err != nil {
+			err := l.serverHandshake(c)
+			l.mu.Lock()
+			delete(l.shaking, c)
+			closing := l.isClosed
+			l.mu.Unlock()
+			if err != nil {
 				_ = c.Close()
-				if l.onReject != nil {
+				// A handshake Close cut short is no refusal worth reporting.
+				if l.onReject != nil && !closing {
 					l.onReject(c.RemoteAddr(), err)
 				}
 				return
@@ -170,9 +187,16 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 func (l *Listener) close() { l.once.Do(func() { close(l.done) }) }
 
-// Close stops accepting and waits for handshakes in progress to end.
+// Close stops accepting, cuts handshakes in progress and waits for their
+// goroutines.
 func (l *Listener) Close() error {
 	err := l.ln.Close()
+	l.mu.Lock()
+	l.isClosed = true
+	for c := range l.shaking {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
 	l.close()
 	l.wg.Wait()
 	return err
