@@ -33,7 +33,6 @@ import (
 // DOCKYARD_DRILLS=long); CI runs the short versions.
 func drillLong() bool { return os.Getenv("DOCKYARD_DRILLS") == "long" }
 
-
 // pick returns long in long mode and short otherwise.
 func drillPick(short, long int) int {
 	if drillLong() {
