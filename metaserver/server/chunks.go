@@ -379,7 +379,8 @@ func (f *FSM) takeDeletes(id ms.ServerID, incoming map[string]bool) []string {
 	return out
 }
 
-// rejoin handles a down server heartbeating again. Shards already rebuilt
+// rejoin handles a server back in service: a down server heartbeating
+// again, or one an administrator sets up. Shards already rebuilt
 // elsewhere no longer point at it and their deletes are queued for it; the
 // copies whose rebuild has not completed are still its locations, so those
 // rebuilds are cancelled rather than finished into a second copy. A target
@@ -462,11 +463,7 @@ func (f *FSM) applySetState(c *command, a ms.SetStateArgs, admin bool) error {
 	if a.State == ms.StateUp {
 		// A server back in service keeps its shards: drop the moves that were
 		// only scheduled because of its state.
-		for k, j := range f.repairs {
-			if !j.Bad && f.chunks[k.Chunk].Shards[k.Index].Server == a.ID {
-				delete(f.repairs, k)
-			}
-		}
+		f.rejoin(cs)
 	}
 	f.reconcileRepairs(rngFor(c))
 	return nil

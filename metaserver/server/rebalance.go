@@ -137,24 +137,47 @@ func (f *FSM) planMoves(limit int, rng *rand.Rand) []move {
 	if limit <= 0 {
 		return nil
 	}
-	var used, capacity float64
+	// Integer sums: float additions in map order could round differently
+	// on different replicas.
+	var used, capacity int64
 	for _, l := range loads {
-		used += float64(l.used)
-		capacity += float64(l.cs.Capacity)
+		used += l.used
+		capacity += l.cs.Capacity
 	}
-	mean := used / capacity
-	// Candidate shards per server, in chunk order so replicas agree.
+	mean := float64(used) / float64(capacity)
+	// Most rounds find the cluster balanced or the limits reached; say so
+	// before looking at any chunk, as the leader asks every second.
+	sources := map[ms.ServerID]bool{}
+	anyTarget, outOfBand := false, false
+	for id, l := range loads {
+		u := l.util()
+		outOfBand = outOfBand || u > mean+rebalanceThreshold || u < mean-rebalanceThreshold
+		if l.busy < maxMovesPerServer {
+			anyTarget = anyTarget || u < mean
+			if u > mean {
+				sources[id] = true
+			}
+		}
+	}
+	if !outOfBand || !anyTarget || len(sources) == 0 {
+		return nil
+	}
+	// Candidate shards of the sources, in chunk order so replicas agree.
 	onServer := map[ms.ServerID][]repairKey{}
-	for _, id := range slices.Sorted(maps.Keys(f.chunks)) {
-		ch := f.chunks[id]
+	for id, ch := range f.chunks {
 		if !ch.Committed || busyChunks[id] {
 			continue
 		}
 		for i, s := range ch.Shards {
-			if loads[s.Server] != nil {
+			if sources[s.Server] {
 				onServer[s.Server] = append(onServer[s.Server], repairKey{id, i})
 			}
 		}
+	}
+	for _, keys := range onServer {
+		slices.SortFunc(keys, func(a, b repairKey) int {
+			return cmp.Or(cmp.Compare(a.Chunk, b.Chunk), cmp.Compare(a.Index, b.Index))
+		})
 	}
 	pendingDeletes := map[ms.ServerID]map[string]bool{}
 	deleteQueued := func(id ms.ServerID, name string) bool {

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -101,6 +103,24 @@ func (sc *simCluster) round(cfg Config, down ...ms.ServerID) {
 		}
 	}
 	sc.m.Tick(cfg)
+}
+
+// settle runs rounds until no job is queued, then one more so the last
+// deletes reach their servers; it fails after bound rounds.
+func (sc *simCluster) settle(cfg Config, bound int) {
+	sc.t.Helper()
+	for range bound {
+		sc.round(cfg)
+		st, err := sc.c.Status(context.Background())
+		if err != nil {
+			sc.t.Fatal(err)
+		}
+		if st.RepairsQueued == 0 && st.MovesQueued == 0 {
+			sc.round(cfg)
+			return
+		}
+	}
+	sc.t.Fatalf("jobs still queued after %d rounds", bound)
 }
 
 // store allocates and commits n chunks of 4+2 shards of size shard into
@@ -290,11 +310,11 @@ func TestRebalanceKeepsZones(t *testing.T) {
 		ids = append(ids, ch.ID)
 	}
 	nb := sc.add("b", 40*shard)
-	for range 10 {
+	for range 5 {
 		sc.round(cfg)
 		sc.check(ids, 3, false)
 	}
-	sc.round(cfg)
+	sc.settle(cfg, 20)
 	sc.check(ids, 3, true)
 	if len(nb.shards) == 0 {
 		t.Fatal("the new zone-b server got nothing")
@@ -325,6 +345,13 @@ func TestMoveDroppedWhenTargetGoesAway(t *testing.T) {
 	if st.MovesQueued == 0 {
 		t.Fatal("no moves planned toward the empty server")
 	}
+	var planned repairKey
+	for k, j := range sc.m.fsm.repairs {
+		if j.Target != target.id {
+			t.Fatalf("move of %v aimed at %s, not the empty server", k, j.Target)
+		}
+		planned = k
+	}
 	// The target falls silent before taking its moves: once suspect, its
 	// moves are dropped rather than sent to a random server.
 	sc.clk.advance(5 * time.Second)
@@ -337,8 +364,8 @@ func TestMoveDroppedWhenTargetGoesAway(t *testing.T) {
 		t.Fatalf("after the target went silent: %+v", st)
 	}
 	// A late completion of a dropped move is refused and its copy deleted.
-	name := ms.ShardName(ids[0], 0)
-	err := sc.c.CompleteRepair(ctx, ms.RepairDone{Chunk: ids[0], Index: 0, Server: target.id})
+	name := ms.ShardName(planned.Chunk, planned.Index)
+	err := sc.c.CompleteRepair(ctx, ms.RepairDone{Chunk: planned.Chunk, Index: planned.Index, Server: target.id})
 	if !errors.Is(err, syscall.ESTALE) {
 		t.Fatalf("late completion of a dropped move: %v", err)
 	}
@@ -357,8 +384,10 @@ func TestDownServerRejoins(t *testing.T) {
 	ctx := context.Background()
 	sc := newSim(t)
 	cfg := Config{SuspectAfter: 3 * time.Second, DownAfter: 30 * time.Second}
+	// Room for far more than the cluster stores, so no server is out of
+	// balance and every job below is a repair.
 	for i := range 9 {
-		sc.add([]string{"a", "b", "c"}[i%3], 100*shard)
+		sc.add([]string{"a", "b", "c"}[i%3], 1000*shard)
 	}
 	ids := sc.store(30, shard)
 	const gone = ms.ServerID("cs4")
@@ -449,8 +478,7 @@ func TestDownServerRejoins(t *testing.T) {
 		t.Fatalf("late completion of a cancelled rebuild: %v", err)
 	}
 	sc.servers[tk.target].shards[ms.ShardName(tk.t.Chunk.ID, tk.t.Index)] = shard
-	sc.round(Config{SuspectAfter: time.Hour, DownAfter: 2 * time.Hour})
-	sc.round(Config{SuspectAfter: time.Hour, DownAfter: 2 * time.Hour})
+	sc.settle(Config{SuspectAfter: time.Hour, DownAfter: 2 * time.Hour}, 5)
 	sc.check(ids, 3, true)
 }
 
@@ -489,5 +517,59 @@ func TestParseShardName(t *testing.T) {
 		if _, _, ok := parseShardName(bad); ok {
 			t.Fatalf("parsed %q", bad)
 		}
+	}
+}
+
+func TestRebalancePlanIsDeterministic(t *testing.T) {
+	// Two replicas fed the same commands, seeds included, plan the same
+	// moves although their maps iterate in different orders.
+	const shard = 1 << 20
+	build := func() *FSM {
+		f := NewFSM()
+		seq := uint64(0)
+		exec := func(op string, seed uint64, args any) []byte {
+			seq++
+			b, _ := json.Marshal(args)
+			r := f.apply(&command{Type: op, Time: int64(seq), Seed: seed, Lease: 1 << 62, Payload: b}, seq)
+			if r.Err != nil {
+				t.Fatalf("%s: %v", op, r.Err.Err())
+			}
+			return r.Value
+		}
+		hb := func(i int, used int64) {
+			exec(ms.OpHeartbeat, 0, ms.Heartbeat{ID: ms.ServerID(fmt.Sprintf("cs%d", i)), Addr: fmt.Sprintf("127.0.0.1:%d", 9600+i),
+				Labels: map[string]string{"zone": []string{"a", "b", "c"}[i%3]}, Capacity: 40 * shard, Used: used})
+		}
+		for i := range 6 {
+			hb(i, 0)
+		}
+		var ino struct{ Ino ms.Ino }
+		if err := json.Unmarshal(exec(ms.OpCreate, 0, ms.CreateIn{Parent: ms.RootIno, Name: "f", Mode: syscall.S_IFREG | 0o644}), &ino); err != nil {
+			t.Fatal(err)
+		}
+		var exts []ms.Extent
+		for i := range 30 {
+			var ch ms.Chunk
+			if err := json.Unmarshal(exec(ms.OpAllocChunk, uint64(i), ms.AllocChunkArgs{K: 4, M: 2, ShardSize: shard, Size: 4 * shard}), &ch); err != nil {
+				t.Fatal(err)
+			}
+			exts = append(exts, ms.Extent{Off: uint64(i) * 4 * shard, Len: 4 * shard, Chunk: ch.ID})
+		}
+		exec(ms.OpCommitExtents, 0, ms.CommitExtentsArgs{Ino: ino.Ino, Extents: exts, NewSize: 120 * shard})
+		for i := range 6 {
+			hb(i, 30*shard)
+		}
+		for i := 6; i < 9; i++ {
+			hb(i, 0)
+		}
+		exec(cmdGC, 7, gcArgs{RepairTimeout: int64(time.Minute)})
+		return f
+	}
+	f1, f2 := build(), build()
+	if _, moves := f1.jobCounts(); moves == 0 {
+		t.Fatal("no moves planned toward three empty servers")
+	}
+	if !bytes.Equal(snapshotBytes(t, f1), snapshotBytes(t, f2)) {
+		t.Fatal("two replicas planned different moves")
 	}
 }
