@@ -219,3 +219,31 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestClusterJoinWithSecret: a second metaserver with the secret joins, which
+// needs the leader's Raft traffic to reach it through the handshake (a
+// two-voter configuration commits only once both have it).
+func TestClusterJoinWithSecret(t *testing.T) {
+	secret := newSecret(t)
+	m1 := startNode(t, nodeConfig(t, "m1", secret))
+	cfg := nodeConfig(t, "m2", secret)
+	cfg.Join = m1.APIAddr()
+	m2 := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := ms.NewClient([]string{m2.APIAddr()}, ms.WithClusterSecret(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "two voters", func() (bool, error) {
+		members, err := c.Members(ctx)
+		voters := 0
+		for _, m := range members {
+			if m.Voter {
+				voters++
+			}
+		}
+		return voters == 2, err
+	})
+}
