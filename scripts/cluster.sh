@@ -13,7 +13,9 @@
 #
 # Ports: metaserver APIs 9500/9510/9520 (Raft +1), chunkservers 9600-9606,
 # registries 5000 and 5001. DOCKYARD_BIN picks the binary (default bin/dockyard,
-# built when missing).
+# built when missing). Every process holds DIR/cluster-secret (made on first
+# start), so only they can talk cluster traffic; to use the cluster from
+# another command, export DOCKYARD_CLUSTER_SECRET_FILE=DIR/cluster-secret.
 set -euo pipefail
 
 cmd=${1:-}
@@ -24,6 +26,7 @@ esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${DOCKYARD_BIN:-$root/bin/dockyard}
 metas=127.0.0.1:9500,127.0.0.1:9510,127.0.0.1:9520
+export DOCKYARD_CLUSTER_SECRET_FILE=$dir/cluster-secret
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -74,6 +77,10 @@ case "$cmd" in
 start)
 	[ -x "$bin" ] || (cd "$root" && make build >/dev/null)
 	mkdir -p "$dir"
+	if [ ! -f "$DOCKYARD_CLUSTER_SECRET_FILE" ]; then
+		(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$DOCKYARD_CLUSTER_SECRET_FILE")
+		log "made the cluster secret $DOCKYARD_CLUSTER_SECRET_FILE"
+	fi
 	start_one meta1
 	wait_http http://127.0.0.1:9500/healthz "meta1"
 	start_one meta2

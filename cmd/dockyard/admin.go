@@ -57,7 +57,7 @@ func adminStatusCmd() *cobra.Command {
 			defer cancel()
 			st, err := mc.Status(ctx)
 			if err != nil {
-				return fmt.Errorf("status: %w", err)
+				return err
 			}
 			if jsonFlag(cmd) {
 				return printJSON(cmd.OutOrStdout(), st)
