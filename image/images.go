@@ -103,6 +103,9 @@ func (im *Images) Mount(ctx context.Context, dir string, root metaserver.Ino) (*
 		// Absent names in an immutable tree stay absent.
 		NegativeTimeout: time.Hour,
 		FsName:          "dockyard-image",
+		// Images carry setuid programs (su, ping, sudo) that must work in
+		// the container as they do under docker; the tree is read-only.
+		Suid: true,
 		Logger:          im.log,
 	})
 }
