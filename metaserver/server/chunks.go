@@ -662,7 +662,7 @@ func (f *FSM) gcWork(now, repairTimeout int64) bool {
 			return true
 		}
 	}
-	return f.rebalanceWork()
+	return f.rebalanceWork(uint64(now))
 }
 
 // livenessChanges lists the state changes missed heartbeats call for. Silence

@@ -35,6 +35,11 @@ const (
 	maxMovesPerRound = 16
 	// maxMovesInFlight bounds the moves queued in the whole cluster.
 	maxMovesInFlight = 128
+	// maxChunksPerPlan bounds the chunk ids one plan looks at: the leader
+	// plans with the FSM locked, every second while the cluster is out of
+	// balance (about 10 ms for this many on one busy core). Thousands of
+	// chunks hold far more candidates than one round's budget.
+	maxChunksPerPlan = 1 << 13
 )
 
 // move is one planned relocation of shard Index of Chunk to server To.
@@ -71,10 +76,12 @@ func (f *FSM) jobCounts() (repairs, moves uint64) {
 	return repairs, moves
 }
 
-// rebalanceWork reports whether a GC round would plan a move now. Any seed
-// gives the same answer: the seed only picks among candidates.
-func (f *FSM) rebalanceWork() bool {
-	return len(f.planMoves(1, rand.New(rand.NewPCG(0, 0)))) > 0
+// rebalanceWork reports whether a GC round would likely plan a move now.
+// Plans look at a seeded window of the chunk table, so on a table larger
+// than the window the round's own seed may find nothing where this one did;
+// that round is then a no-op and the next one looks elsewhere.
+func (f *FSM) rebalanceWork(seed uint64) bool {
+	return len(f.planMoves(1, rand.New(rand.NewPCG(seed, seed)))) > 0
 }
 
 // rebalance queues the moves of one round.
@@ -162,22 +169,25 @@ func (f *FSM) planMoves(limit int, rng *rand.Rand) []move {
 	if !outOfBand || !anyTarget || len(sources) == 0 {
 		return nil
 	}
-	// Candidate shards of the sources, in chunk order so replicas agree.
+	// Candidate shards of the sources, from a seeded window of chunk ids
+	// walked in id order, so replicas agree without sorting the whole table
+	// and a round costs the same however many chunks there are. Successive
+	// rounds look at different windows.
 	onServer := map[ms.ServerID][]repairKey{}
-	for id, ch := range f.chunks {
-		if !ch.Committed || busyChunks[id] {
-			continue
-		}
-		for i, s := range ch.Shards {
-			if sources[s.Server] {
-				onServer[s.Server] = append(onServer[s.Server], repairKey{id, i})
+	if ids := uint64(f.nextChunk) - 1; ids > 0 {
+		start := rng.Uint64N(ids)
+		for p := range min(ids, maxChunksPerPlan) {
+			id := ms.ChunkID(1 + (start+p)%ids)
+			ch, ok := f.chunks[id]
+			if !ok || !ch.Committed || busyChunks[id] {
+				continue
+			}
+			for i, s := range ch.Shards {
+				if sources[s.Server] {
+					onServer[s.Server] = append(onServer[s.Server], repairKey{id, i})
+				}
 			}
 		}
-	}
-	for _, keys := range onServer {
-		slices.SortFunc(keys, func(a, b repairKey) int {
-			return cmp.Or(cmp.Compare(a.Chunk, b.Chunk), cmp.Compare(a.Index, b.Index))
-		})
 	}
 	pendingDeletes := map[ms.ServerID]map[string]bool{}
 	deleteQueued := func(id ms.ServerID, name string) bool {
