@@ -573,3 +573,39 @@ func TestRebalancePlanIsDeterministic(t *testing.T) {
 		t.Fatal("two replicas planned different moves")
 	}
 }
+
+func TestGCWorkSeesImbalance(t *testing.T) {
+	// The leader proposes a GC round only when gcWork says so: it must see
+	// an added empty server, and stay quiet on a balanced cluster.
+	const shard = 1 << 20
+	sc := newSim(t)
+	cfg := Config{SuspectAfter: time.Hour, DownAfter: 2 * time.Hour}
+	for i := range 6 {
+		sc.add([]string{"a", "b", "c"}[i%3], 80*shard)
+	}
+	sc.store(60, shard)
+	sc.round(cfg)
+	now := sc.clk.now().UnixNano()
+	f := sc.m.fsm
+	if f.gcWork(now, int64(time.Minute)) {
+		t.Fatal("gcWork on a balanced cluster")
+	}
+	// A draining server, however empty, is no target.
+	drained := sc.add("a", 80*shard)
+	if err := sc.c.SetChunkserverState(context.Background(), drained.id, ms.StateDraining); err != nil {
+		t.Fatal(err)
+	}
+	if f.gcWork(now, int64(time.Minute)) {
+		t.Fatal("gcWork plans moves onto a draining server")
+	}
+	sc.add("b", 80*shard)
+	if !f.gcWork(now, int64(time.Minute)) {
+		t.Fatal("gcWork misses an empty server")
+	}
+	sc.m.Tick(cfg)
+	for k, j := range f.repairs {
+		if j.Target == drained.id {
+			t.Fatalf("move of %v aimed at the draining server", k)
+		}
+	}
+}
