@@ -384,7 +384,8 @@ func (f *FSM) takeDeletes(id ms.ServerID, incoming map[string]bool) []string {
 // elsewhere no longer point at it and their deletes are queued for it; the
 // copies whose rebuild has not completed are still its locations, so those
 // rebuilds are cancelled rather than finished into a second copy. A target
-// still working on one gets ESTALE when it reports and deletes its copy.
+// still working on one gets ESTALE when it reports and is told to delete
+// its copy.
 // Bad shards stay queued: their copies are damaged wherever they are.
 func (f *FSM) rejoin(cs *ms.ChunkserverInfo) {
 	for k, j := range f.repairs {
