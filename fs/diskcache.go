@@ -87,8 +87,15 @@ func (d *diskCache) put(k blockKey, data []byte) {
 	binary.LittleEndian.PutUint64(buf, chunkserver.Sum(data))
 	copy(buf[diskHeader:], data)
 	p := d.path(k)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, buf, 0o600); err != nil {
+	// A temporary name of its own: two readers may cache the same block at
+	// once.
+	f, err := os.CreateTemp(d.dir, ".tmp-*")
+	if err != nil {
+		return
+	}
+	tmp := f.Name()
+	_, werr := f.Write(buf)
+	if cerr := f.Close(); werr != nil || cerr != nil {
 		os.Remove(tmp)
 		return
 	}

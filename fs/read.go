@@ -117,12 +117,15 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 				lo := i*blockSize - from
 				bl = append(bl, buf[lo:min(lo+blockSize, int64(len(buf)))])
 			}
-			bc.finish(keys, runFlights[ri], bl, err)
+			// Blocks go to the disk cache before the waiters wake, so a
+			// read that returned has left its blocks where the next one
+			// (in this process or the next) finds them.
 			if err == nil && c.disk != nil {
 				for i, k := range keys {
 					c.disk.put(k, bl[i])
 				}
 			}
+			bc.finish(keys, runFlights[ri], bl, err)
 		}()
 	}
 	for _, dl := range fromDisk {
@@ -137,10 +140,10 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 			from := dl.key.idx * blockSize
 			buf := make([]byte, min(from+blockSize, ch.Size)-from)
 			err := c.readShards(context.WithoutCancel(ctx), ch, buf, from)
-			bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{buf}, err)
 			if err == nil {
 				c.disk.put(dl.key, buf)
 			}
+			bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{buf}, err)
 		}()
 	}
 	if dst == nil {
