@@ -146,7 +146,12 @@ func (c *Client) rememberChunk(ch metaserver.Chunk) {
 // reportBadShard tells the metaserver, in the background, that a shard is
 // missing or corrupt. A failed report is logged, not returned: the read that
 // found the damage has already succeeded from other shards.
-func (c *Client) reportBadShard(id metaserver.ChunkID, index int, reason string) {
+// reportBadShard tells the metaserver that shard index of chunk id, read
+// from server, is missing or corrupt. The chunk's location may be older than
+// the metaserver's: a shard moved by rebalancing or repair is gone from its
+// old server, and reporting that would mark the healthy copy at its new place
+// bad. So the report goes only if server still holds the shard.
+func (c *Client) reportBadShard(id metaserver.ChunkID, index int, server metaserver.ServerID, reason string) {
 	ref := shardRef{id, index}
 	now := time.Now()
 	c.reportMu.Lock()
@@ -162,6 +167,14 @@ func (c *Client) reportBadShard(id metaserver.ChunkID, index int, reason string)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), c.opt.IOTimeout)
 		defer cancel()
+		if cur, err := c.meta.GetChunk(ctx, id); err == nil {
+			for _, s := range cur.Shards {
+				if s.Index == index && s.Server != server {
+					c.log.Debug("shard moved since it was located; not reporting", "chunk", id, "index", index, "from", server, "now", s.Server)
+					return
+				}
+			}
+		}
 		if err := c.meta.ReportBadShard(ctx, id, index, reason); err != nil {
 			c.log.Warn("reporting bad shard failed", "chunk", id, "index", index, "reason", reason, "err", err)
 		}

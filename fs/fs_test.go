@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -925,5 +926,55 @@ func TestDiskCache(t *testing.T) {
 	}
 	if total > 3*testChunk {
 		t.Fatalf("disk cache holds %d bytes, bound %d", total, 3*testChunk)
+	}
+}
+
+// TestNoReportForAMovedShard: a reader that located a chunk before one of its
+// shards moved (rebalancing, repair) finds the old copy gone. That is not
+// damage: reporting it would mark the healthy copy at its new place bad.
+func TestNoReportForAMovedShard(t *testing.T) {
+	cl := newCluster(t, 7)
+	c := cl.client(Options{ChunkSize: testChunk})
+	writeRandom(t, c, "/f", testChunk)
+	a, err := c.Stat(context.Background(), "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := cl.meta.GetInode(context.Background(), a.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := cl.meta.GetChunk(context.Background(), in.Extents[0].Chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Move shard 0 in the metaserver's view to a server holding none.
+	cl.meta.mu.Lock()
+	cur := cl.meta.chunks[stale.ID]
+	held := map[metaserver.ServerID]bool{}
+	for _, s := range cur.Shards {
+		held[s.Server] = true
+	}
+	for _, addr := range cl.meta.servers {
+		if !held[metaserver.ServerID(addr)] {
+			cur.Shards[0].Server, cur.Shards[0].Addr = metaserver.ServerID(addr), addr
+			break
+		}
+	}
+	cl.meta.mu.Unlock()
+
+	c.noteShardError(&stale, 0, chunkserver.ErrNotFound) // stale location: no report
+	c.noteShardError(&stale, 1, chunkserver.ErrNotFound) // shard 1 did not move: reported
+	want := metaserver.ShardName(stale.ID, 1) + " missing"
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(cl.meta.badReports(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the unmoved shard was never reported: %v", cl.meta.badReports())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // both reports were sent at once; give the other as long again
+	if r := cl.meta.badReports(); slices.Contains(r, metaserver.ShardName(stale.ID, 0)+" missing") {
+		t.Fatalf("a shard that moved was reported bad at its new place: %v", r)
 	}
 }

@@ -219,11 +219,17 @@ func (c *Client) fetchShard(ctx context.Context, ch *metaserver.Chunk, locs []*m
 // noteShardError reports damage the metaserver should repair. Unreachable
 // servers are not reported: heartbeats tell the metaserver about those.
 func (c *Client) noteShardError(ch *metaserver.Chunk, idx int, err error) {
+	var from metaserver.ServerID
+	for _, s := range ch.Shards {
+		if s.Index == idx {
+			from = s.Server
+		}
+	}
 	switch {
 	case errors.Is(err, chunkserver.ErrCorrupt):
-		c.reportBadShard(ch.ID, idx, "corrupt")
+		c.reportBadShard(ch.ID, idx, from, "corrupt")
 	case errors.Is(err, chunkserver.ErrNotFound):
-		c.reportBadShard(ch.ID, idx, "missing")
+		c.reportBadShard(ch.ID, idx, from, "missing")
 	}
 }
 
