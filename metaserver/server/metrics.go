@@ -51,7 +51,7 @@ func newMetrics(n *Node) *metrics {
 		defer n.fsm.mu.RUnlock()
 		return float64(len(n.fsm.inodes))
 	})
-	m.reg.MustRegister(m.ops, m.latency, m.commit, state, leader, applied, commitIdx, inodes,
+	m.reg.MustRegister(m.ops, m.latency, m.commit, state, leader, applied, commitIdx, inodes, newClusterCollector(n.fsm),
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
