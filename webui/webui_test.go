@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/dockyard/dockyard/metaserver"
+	msserver "github.com/dockyard/dockyard/metaserver/server"
 	"github.com/dockyard/dockyard/registry"
 )
 
@@ -44,7 +45,7 @@ func newEnv(t *testing.T, pageSize int) *env {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := registry.New(registry.Config{Logger: quiet}, blobs, newMemKV())
+	reg, err := registry.New(registry.Config{Logger: quiet}, blobs, msserver.NewMemory().API())
 	if err != nil {
 		t.Fatal(err)
 	}
