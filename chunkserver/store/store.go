@@ -10,7 +10,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -113,11 +112,4 @@ func readSpan(size int64, plen int, off int64) (int, error) {
 		return int(size - off), io.EOF
 	}
 	return plen, nil
-}
-
-// putSums encodes block checksums little-endian, the on-disk trailer format.
-func putSums(dst []byte, sums []uint64) {
-	for i, s := range sums {
-		binary.LittleEndian.PutUint64(dst[8*i:], s)
-	}
 }
