@@ -1,6 +1,9 @@
 package fs
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"syscall"
 	"testing"
 	"time"
@@ -91,5 +94,41 @@ func BenchmarkWritePathEncodeOnly4x2x4MiB(b *testing.B) {
 		if _, err := c.encode(*buf, benchChunk); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkReadThroughCache64MiB reads a 64 MiB file (4+2, 4 MiB chunks) in
+// 1 MiB reads with one long-lived client whose block cache holds 16 MiB, as a
+// registry serving pulls of blobs larger than its cache does: every block is
+// fetched, cached and later evicted. The chunkservers are attached in
+// process, so what is measured is the client's own read path, not loopback
+// HTTP. Run: go test -run '^$' -bench ReadThroughCache -benchmem ./fs/
+func BenchmarkReadThroughCache64MiB(b *testing.B) {
+	const size = 64 << 20
+	cl := newCluster(b, 6)
+	shards := chunkserver.NewClient(nil)
+	for _, s := range cl.servers {
+		shards.Attach(s.addr(), &attachedFake{s: s})
+	}
+	c := New(cl.meta, shards, Options{CacheBytes: 16 << 20, Logger: discardLogger()})
+	ctx := context.Background()
+	data := randBytes(2, size)
+	if _, err := c.WriteFile(ctx, "/r", bytes.NewReader(data), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	p := make([]byte, 1<<20)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := c.OpenPath(ctx, "/r")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for off := int64(0); off < size; off += int64(len(p)) {
+			if _, err := f.ReadAt(p, off); err != nil && err != io.EOF {
+				b.Fatal(err)
+			}
+		}
+		f.Close()
 	}
 }

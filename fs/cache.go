@@ -2,7 +2,9 @@ package fs
 
 import (
 	"container/list"
+	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dockyard/dockyard/metaserver"
 )
@@ -22,7 +24,68 @@ type blockKey struct {
 type flight struct {
 	done chan struct{}
 	data []byte // the block, valid after done when err == nil
+	slab *slab  // holds data; each waiter is given a reference to it
 	err  error
+	// waiters counts the readers that will use data (under blockCache.mu):
+	// finish takes a slab reference for each of them.
+	waiters int32
+}
+
+// A slab is a pooled buffer holding one fetched run of blocks. Fetching into
+// fresh buffers cost a large share of the read path's CPU (allocating and
+// zeroing every byte before the shards overwrite it), so slabs are reused.
+// A slab goes back to its pool only when nothing refers to any of its blocks:
+// it is reference counted, with one reference for the fetch filling it, one
+// for each of its blocks in the cache, and one for each reader copying out of
+// it. References are taken under blockCache.mu, so a block seen in the cache
+// or in a finished flight cannot be recycled before its reader has its own.
+type slab struct {
+	buf   []byte
+	class int // pool index, or -1 for a buffer too large to pool
+	refs  atomic.Int32
+}
+
+// Slabs come in power-of-two numbers of blocks, up to 64 MiB (a run never
+// spans more than one chunk); larger runs get a buffer of their own.
+const maxSlabClass = 9
+
+var slabPools [maxSlabClass + 1]sync.Pool
+
+// getSlab returns a slab of n bytes holding one reference. Its contents are
+// whatever the last user left: the caller must overwrite all n bytes before
+// anyone reads them.
+func getSlab(n int64) *slab {
+	class := bits.Len64(uint64((n+blockSize-1)/blockSize - 1))
+	var s *slab
+	switch {
+	case class > maxSlabClass:
+		s = &slab{buf: make([]byte, n), class: -1}
+	default:
+		if v := slabPools[class].Get(); v != nil {
+			s = v.(*slab)
+			s.buf = s.buf[:n]
+		} else {
+			s = &slab{buf: make([]byte, n, blockSize<<class), class: class}
+		}
+	}
+	s.refs.Store(1)
+	return s
+}
+
+// ref takes one more reference; a nil slab (a block not from a pool) needs
+// none.
+func (s *slab) ref() {
+	if s != nil {
+		s.refs.Add(1)
+	}
+}
+
+// release drops one reference and recycles the slab after the last one.
+func (s *slab) release() {
+	if s == nil || s.refs.Add(-1) != 0 || s.class < 0 {
+		return
+	}
+	slabPools[s.class].Put(s)
 }
 
 type blockCache struct {
@@ -37,23 +100,30 @@ type blockCache struct {
 type cacheEntry struct {
 	key  blockKey
 	data []byte
+	slab *slab // the entry holds one reference to it
 }
 
 func newBlockCache(max int64) *blockCache {
 	return &blockCache{max: max, lru: list.New(), items: map[blockKey]*list.Element{}, flights: map[blockKey]*flight{}}
 }
 
-// lookupLocked returns a cached block (marking it recently used).
-func (bc *blockCache) lookupLocked(k blockKey) ([]byte, bool) {
+// lookupLocked returns a cached block (marking it recently used) and, when
+// ref is set, a reference to its slab for the caller to release after use.
+func (bc *blockCache) lookupLocked(k blockKey, ref bool) ([]byte, *slab, bool) {
 	el, ok := bc.items[k]
 	if !ok {
-		return nil, false
+		return nil, nil, false
 	}
 	bc.lru.MoveToFront(el)
-	return el.Value.(*cacheEntry).data, true
+	e := el.Value.(*cacheEntry)
+	if ref {
+		e.slab.ref()
+	}
+	return e.data, e.slab, true
 }
 
-func (bc *blockCache) putLocked(k blockKey, data []byte) {
+// putLocked caches data, held in slab s, taking a reference to s if it does.
+func (bc *blockCache) putLocked(k blockKey, data []byte, s *slab) {
 	if bc.max <= 0 || int64(len(data)) > bc.max {
 		return
 	}
@@ -61,7 +131,8 @@ func (bc *blockCache) putLocked(k blockKey, data []byte) {
 		bc.lru.MoveToFront(el)
 		return
 	}
-	bc.items[k] = bc.lru.PushFront(&cacheEntry{key: k, data: data})
+	s.ref()
+	bc.items[k] = bc.lru.PushFront(&cacheEntry{key: k, data: data, slab: s})
 	bc.used += int64(len(data))
 	for bc.used > bc.max {
 		el := bc.lru.Back()
@@ -69,23 +140,54 @@ func (bc *blockCache) putLocked(k blockKey, data []byte) {
 		bc.lru.Remove(el)
 		delete(bc.items, e.key)
 		bc.used -= int64(len(e.data))
+		e.slab.release()
 	}
 }
 
-// finish completes flights with the fetched blocks (or the error) and caches
-// the blocks.
-func (bc *blockCache) finish(keys []blockKey, fl []*flight, blocks [][]byte, err error) {
+// finish completes flights with the fetched blocks, held in slab s, (or the
+// error) and caches the blocks. Every waiter of a flight gets a reference to
+// s; the caller keeps its own and releases it afterwards.
+func (bc *blockCache) finish(keys []blockKey, fl []*flight, blocks [][]byte, s *slab, err error) {
 	bc.mu.Lock()
 	defer bc.mu.Unlock()
 	for i, k := range keys {
 		if err == nil {
-			fl[i].data = blocks[i]
-			bc.putLocked(k, blocks[i])
+			fl[i].data, fl[i].slab = blocks[i], s
+			if s != nil {
+				s.refs.Add(fl[i].waiters)
+			}
+			bc.putLocked(k, blocks[i], s)
 		} else {
 			fl[i].err = err
 		}
 		delete(bc.flights, k)
 		close(fl[i].done)
+	}
+}
+
+// leave gives back what a reader holds when it stops early: its references
+// to the slabs it took (slabs, nil entries allowed) and its places among the
+// waiters of the flights it has not consumed (waits, nil entries allowed).
+// A flight that finished meanwhile already gave it a reference, which is
+// released instead.
+func (bc *blockCache) leave(slabs []*slab, waits []*flight) {
+	for _, s := range slabs {
+		s.release()
+	}
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	for _, fl := range waits {
+		if fl == nil {
+			continue
+		}
+		select {
+		case <-fl.done:
+			if fl.err == nil {
+				fl.slab.release()
+			}
+		default:
+			fl.waiters--
+		}
 	}
 }
 

@@ -24,7 +24,7 @@ import (
 // every read and answers 500 + "X-Dockyard-Error: corrupt" instead of bad
 // bytes, and 507 when full.
 type fakeShards struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 
 	mu     sync.Mutex
@@ -43,7 +43,7 @@ type fakeShards struct {
 	down bool
 }
 
-func newFakeShards(t *testing.T) *fakeShards {
+func newFakeShards(t testing.TB) *fakeShards {
 	fs := &fakeShards{t: t, shards: map[string][]byte{}, sums: map[string]uint64{}}
 	fs.srv = httptest.NewServer(http.HandlerFunc(fs.serve))
 	t.Cleanup(fs.kill)
@@ -459,7 +459,7 @@ type cluster struct {
 	meta    *fakeMeta
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t testing.TB, n int) *cluster {
 	c := &cluster{}
 	var addrs []string
 	for range n {

@@ -62,7 +62,11 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 	bc := c.cache
 	first, last := a/blockSize, (a+n-1)/blockSize
 	blocks := make([][]byte, last-first+1)
+	slabs := make([]*slab, last-first+1) // references this read holds
 	waits := make([]*flight, last-first+1)
+	// Only a read that copies out waits for the blocks and uses them; a
+	// warming read (dst nil) takes no references.
+	use := dst != nil
 	type run struct{ from, to int64 } // block indexes [from, to)
 	var runs []run
 	var runFlights [][]*flight
@@ -74,17 +78,23 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 	bc.mu.Lock()
 	for i := first; i <= last; i++ {
 		k := blockKey{ch.ID, i}
-		if b, ok := bc.lookupLocked(k); ok {
-			blocks[i-first] = b
+		if b, sl, ok := bc.lookupLocked(k, use); ok {
+			blocks[i-first], slabs[i-first] = b, sl
 			continue
 		}
 		if fl, ok := bc.flights[k]; ok {
-			waits[i-first] = fl
+			if use {
+				fl.waiters++
+				waits[i-first] = fl
+			}
 			continue
 		}
 		fl := &flight{done: make(chan struct{})}
 		bc.flights[k] = fl
-		waits[i-first] = fl
+		if use {
+			fl.waiters++
+			waits[i-first] = fl
+		}
 		if c.disk != nil && c.disk.has(k) {
 			fromDisk = append(fromDisk, diskLoad{k, fl})
 			continue
@@ -106,7 +116,9 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 			defer wg.Done()
 			from := r.from * blockSize
 			to := min(r.to*blockSize, ch.Size)
-			buf := make([]byte, to-from)
+			sl := getSlab(to - from)
+			defer sl.release()
+			buf := sl.buf
 			// The fetch is not tied to this caller's context alone: other
 			// readers may be waiting on the same flight.
 			err := c.readShards(context.WithoutCancel(ctx), ch, buf, from)
@@ -125,7 +137,7 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 					c.disk.put(k, bl[i])
 				}
 			}
-			bc.finish(keys, runFlights[ri], bl, err)
+			bc.finish(keys, runFlights[ri], bl, sl, err)
 		}()
 	}
 	for _, dl := range fromDisk {
@@ -133,20 +145,22 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 		go func() {
 			defer wg.Done()
 			if b, ok := c.disk.get(dl.key); ok {
-				bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{b}, nil)
+				bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{b}, nil, nil)
 				return
 			}
 			// Gone or damaged on disk: fetch it from the shards.
 			from := dl.key.idx * blockSize
-			buf := make([]byte, min(from+blockSize, ch.Size)-from)
+			sl := getSlab(min(from+blockSize, ch.Size) - from)
+			defer sl.release()
+			buf := sl.buf
 			err := c.readShards(context.WithoutCancel(ctx), ch, buf, from)
 			if err == nil {
 				c.disk.put(dl.key, buf)
 			}
-			bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{buf}, err)
+			bc.finish([]blockKey{dl.key}, []*flight{dl.fl}, [][]byte{buf}, sl, err)
 		}()
 	}
-	if dst == nil {
+	if !use {
 		wg.Wait()
 		return nil
 	}
@@ -157,12 +171,15 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
+			bc.leave(slabs, waits)
 			return ctx.Err()
 		}
 		if fl.err != nil {
+			bc.leave(slabs, waits)
 			return fl.err
 		}
-		blocks[i] = fl.data
+		blocks[i], slabs[i] = fl.data, fl.slab
+		waits[i] = nil
 	}
 	for i, b := range blocks {
 		bStart := (first + int64(i)) * blockSize
@@ -170,6 +187,9 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 		hi := min(a+n, bStart+int64(len(b)))
 		copy(dst[lo-a:hi-a], b[lo-bStart:hi-bStart])
 	}
+	// The copies are made: the slabs may go back to their pools once the
+	// cache lets go of them too.
+	bc.leave(slabs, nil)
 	return nil
 }
 
