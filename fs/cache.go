@@ -40,13 +40,18 @@ type flight struct {
 // it. References are taken under blockCache.mu, so a block seen in the cache
 // or in a finished flight cannot be recycled before its reader has its own.
 type slab struct {
-	buf   []byte
-	class int // pool index, or -1 for a buffer too large to pool
+	buf []byte
+	// class is the pool the slab goes back to: slabs in pool k hold at
+	// least 1<<k blocks. -1 means not pooled.
+	class int
 	refs  atomic.Int32
 }
 
-// Slabs come in power-of-two numbers of blocks, up to 64 MiB (a run never
-// spans more than one chunk); larger runs get a buffer of their own.
+// Slab pools are kept by powers of two of blocks, up to 512 blocks (64 MiB;
+// a run never spans more than one chunk); slabs of 1024 blocks or more are
+// not pooled. A new
+// slab is made of the exact size asked for, so reads never allocate more
+// than they fetch, and is filed under the largest power of two it holds.
 const maxSlabClass = 9
 
 var slabPools [maxSlabClass + 1]sync.Pool
@@ -55,18 +60,21 @@ var slabPools [maxSlabClass + 1]sync.Pool
 // whatever the last user left: the caller must overwrite all n bytes before
 // anyone reads them.
 func getSlab(n int64) *slab {
-	class := bits.Len64(uint64((n+blockSize-1)/blockSize - 1))
+	want := bits.Len64(uint64((n+blockSize-1)/blockSize - 1)) // ceil(log2(blocks))
 	var s *slab
-	switch {
-	case class > maxSlabClass:
-		s = &slab{buf: make([]byte, n), class: -1}
-	default:
-		if v := slabPools[class].Get(); v != nil {
+	if want <= maxSlabClass {
+		if v := slabPools[want].Get(); v != nil {
 			s = v.(*slab)
 			s.buf = s.buf[:n]
-		} else {
-			s = &slab{buf: make([]byte, n, blockSize<<class), class: class}
 		}
+	}
+	if s == nil {
+		// floor(log2(whole blocks held)); -1 for less than one block.
+		class := bits.Len64(uint64(n/blockSize)) - 1
+		if class > maxSlabClass {
+			class = -1
+		}
+		s = &slab{buf: make([]byte, n), class: class}
 	}
 	s.refs.Store(1)
 	return s
