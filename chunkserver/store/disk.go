@@ -486,7 +486,20 @@ func (d *Disk) open(name string, gen uint64) (*shardHandle, error) {
 		}
 		return nil, err
 	}
-	return d.handles.add(name, gen, f), nil
+	return d.cache(name, gen, f), nil
+}
+
+// cache adds f, opened for shard name at generation gen, to the handle cache
+// and returns its handle. If a Delete or Put got in between the index lookup
+// and the insert, its invalidation may have run before the insert; checking
+// the index again afterwards drops such a handle at once, so it can never pin
+// a deleted file's blocks until evicted.
+func (d *Disk) cache(name string, gen uint64, f *os.File) *shardHandle {
+	h := d.handles.add(name, gen, f)
+	if e, err := d.entry(name); err != nil || e.gen != gen {
+		d.handles.invalidate(name)
+	}
+	return h
 }
 
 var smallBufs = sync.Pool{New: func() any { b := make([]byte, 2*BlockSize); return &b }}

@@ -91,7 +91,10 @@ func TestHandleCacheRefusesStaleGeneration(t *testing.T) {
 	if _, err := d.Put(name, neu); err != nil {
 		t.Fatal(err)
 	}
-	d.handles.release(d.handles.add(name, e.gen, f)) // the late insert
+	d.handles.release(d.cache(name, e.gen, f)) // the late insert
+	if cached(d, name) != nil {
+		t.Fatal("a handle opened before the Put stayed cached")
+	}
 	mustRead(t, d, name, neu)
 	if _, err := f.Stat(); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("stale handle: Stat err = %v, want os.ErrClosed", err)
@@ -197,5 +200,30 @@ func TestHandleCacheConcurrentReadersAndPuts(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+func TestHandleCacheLateInsertAfterDelete(t *testing.T) {
+	// A read that opened the file just before a Delete unlinked it must
+	// not leave the handle cached, holding the deleted file's blocks.
+	d := openTestDisk(t, 8)
+	name := shardName(3)
+	if _, err := d.Put(name, []byte("doomed")); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := d.entry(name)
+	f, err := os.Open(d.Path(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(name); err != nil {
+		t.Fatal(err)
+	}
+	d.handles.release(d.cache(name, e.gen, f))
+	if cached(d, name) != nil {
+		t.Fatal("a handle to a deleted shard stayed cached")
+	}
+	if _, err := f.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("deleted shard's handle: Stat err = %v, want os.ErrClosed", err)
 	}
 }
