@@ -105,7 +105,7 @@ func (im *Images) Mount(ctx context.Context, dir string, root metaserver.Ino) (*
 		FsName:          "dockyard-image",
 		// Images carry setuid programs (su, ping, sudo) that must work in
 		// the container as they do under docker; the tree is read-only.
-		Suid: true,
-		Logger:          im.log,
+		Suid:   true,
+		Logger: im.log,
 	})
 }
