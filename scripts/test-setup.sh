@@ -20,6 +20,10 @@ for pair in fusermount3:fuse3 dockerd:docker.io skopeo:skopeo runc:runc umoci:um
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The container tests copy busybox into a bare rootfs: it must be the static one.
+if command -v busybox >/dev/null 2>&1 && ldd "$(command -v busybox)" >/dev/null 2>&1; then
+	need+=(busybox-static)
+fi
 if [ ${#need[@]} -gt 0 ]; then
 	log "apt-get install ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
