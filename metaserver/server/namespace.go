@@ -73,19 +73,29 @@ func (f *FSM) entry(parent ms.Ino, name string) (dentry, bool) {
 	return f.dentries.Get(dentry{Parent: parent, Name: name})
 }
 
-func (f *FSM) lookup(parent ms.Ino, name string) (ms.Attr, error) {
-	const op = "lookup"
-	if _, err := f.getDir(op, parent); err != nil {
-		return ms.Attr{}, err
+// child resolves name in directory parent for op: the directory, its entry
+// and the entry's inode, or the errno lookup, unlink and rmdir all answer.
+func (f *FSM) child(op string, parent ms.Ino, name string) (*inode, dentry, *inode, error) {
+	dir, err := f.getDir(op, parent)
+	if err != nil {
+		return nil, dentry{}, nil, err
 	}
 	if err := validName(op, name); err != nil {
-		return ms.Attr{}, err
+		return nil, dentry{}, nil, err
 	}
 	d, ok := f.entry(parent, name)
 	if !ok {
-		return ms.Attr{}, ms.Errf(op, syscall.ENOENT, "%q in %d", name, parent)
+		return nil, dentry{}, nil, ms.Errf(op, syscall.ENOENT, "%q in %d", name, parent)
 	}
-	return f.inodes[d.Ino].Attr, nil
+	return dir, d, f.inodes[d.Ino], nil
+}
+
+func (f *FSM) lookup(parent ms.Ino, name string) (ms.Attr, error) {
+	_, _, n, err := f.child("lookup", parent, name)
+	if err != nil {
+		return ms.Attr{}, err
+	}
+	return n.Attr, nil
 }
 
 func (f *FSM) getAttr(ino ms.Ino) (ms.Attr, error) {
@@ -382,18 +392,10 @@ func (f *FSM) dropLink(n *inode, now int64) {
 
 func (f *FSM) applyUnlink(c *command, a ms.NameArgs) error {
 	const op = "unlink"
-	parent, err := f.getDir(op, a.Parent)
+	parent, d, n, err := f.child(op, a.Parent, a.Name)
 	if err != nil {
 		return err
 	}
-	if err := validName(op, a.Name); err != nil {
-		return err
-	}
-	d, ok := f.entry(a.Parent, a.Name)
-	if !ok {
-		return ms.Errf(op, syscall.ENOENT, "%q", a.Name)
-	}
-	n := f.inodes[d.Ino]
 	if isDir(n.Mode) {
 		return ms.Errf(op, syscall.EISDIR, "%q", a.Name)
 	}
@@ -405,18 +407,10 @@ func (f *FSM) applyUnlink(c *command, a ms.NameArgs) error {
 
 func (f *FSM) applyRmdir(c *command, a ms.NameArgs) error {
 	const op = "rmdir"
-	parent, err := f.getDir(op, a.Parent)
+	parent, d, n, err := f.child(op, a.Parent, a.Name)
 	if err != nil {
 		return err
 	}
-	if err := validName(op, a.Name); err != nil {
-		return err
-	}
-	d, ok := f.entry(a.Parent, a.Name)
-	if !ok {
-		return ms.Errf(op, syscall.ENOENT, "%q", a.Name)
-	}
-	n := f.inodes[d.Ino]
 	if !isDir(n.Mode) {
 		return ms.Errf(op, syscall.ENOTDIR, "%q", a.Name)
 	}
