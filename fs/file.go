@@ -143,20 +143,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		pos := off + int64(n)
 		slot := pos / cs
 		rel := pos - slot*cs
-		f.mu.Lock()
-		w := f.slots[slot]
-		if w == nil && len(f.slots) >= f.c.opt.MaxDirtyChunks {
-			f.mu.Unlock()
-			if err := f.dispatchOldest(); err != nil {
-				return n, err
-			}
-			f.mu.Lock()
-		}
-		if w == nil {
-			f.seq++
-			w = &wbuf{seq: f.seq, slot: slot, buf: f.c.getBuf(), refs: 1}
-			f.slots[slot] = w
-			f.wbufs = append(f.wbufs, w)
+		w, _, err := f.lockBuffer(slot)
+		if err != nil {
+			return n, err
 		}
 		m := copy((*w.buf)[rel:cs], p[n:])
 		w.spans = addSpan(w.spans, rel, rel+int64(m))
@@ -170,10 +159,7 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 			}
 		}
 	}
-	f.mu.Lock()
-	commitNow := len(f.pending) >= f.c.opt.CommitEvery
-	f.mu.Unlock()
-	if commitNow {
+	if f.commitDue() {
 		ctx, cancel := f.ioCtx()
 		defer cancel()
 		if err := f.commit(ctx); err != nil {
@@ -206,21 +192,9 @@ func (f *File) writeFrom(ctx context.Context, r io.Reader, off int64) (int64, er
 		pos := off + total
 		slot := pos / cs
 		rel := pos - slot*cs
-		f.mu.Lock()
-		w := f.slots[slot]
-		if w == nil && len(f.slots) >= f.c.opt.MaxDirtyChunks {
-			f.mu.Unlock()
-			if err := f.dispatchOldest(); err != nil {
-				return total, err
-			}
-			f.mu.Lock()
-		}
-		fresh := w == nil
-		if fresh {
-			f.seq++
-			w = &wbuf{seq: f.seq, slot: slot, buf: f.c.getBuf(), refs: 1}
-			f.slots[slot] = w
-			f.wbufs = append(f.wbufs, w)
+		w, fresh, err := f.lockBuffer(slot)
+		if err != nil {
+			return total, err
 		}
 		f.mu.Unlock()
 		var m int
@@ -264,10 +238,7 @@ func (f *File) writeFrom(ctx context.Context, r io.Reader, off int64) (int64, er
 				return total, err
 			}
 		}
-		f.mu.Lock()
-		commitNow := len(f.pending) >= f.c.opt.CommitEvery
-		f.mu.Unlock()
-		if commitNow {
+		if f.commitDue() {
 			if err := f.commit(ctx); err != nil {
 				return total, err
 			}
@@ -279,6 +250,36 @@ func (f *File) writeFrom(ctx context.Context, r io.Reader, off int64) (int64, er
 			return total, fmt.Errorf("reading source: %w", rerr)
 		}
 	}
+}
+
+// lockBuffer returns the dirty buffer of chunk slot, starting one (fresh)
+// when there is none; to make room it first writes out the oldest buffer when
+// MaxDirtyChunks are in use. On success f.mu is held; on error it is not.
+func (f *File) lockBuffer(slot int64) (w *wbuf, fresh bool, err error) {
+	f.mu.Lock()
+	w = f.slots[slot]
+	if w == nil && len(f.slots) >= f.c.opt.MaxDirtyChunks {
+		f.mu.Unlock()
+		if err := f.dispatchOldest(); err != nil {
+			return nil, false, err
+		}
+		f.mu.Lock()
+	}
+	if w == nil {
+		f.seq++
+		w = &wbuf{seq: f.seq, slot: slot, buf: f.c.getBuf(), refs: 1}
+		f.slots[slot] = w
+		f.wbufs = append(f.wbufs, w)
+		fresh = true
+	}
+	return w, fresh, nil
+}
+
+// commitDue reports whether CommitEvery uploaded chunks await their commit.
+func (f *File) commitDue() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pending) >= f.c.opt.CommitEvery
 }
 
 // state returns the error that stops writes, if any.
