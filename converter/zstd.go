@@ -142,39 +142,13 @@ func (z *zstdFramer) Read(p []byte) (int, error) {
 				}
 				continue
 			}
-			q := p
-			if int64(len(q)) > z.remain {
-				q = q[:z.remain]
-			}
-			n, err := z.r.Read(q)
-			z.pos += int64(n)
-			z.remain -= int64(n)
-			if n > 0 {
-				return n, nil
-			}
-			if err == io.EOF {
-				return 0, fmt.Errorf("%w: zstd block", ErrTruncated)
-			}
-			return 0, err
+			return z.passThrough(p, "block")
 		case zsChecksum:
 			if z.remain == 0 {
 				z.state = zsEnd
 				continue
 			}
-			q := p
-			if int64(len(q)) > z.remain {
-				q = q[:z.remain]
-			}
-			n, err := z.r.Read(q)
-			z.pos += int64(n)
-			z.remain -= int64(n)
-			if n > 0 {
-				return n, nil
-			}
-			if err == io.EOF {
-				return 0, fmt.Errorf("%w: zstd checksum", ErrTruncated)
-			}
-			return 0, err
+			return z.passThrough(p, "checksum")
 		default:
 			return 0, io.EOF
 		}
@@ -251,3 +225,23 @@ func (z *zstdIndexReader) Read(p []byte) (int, error) {
 }
 
 func (z *zstdIndexReader) Close() { z.dec.Close() }
+
+// passThrough copies up to z.remain bytes of the current block or checksum
+// from the source into p, as they are; what names the part for a truncation
+// error.
+func (z *zstdFramer) passThrough(p []byte, what string) (int, error) {
+	q := p
+	if int64(len(q)) > z.remain {
+		q = q[:z.remain]
+	}
+	n, err := z.r.Read(q)
+	z.pos += int64(n)
+	z.remain -= int64(n)
+	if n > 0 {
+		return n, nil
+	}
+	if err == io.EOF {
+		return 0, fmt.Errorf("%w: zstd %s", ErrTruncated, what)
+	}
+	return 0, err
+}
