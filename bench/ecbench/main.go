@@ -48,6 +48,8 @@ func main() {
 	down := flag.Int("down", 2, "chunkservers stopped for the degraded read")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	metaKind := flag.String("meta", "raft", "metaserver: raft (single node over HTTP) or memory (the FSM in process)")
+	nosync := flag.Bool("nosync", false, "disk stores skip fsync (store.WithoutSync), to show what the fsyncs cost")
+	transport := flag.String("transport", "local", "how the fs client reaches the chunkservers: local (in-process calls, as `dockyard serve` does) or http (loopback HTTP, as another process does)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -60,15 +62,19 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*size, *dir, *stores, *metaKind, *servers, *k, *m, *down); err != nil {
+	if *transport != "local" && *transport != "http" {
+		fmt.Fprintf(os.Stderr, "ecbench: -transport %q: want local or http\n", *transport)
+		os.Exit(2)
+	}
+	if err := run(*size, *dir, *stores, *metaKind, *transport, *nosync, *servers, *k, *m, *down); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "ecbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size int64, dir, stores, metaKind string, servers, k, m, down int) error {
-	fmt.Printf("ecbench: %d MiB, %d+%d over %d chunkservers, GOMAXPROCS=%d, %s\n", size>>20, k, m, servers, runtime.GOMAXPROCS(0), runtime.Version())
+func run(size int64, dir, stores, metaKind, transport string, nosync bool, servers, k, m, down int) error {
+	fmt.Printf("ecbench: %d MiB, %d+%d over %d chunkservers (%s transport), GOMAXPROCS=%d, %s\n", size>>20, k, m, servers, transport, runtime.GOMAXPROCS(0), runtime.Version())
 	raw, err := rawEncode(k, m, 4<<20, 2*time.Second)
 	if err != nil {
 		return err
@@ -79,7 +85,7 @@ func run(size int64, dir, stores, metaKind string, servers, k, m, down int) erro
 		if !contains(stores, kind) {
 			continue
 		}
-		if err := runStore(kind, metaKind, size, dir, servers, k, m, down, raw); err != nil {
+		if err := runStore(kind, metaKind, transport, nosync, size, dir, servers, k, m, down, raw); err != nil {
 			return fmt.Errorf("%s stores: %w", kind, err)
 		}
 	}
@@ -119,7 +125,7 @@ func rawEncode(k, m int, chunk int, d time.Duration) (float64, error) {
 	return mbps(n, cpuTime()-cpu0), nil
 }
 
-func runStore(kind, metaKind string, size int64, dir string, n, k, m, down int, raw float64) error {
+func runStore(kind, metaKind, transport string, nosync bool, size int64, dir string, n, k, m, down int, raw float64) error {
 	base, err := os.MkdirTemp(dir, "ecbench-"+kind+"-")
 	if err != nil {
 		return err
@@ -161,7 +167,7 @@ func runStore(kind, metaKind string, size int64, dir string, n, k, m, down int, 
 	for i := range n {
 		cfg := csserver.Config{
 			DataDir: fmt.Sprintf("%s/cs%d", base, i), Cluster: api, Chunks: api,
-			ScrubRate: -1, Logger: quiet,
+			ScrubRate: -1, Logger: quiet, NoSync: nosync,
 		}
 		if kind == "memory" {
 			cfg.Store, cfg.ID = store.NewMemory(0), metaserver.ServerID(fmt.Sprintf("cs%d", i))
@@ -180,8 +186,16 @@ func runStore(kind, metaKind string, size int64, dir string, n, k, m, down int, 
 	if err := waitUp(ctx, api, n); err != nil {
 		return err
 	}
+	// One shard client for every phase, as a process has: with the local
+	// transport it calls the servers it holds instead of dialling them.
+	shards := chunkserver.NewClient(nil)
+	if transport == "local" {
+		for _, s := range css {
+			shards.Attach(s.Addr(), s)
+		}
+	}
 	opt := fs.Options{K: k, M: m, Logger: quiet}
-	newClient := func() *fs.Client { return fs.New(api, chunkserver.NewClient(nil), opt) }
+	newClient := func() *fs.Client { return fs.New(api, shards, opt) }
 
 	src := &stream{left: size, block: randomBytes(16<<20, 2), h: xxhash.New()}
 	start, cpu0 := time.Now(), cpuTime()
@@ -201,6 +215,9 @@ func runStore(kind, metaKind string, size int64, dir string, n, k, m, down int, 
 	report(kind+" stores: read, healthy", size, time.Since(start), cpuTime()-cpu0, 0)
 
 	for _, s := range css[:down] {
+		// Detached first, as `dockyard serve` does, so the client meets a
+		// refused call rather than a closing store.
+		shards.Detach(s.Addr())
 		s.Close()
 	}
 	start, cpu0 = time.Now(), cpuTime()
