@@ -234,7 +234,9 @@ func (f *FSM) applyCommand(c *command) *result {
 	if err != nil {
 		r.Err = ms.ToWire(err)
 	} else if v != nil {
-		b, merr := json.Marshal(v)
+		// A binary request gets a binary reply; the form follows from the
+		// entry itself, so every replica remembers the same bytes.
+		b, merr := ms.MarshalReply(v, ms.IsBinary(c.Payload))
 		if merr != nil {
 			// Every value returned by dispatch is a plain data type; failing
 			// to encode one is a programming error that would diverge replicas.
@@ -278,7 +280,7 @@ func (f *FSM) dispatchSafely(c *command) (v any, err error) {
 
 func decode[T any](c *command) (T, error) {
 	var v T
-	if err := json.Unmarshal(c.Payload, &v); err != nil {
+	if err := ms.Unmarshal(c.Payload, &v); err != nil {
 		return v, fmt.Errorf("%w: decoding %s arguments: %v", ms.ErrBadRequest, c.Type, err)
 	}
 	return v, nil

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"fmt"
 
 	ms "github.com/dockyard/dockyard/metaserver"
@@ -12,10 +11,20 @@ func decodeArgs[T any](op string, b []byte) (T, error) {
 	if len(b) == 0 {
 		return v, nil
 	}
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := ms.Unmarshal(b, &v); err != nil {
 		return v, fmt.Errorf("%w: decoding %s arguments: %v", ms.ErrBadRequest, op, err)
 	}
 	return v, nil
+}
+
+// queryReply answers a read in wire form: in binary when the arguments came
+// in binary (see metaserver.IsBinary), else JSON.
+func (f *FSM) queryReply(op string, args []byte) ([]byte, error) {
+	v, err := f.query(op, args)
+	if err != nil {
+		return nil, ms.ToWire(err).Err()
+	}
+	return ms.MarshalReply(v, ms.IsBinary(args))
 }
 
 // isQuery reports whether op is a read the FSM answers itself.
