@@ -300,12 +300,12 @@ func (n *Node) Exec(ctx context.Context, op, reqID string, args []byte) ([]byte,
 			if n.raft.State() == raft.Shutdown {
 				return nil, fmt.Errorf("%s: %w: node shutting down", op, ms.ErrUnavailable)
 			}
-			return encodeReply(n.fsm.query(op, args))
+			return n.fsm.queryReply(op, args)
 		}
 		if err := n.ensureReadable(ctx); err != nil {
 			return nil, err
 		}
-		return encodeReply(n.fsm.query(op, args))
+		return n.fsm.queryReply(op, args)
 	case ms.IsMutation(op):
 		return n.propose(op, reqID, args)
 	}
