@@ -142,6 +142,8 @@ type FSM struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced after every applied batch
+
+	feed changeFeed // namespace changes for watchers (watch.go)
 }
 
 // NewFSM returns an FSM holding an empty namespace: just the root directory,
@@ -229,7 +231,7 @@ func (f *FSM) applyCommand(c *command) *result {
 		c.Time = f.clock
 	}
 	f.clock = c.Time
-	v, err := f.dispatchSafely(c)
+	v, err := f.dispatchWatched(c)
 	r := &result{}
 	if err != nil {
 		r.Err = ms.ToWire(err)
