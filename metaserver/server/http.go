@@ -21,6 +21,7 @@ const maxRequestBody = 64 << 20
 func (n *Node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/op/{op}", n.serveOp)
+	mux.HandleFunc("GET "+ms.WatchPath, n.serveWatch)
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.met.reg, promhttp.HandlerOpts{}))
 	return mux
