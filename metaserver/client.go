@@ -1,6 +1,7 @@
 package metaserver
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +47,13 @@ func WithRetryTimeout(d time.Duration) ClientOption {
 // a mutation keeps its request id.
 func WithAttemptTimeout(d time.Duration) ClientOption {
 	return func(h *httpExecutor) { h.attemptTimeout = d }
+}
+
+// WithoutStream makes the client send every operation as its own HTTP
+// request with JSON bodies, as clients before the stream protocol did: for
+// debugging with HTTP tools, and to compare the two.
+func WithoutStream() ClientOption {
+	return func(h *httpExecutor) { h.noStream = true }
 }
 
 // WithHTTPClient replaces the tuned default HTTP client.
@@ -88,10 +97,12 @@ func NewClientWith(e Executor) *Client {
 	return &Client{exec: e, clientID: hex.EncodeToString(b[:])}
 }
 
-// Close releases idle connections.
+// Close releases idle connections and closes stream connections; calls in
+// flight on them fail. The client stays usable: a later call reconnects.
 func (c *Client) Close() error {
 	if h, ok := c.exec.(*httpExecutor); ok {
 		h.hc.CloseIdleConnections()
+		h.closeStreams()
 	}
 	return nil
 }
@@ -107,25 +118,60 @@ func baseURL(a string) string {
 // random id and a counter; the id stays the same across every retry, so the
 // metaserver applies the mutation once however often it is sent.
 func (c *Client) call(ctx context.Context, op string, args, out any) error {
-	body, err := json.Marshal(args)
-	if err != nil {
-		return fmt.Errorf("%s: encoding arguments: %w", op, err)
-	}
 	reqID := ""
 	if IsMutation(op) {
-		reqID = c.clientID + "-" + fmt.Sprint(c.seq.Add(1))
+		reqID = c.clientID + "-" + strconv.FormatUint(c.seq.Add(1), 10)
 	}
-	reply, err := c.exec.Exec(ctx, op, reqID, body)
+	var reply []byte
+	var err error
+	if h, ok := c.exec.(*httpExecutor); ok {
+		// The HTTP executor picks the arguments' form per attempt: binary
+		// on a stream, JSON in a plain request.
+		reply, err = h.exec(ctx, op, reqID, &callArgs{v: args})
+	} else {
+		body, merr := json.Marshal(args)
+		if merr != nil {
+			return fmt.Errorf("%s: encoding arguments: %w", op, merr)
+		}
+		reply, err = c.exec.Exec(ctx, op, reqID, body)
+	}
 	if err != nil {
 		return err
 	}
 	if out == nil || len(reply) == 0 {
 		return nil
 	}
-	if err := json.Unmarshal(reply, out); err != nil {
+	if err := Unmarshal(reply, out); err != nil {
 		return fmt.Errorf("%s: decoding reply: %w", op, err)
 	}
 	return nil
+}
+
+// callArgs is one call's arguments, encoded on first use in the form an
+// attempt needs and kept for the retries.
+type callArgs struct {
+	v    any
+	js   []byte
+	bin  []byte
+	jerr error
+}
+
+func (a *callArgs) json() ([]byte, error) {
+	if a.js == nil && a.jerr == nil {
+		a.js, a.jerr = json.Marshal(a.v)
+	}
+	return a.js, a.jerr
+}
+
+// forStream is the binary form when the arguments have one, else JSON.
+func (a *callArgs) forStream() ([]byte, error) {
+	if a.bin == nil && a.v != nil {
+		a.bin, _ = AppendBinary(nil, a.v)
+	}
+	if a.bin != nil {
+		return a.bin, nil
+	}
+	return a.json()
 }
 
 // httpExecutor sends operations to the leader over HTTP.
@@ -136,10 +182,12 @@ type httpExecutor struct {
 	attemptTimeout time.Duration
 	secret         *clusterauth.Secret // signs requests; nil: unsigned
 
+	noStream  bool // WithoutStream
 	mu        sync.Mutex
 	leader    string // base URL of the last known leader
 	next      int    // round-robin position when the leader is unknown
 	staleNext int    // round-robin position of stale reads
+	streams   map[string]*streamSlot
 }
 
 // staleTarget spreads stale reads over every address.
@@ -182,6 +230,10 @@ func (h *httpExecutor) setLeader(url string) {
 // until the context's deadline or the retry timeout; other errors return at
 // once.
 func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) ([]byte, error) {
+	return h.exec(ctx, op, reqID, &callArgs{js: args})
+}
+
+func (h *httpExecutor) exec(ctx context.Context, op, reqID string, args *callArgs) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok && h.retryTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, h.retryTimeout)
@@ -250,13 +302,29 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 	}
 }
 
-// once sends one request; retry says whether another attempt may succeed.
-func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []byte, stale bool) (reply []byte, err error, retry bool) {
+// once sends one request, on the address's stream when it has one, else as
+// a plain HTTP request; retry says whether another attempt may succeed.
+func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, a *callArgs, stale bool) (reply []byte, err error, retry bool) {
 	actx := ctx
 	if h.attemptTimeout > 0 {
 		var cancel context.CancelFunc
 		actx, cancel = context.WithTimeout(ctx, h.attemptTimeout)
 		defer cancel()
+	}
+	s, err, retry := h.stream(ctx, actx, url)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err), retry
+	}
+	if s != nil {
+		args, err := a.forStream()
+		if err != nil {
+			return nil, fmt.Errorf("%s: encoding arguments: %w", op, err), false
+		}
+		return s.call(ctx, actx, url, op, reqID, args, stale)
+	}
+	args, err := a.json()
+	if err != nil {
+		return nil, fmt.Errorf("%s: encoding arguments: %w", op, err), false
 	}
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, url+"/v1/op/"+op, bytes.NewReader(args))
 	if err != nil {
@@ -301,6 +369,237 @@ func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, args []b
 		return nil, werr, true
 	}
 	return nil, werr, false
+}
+
+// --- stream connections ---
+
+// streamRetryAfter is how long an address that refused the stream upgrade
+// (an older metaserver, a proxy) is served by plain HTTP before the client
+// asks again.
+const streamRetryAfter = time.Minute
+
+// maxStreamReply bounds one reply frame; a length beyond it means the stream
+// is garbage, not that a reply is that large.
+const maxStreamReply = 1 << 30
+
+// streamSlot holds one address's stream connection.
+type streamSlot struct {
+	cur      atomic.Pointer[clientStream]
+	dial     sync.Mutex // one upgrade at a time per address
+	httpOnly time.Time  // under dial: plain HTTP until then
+}
+
+// stream returns the address's stream connection, dialling it when there is
+// none. A nil stream and nil error mean: use plain HTTP at this address.
+func (h *httpExecutor) stream(ctx, actx context.Context, url string) (*clientStream, error, bool) {
+	if h.noStream {
+		return nil, nil, false
+	}
+	h.mu.Lock()
+	slot := h.streams[url]
+	if slot == nil {
+		if h.streams == nil {
+			h.streams = map[string]*streamSlot{}
+		}
+		slot = &streamSlot{}
+		h.streams[url] = slot
+	}
+	h.mu.Unlock()
+	if s := slot.cur.Load(); s != nil && !s.broken() {
+		return s, nil, false
+	}
+	slot.dial.Lock()
+	defer slot.dial.Unlock()
+	if s := slot.cur.Load(); s != nil && !s.broken() {
+		return s, nil, false // another caller dialled meanwhile
+	}
+	if time.Now().Before(slot.httpOnly) {
+		return nil, nil, false
+	}
+	s, unsupported, err := h.dialStream(actx, url)
+	switch {
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil, err, false
+		}
+		return nil, err, !errors.Is(err, clusterauth.ErrRefused)
+	case unsupported:
+		slot.httpOnly = time.Now().Add(streamRetryAfter)
+		return nil, nil, false
+	}
+	slot.cur.Store(s)
+	return s, nil, false
+}
+
+// dialStream upgrades a new connection to url. unsupported reports a server
+// that answered the upgrade with anything but 101 (it does not speak the
+// stream protocol).
+func (h *httpExecutor) dialStream(ctx context.Context, url string) (_ *clientStream, unsupported bool, _ error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+StreamPath, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", StreamProtocol)
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w: %w", url, ErrUnavailable, err)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		rwc, ok := resp.Body.(io.ReadWriteCloser)
+		if !ok {
+			resp.Body.Close()
+			return nil, true, nil
+		}
+		return newClientStream(rwc), false, nil
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // so the connection is reused
+	if err := clusterauth.CheckResponse("metaserver "+strings.TrimPrefix(url, "http://"), resp); err != nil {
+		return nil, false, err
+	}
+	return nil, true, nil
+}
+
+func (h *httpExecutor) closeStreams() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, slot := range h.streams {
+		if s := slot.cur.Swap(nil); s != nil {
+			s.fail(net.ErrClosed)
+		}
+	}
+}
+
+// clientStream is one stream connection, shared by every call of the client
+// to that address. Calls write their frames directly; one goroutine reads
+// the replies and hands each to its caller.
+type clientStream struct {
+	rwc  io.ReadWriteCloser
+	wmu  sync.Mutex // one frame at a time on the wire
+	wbuf []byte     // under wmu
+
+	mu      sync.Mutex
+	pending map[uint64]chan streamReply
+	next    uint64
+	err     error // why the stream broke; nil while it works
+	dead    atomic.Bool
+}
+
+type streamReply struct {
+	status byte
+	body   []byte
+	err    error // the stream broke before the reply came
+}
+
+func newClientStream(rwc io.ReadWriteCloser) *clientStream {
+	s := &clientStream{rwc: rwc, pending: map[uint64]chan streamReply{}}
+	go s.readLoop()
+	return s
+}
+
+func (s *clientStream) broken() bool { return s.dead.Load() }
+
+// fail breaks the stream: the connection is closed and every waiting call
+// gets err (and retries, on this address's next stream or elsewhere).
+func (s *clientStream) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+		s.dead.Store(true)
+	}
+	pending := s.pending
+	s.pending = map[uint64]chan streamReply{}
+	s.mu.Unlock()
+	_ = s.rwc.Close()
+	for _, ch := range pending {
+		ch <- streamReply{err: err}
+	}
+}
+
+func (s *clientStream) readLoop() {
+	br := bufio.NewReaderSize(s.rwc, 32<<10)
+	for {
+		f, err := ReadStreamFrame(br, maxStreamReply)
+		if err != nil {
+			s.fail(fmt.Errorf("stream closed: %w", err))
+			return
+		}
+		id, status, body, err := ParseStreamFrame(f)
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		s.mu.Lock()
+		ch := s.pending[id]
+		delete(s.pending, id)
+		s.mu.Unlock()
+		if ch != nil { // nil: its caller gave up waiting
+			ch <- streamReply{status: status, body: body}
+		}
+	}
+}
+
+// call sends one operation and waits for its reply, up to actx (the
+// attempt's deadline); ctx is the caller's.
+func (s *clientStream) call(ctx, actx context.Context, url, op, reqID string, args []byte, stale bool) ([]byte, error, bool) {
+	ch := make(chan streamReply, 1)
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%s: %s: %w: %w", op, url, ErrUnavailable, err), ctx.Err() == nil
+	}
+	s.next++
+	id := s.next
+	s.pending[id] = ch
+	s.mu.Unlock()
+
+	var flags byte
+	if stale {
+		flags |= StreamStale
+	}
+	s.wmu.Lock()
+	s.wbuf = AppendStreamRequest(s.wbuf[:0], id, flags, op, reqID, args)
+	_, werr := s.rwc.Write(s.wbuf)
+	if cap(s.wbuf) > 64<<10 {
+		s.wbuf = nil // do not pin one large request's buffer
+	}
+	s.wmu.Unlock()
+	if werr != nil {
+		s.fail(werr) // answers ch too
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			// The mutation may or may not have been applied; its retry
+			// carries the same request id.
+			return nil, fmt.Errorf("%s: %s: %w: %w", op, url, ErrUnavailable, r.err), ctx.Err() == nil
+		}
+		if r.status == StreamOK {
+			return r.body, nil, false
+		}
+		var we WireError
+		if json.Unmarshal(r.body, &we) != nil || we.Kind == "" {
+			return nil, fmt.Errorf("%s: %w: undecodable error from %s: %.200s", op, ErrUnavailable, url, r.body), true
+		}
+		switch we.Kind {
+		case KindNotLeader, KindUnavailable:
+			return nil, we.Err(), true
+		}
+		return nil, we.Err(), false
+	case <-actx.Done():
+		s.mu.Lock()
+		delete(s.pending, id)
+		s.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", op, ctx.Err()), false
+		}
+		// The node holds the request without answering (a leader cut off
+		// from its peers, say). The connection stays: other calls on it
+		// may be answered; the caller moves on to another address.
+		return nil, fmt.Errorf("%s: %s: %w: no answer within the attempt timeout", op, url, ErrUnavailable), true
+	}
 }
 
 // --- API ---

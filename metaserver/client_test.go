@@ -25,6 +25,10 @@ type fakeServer struct {
 func newFake(t *testing.T) *fakeServer {
 	f := &fakeServer{}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == StreamPath {
+			http.NotFound(w, r) // a server without the stream: the client falls back to plain requests
+			return
+		}
 		f.mu.Lock()
 		f.ids = append(f.ids, r.Header.Get(RequestIDHeader))
 		var reply func(http.ResponseWriter)

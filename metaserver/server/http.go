@@ -1,10 +1,15 @@
 package server
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +26,7 @@ const maxRequestBody = 64 << 20
 func (n *Node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/op/{op}", n.serveOp)
+	mux.HandleFunc("POST "+ms.StreamPath, n.serveStream)
 	mux.HandleFunc("GET "+ms.WatchPath, n.serveWatch)
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.met.reg, promhttp.HandlerOpts{}))
@@ -41,19 +47,126 @@ func (n *Node) serveOp(w http.ResponseWriter, r *http.Request) {
 		}
 		reply, err = n.Exec(ctx, op, r.Header.Get(ms.RequestIDHeader), body)
 	}
-	n.met.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	if err != nil {
-		we := ms.ToWire(err)
-		n.met.ops.WithLabelValues(op, we.Kind).Inc()
+	we := n.met.observe(op, start, err)
+	if we != nil {
 		writeError(w, we)
 		return
 	}
-	n.met.ops.WithLabelValues(op, "ok").Inc()
-	w.Header().Set("Content-Type", "application/json")
+	if ms.IsBinary(reply) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
 	if len(reply) == 0 {
 		reply = []byte("null")
 	}
 	_, _ = w.Write(reply) // the client sees a broken reply and retries
+}
+
+// serveStream switches the connection to the stream protocol (see
+// metaserver.StreamProtocol) and serves frames on it until either side
+// closes it or the node stops.
+func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", ms.StreamProtocol) {
+		w.Header().Set("Upgrade", ms.StreamProtocol)
+		writeErrorStatus(w, ms.ToWire(fmt.Errorf("%w: %s needs Connection: Upgrade and Upgrade: %s", ms.ErrBadRequest, ms.StreamPath, ms.StreamProtocol)), http.StatusUpgradeRequired)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, ms.ToWire(fmt.Errorf("%w: cannot take over the connection: %v", ms.ErrBadRequest, err)))
+		return
+	}
+	_ = conn.SetDeadline(time.Time{}) // no deadline the HTTP server may have left
+	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ms.StreamProtocol + "\r\n\r\n")
+	if err := brw.Flush(); err != nil {
+		_ = conn.Close()
+		return
+	}
+	s := &serverStream{n: n, conn: conn}
+	s.serve(brw.Reader)
+}
+
+// serverStream is one client's stream connection.
+type serverStream struct {
+	n    *Node
+	conn net.Conn
+	wmu  sync.Mutex // one reply frame at a time on the wire
+}
+
+// serve reads request frames and runs each in its own goroutine: a mutation
+// waits for its Raft commit, and the requests behind it must not wait too,
+// or group commit would see one request per connection.
+func (s *serverStream) serve(br *bufio.Reader) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Hijacked connections are no longer the HTTP server's: closing the
+	// node must end them too, so clients move on to another node.
+	go func() {
+		select {
+		case <-s.n.stop:
+		case <-ctx.Done():
+		}
+		_ = s.conn.Close()
+	}()
+	for {
+		f, err := ms.ReadStreamFrame(br, maxRequestBody)
+		if err != nil {
+			return // closed by the client, or garbage: either way this connection is done
+		}
+		id, flags, op, reqID, args, err := ms.ParseStreamRequest(f)
+		if err != nil {
+			s.reply(id, nil, fmt.Errorf("%w: %w", ms.ErrBadRequest, err))
+			continue
+		}
+		go s.exec(ctx, id, flags, op, reqID, args)
+	}
+}
+
+func (s *serverStream) exec(ctx context.Context, id uint64, flags byte, op, reqID string, args []byte) {
+	start := time.Now()
+	if flags&ms.StreamStale != 0 {
+		ctx = ms.AllowStale(ctx)
+	}
+	reply, err := s.n.Exec(ctx, op, reqID, args)
+	s.n.met.observe(op, start, err)
+	s.reply(id, reply, err)
+}
+
+// framePool recycles reply frames: a stream writes one per operation.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+func (s *serverStream) reply(id uint64, reply []byte, err error) {
+	status, body := ms.StreamOK, reply
+	if err != nil {
+		status = ms.StreamError
+		body, _ = json.Marshal(ms.ToWire(err)) // a struct of strings and integers always encodes
+	}
+	bp := framePool.Get().(*[]byte)
+	b := ms.AppendStreamFrame((*bp)[:0], id, status, body)
+	s.wmu.Lock()
+	_, werr := s.conn.Write(b)
+	s.wmu.Unlock()
+	*bp = b
+	if cap(b) <= 64<<10 {
+		framePool.Put(bp)
+	}
+	if werr != nil {
+		_ = s.conn.Close() // the read loop ends too; the client retries elsewhere
+	}
+}
+
+// headerHasToken reports whether a comma-separated header has token (any
+// case), as Connection: keep-alive, Upgrade does.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func statusOf(we *ms.WireError) int {
@@ -81,11 +194,15 @@ func statusOf(we *ms.WireError) int {
 }
 
 func writeError(w http.ResponseWriter, we *ms.WireError) {
+	writeErrorStatus(w, we, statusOf(we))
+}
+
+func writeErrorStatus(w http.ResponseWriter, we *ms.WireError, status int) {
 	w.Header().Set("Content-Type", "application/json")
 	if we.Kind == ms.KindNotLeader && we.Leader != "" {
 		w.Header().Set("Location", "http://"+we.Leader)
 	}
-	w.WriteHeader(statusOf(we))
+	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(struct {
 		Error *ms.WireError `json:"error"`
 	}{we})

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"time"
+
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	ms "github.com/dockyard/dockyard/metaserver"
 )
 
 // metrics live in a registry of the node's own, so several nodes can run in
@@ -54,4 +58,17 @@ func newMetrics(n *Node) *metrics {
 	m.reg.MustRegister(m.ops, m.latency, m.commit, state, leader, applied, commitIdx, inodes, newClusterCollector(n.fsm),
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
+}
+
+// observe records one API operation's latency and outcome and returns the
+// error in wire form (nil on success).
+func (m *metrics) observe(op string, start time.Time, err error) *ms.WireError {
+	m.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		we := ms.ToWire(err)
+		m.ops.WithLabelValues(op, we.Kind).Inc()
+		return we
+	}
+	m.ops.WithLabelValues(op, "ok").Inc()
+	return nil
 }
