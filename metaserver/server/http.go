@@ -83,6 +83,8 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
+	n.met.streams.Inc()
+	defer n.met.streams.Dec()
 	s := &serverStream{n: n, conn: conn}
 	s.serve(brw.Reader)
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	ops     *prometheus.CounterVec
 	latency *prometheus.HistogramVec
 	commit  prometheus.Histogram
+	streams prometheus.Gauge
 }
 
 func newMetrics(n *Node) *metrics {
@@ -30,6 +31,9 @@ func newMetrics(n *Node) *metrics {
 	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "dockyard_meta_commit_seconds", Help: "Time from proposing a Raft entry to its application.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
+	})
+	m.streams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dockyard_meta_streams", Help: "Open stream-protocol connections of API clients.",
 	})
 	state := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dockyard_meta_raft_state", Help: "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
@@ -55,7 +59,7 @@ func newMetrics(n *Node) *metrics {
 		defer n.fsm.mu.RUnlock()
 		return float64(len(n.fsm.inodes))
 	})
-	m.reg.MustRegister(m.ops, m.latency, m.commit, state, leader, applied, commitIdx, inodes, newClusterCollector(n.fsm),
+	m.reg.MustRegister(m.ops, m.latency, m.commit, m.streams, state, leader, applied, commitIdx, inodes, newClusterCollector(n.fsm),
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

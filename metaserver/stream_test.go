@@ -1,0 +1,77 @@
+package metaserver
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// A node that takes the stream upgrade and then never answers costs one
+// attempt per call, and the client's next call starts elsewhere.
+func TestClientSkipsASilentStream(t *testing.T) {
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
+		_ = brw.Flush()
+		for {
+			if _, err := ReadStreamFrame(brw.Reader, 1<<20); err != nil {
+				return // read, never answer, until the client goes
+			}
+		}
+	}))
+	defer silent.Close()
+	good := newFake(t)
+	good.replies = append(good.replies, ok(Attr{Ino: 1}), ok(Attr{Ino: 1}))
+	c, _ := NewClient([]string{silent.URL, good.URL}, WithAttemptTimeout(300*time.Millisecond))
+	defer c.Close()
+	start := time.Now()
+	if a, err := c.GetAttr(context.Background(), 1); err != nil || a.Ino != 1 {
+		t.Fatalf("getattr = %+v, %v", a, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	start = time.Now()
+	if _, err := c.GetAttr(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Fatalf("second call took %v: it tried the silent node again", d)
+	}
+}
+
+// A stream that breaks mid-call (the node died) is a retryable failure: the
+// call completes on the next address, carrying the same request id.
+func TestClientRetriesWhenTheStreamBreaks(t *testing.T) {
+	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
+		_ = brw.Flush()
+		_, _ = ReadStreamFrame(bufio.NewReader(brw.Reader), 1<<20)
+		conn.Close() // took the request, died before answering
+	}))
+	defer dying.Close()
+	good := newFake(t)
+	good.replies = append(good.replies, ok(Attr{Ino: 5}))
+	c, _ := NewClient([]string{dying.URL, good.URL}, WithRetryTimeout(5*time.Second))
+	defer c.Close()
+	a, err := c.Create(context.Background(), CreateIn{Parent: 1, Name: "x"})
+	if err != nil || a.Ino != 5 {
+		t.Fatalf("create = %+v, %v", a, err)
+	}
+	if len(good.ids) != 1 || good.ids[0] == "" {
+		t.Fatalf("request ids at the second node: %q", good.ids)
+	}
+}
