@@ -20,13 +20,15 @@ func init() { subcommands = append(subcommands, mountCmd) }
 
 func mountCmd() *cobra.Command {
 	var (
-		meta         string
-		opt          fuse.Options
-		cacheMB      int64
-		readAheadMB  int64
-		debug        bool
-		lazyOnSignal bool
-		imageRef     string
+		meta             string
+		opt              fuse.Options
+		cacheMB          int64
+		readAheadMB      int64
+		debug            bool
+		lazyOnSignal     bool
+		imageRef         string
+		metaCache        bool
+		metaCacheEntries int
 	)
 	cmd := &cobra.Command{
 		Use:   "mount [--meta ADDRS] [--image REF] DIR",
@@ -49,7 +51,15 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			}
 			defer mc.Close()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			client := dfs.New(mc, shardClient(), dfs.Options{
+			var meta metaserver.API = mc
+			if metaCache && imageRef == "" {
+				// Lookups and getattrs are answered from memory, kept
+				// fresh by the metaserver's change feed.
+				cache := dfs.NewMetaCache(mc, mc, dfs.MetaCacheOptions{MaxEntries: metaCacheEntries, Logger: log})
+				defer cache.Close()
+				meta = cache
+			}
+			client := dfs.New(meta, shardClient(), dfs.Options{
 				CacheBytes: cacheMB << 20,
 				ReadAhead:  readAheadMB << 20,
 				Logger:     log,
@@ -108,6 +118,8 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.Int64Var(&readAheadMB, "read-ahead-mb", dfs.DefaultReadAhead>>20, "sequential read-ahead window in MiB")
 	f.BoolVar(&lazyOnSignal, "lazy-on-signal", true, "on SIGINT/SIGTERM with files still open, detach and serve them until closed")
 	f.BoolVar(&debug, "debug", false, "log every FUSE request")
+	f.BoolVar(&metaCache, "meta-cache", true, "answer lookups and stats from a metadata cache kept fresh by the metaserver's change feed")
+	f.IntVar(&metaCacheEntries, "meta-cache-entries", dfs.DefaultMetaCacheEntries, "names plus attributes the metadata cache holds at most")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
 	return cmd
 }

@@ -101,20 +101,38 @@ func newCluster(t testing.TB) *testCluster {
 	return c
 }
 
-// client returns a new fs client of the cluster, as a second host would have.
-func (c *testCluster) client() *dfs.Client {
-	return dfs.New(c.api, chunkserver.NewClient(nil), dfs.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// client returns a new fs client of the cluster, as a second host would
+// have: with a metadata cache fed by the change feed, as `dockyard mount`
+// runs, closed when the test ends.
+func (c *testCluster) client(t testing.TB) *dfs.Client {
+	cl, _ := c.cachedClient(t)
+	return cl
+}
+
+// cachedClient is client, with its metadata cache.
+func (c *testCluster) cachedClient(t testing.TB) (*dfs.Client, *dfs.MetaCache) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mc := c.meta.API()
+	cache := dfs.NewMetaCache(mc, mc, dfs.MetaCacheOptions{Logger: quiet})
+	t.Cleanup(func() { cache.Close() })
+	return dfs.New(cache, chunkserver.NewClient(nil), dfs.Options{Logger: quiet}), cache
 }
 
 // mount mounts the cluster with a client of its own on a fresh directory and
 // unmounts it when the test ends, failed or not.
 func (c *testCluster) mount(t testing.TB, opt Options) (string, *Server) {
 	t.Helper()
+	return c.mountWith(t, c.client(t), opt)
+}
+
+// mountWith is mount with a given client.
+func (c *testCluster) mountWith(t testing.TB, client *dfs.Client, opt Options) (string, *Server) {
+	t.Helper()
 	dir := t.TempDir()
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	srv, err := Mount(context.Background(), dir, c.client(), opt)
+	srv, err := Mount(context.Background(), dir, client, opt)
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

@@ -353,18 +353,18 @@ func TestMountErrors(t *testing.T) {
 	c := newCluster(t)
 	ctx := context.Background()
 	missing := filepath.Join(t.TempDir(), "missing")
-	if _, err := Mount(ctx, missing, c.client(), Options{}); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := Mount(ctx, missing, c.client(t), Options{}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("mount on a missing directory: %v", err)
 	}
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Mount(ctx, file, c.client(), Options{}); !errors.Is(err, syscall.ENOTDIR) {
+	if _, err := Mount(ctx, file, c.client(t), Options{}); !errors.Is(err, syscall.ENOTDIR) {
 		t.Errorf("mount on a file: %v", err)
 	}
 	a, srv := c.mount(t, Options{})
-	if s, err := Mount(ctx, a, c.client(), Options{}); !errors.Is(err, ErrAlreadyMounted) {
+	if s, err := Mount(ctx, a, c.client(t), Options{}); !errors.Is(err, ErrAlreadyMounted) {
 		if err == nil {
 			s.Unmount()
 		}
