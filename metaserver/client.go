@@ -234,21 +234,39 @@ func (h *httpExecutor) Exec(ctx context.Context, op, reqID string, args []byte) 
 }
 
 func (h *httpExecutor) exec(ctx context.Context, op, reqID string, args *callArgs) ([]byte, error) {
-	if _, ok := ctx.Deadline(); !ok && h.retryTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.retryTimeout)
-		defer cancel()
+	// The call's deadline is kept as a time, not as a derived context:
+	// that would cost a timer and a registration with the parent context
+	// on every call, a measurable share of a metadata operation's CPU.
+	deadline, bounded := ctx.Deadline()
+	if !bounded && h.retryTimeout > 0 {
+		deadline, bounded = time.Now().Add(h.retryTimeout), true
+	}
+	expired := func() error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if bounded && !time.Now().Before(deadline) {
+			return context.DeadlineExceeded
+		}
+		return nil
 	}
 	backoff := 10 * time.Millisecond
 	var last error
 	misses := 0 // failed attempts since the last backoff
 	stale := IsRead(op) && StaleAllowed(ctx)
 	for {
-		if err := ctx.Err(); err != nil {
+		if err := expired(); err != nil {
 			if last != nil {
 				return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, err, last)
 			}
 			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		// Each attempt ends by the attempt timeout, and by the call's end.
+		attempt := deadline
+		if h.attemptTimeout > 0 {
+			if a := time.Now().Add(h.attemptTimeout); !bounded || a.Before(deadline) {
+				attempt = a
+			}
 		}
 		url := h.target()
 		if stale {
@@ -256,19 +274,19 @@ func (h *httpExecutor) exec(ctx context.Context, op, reqID string, args *callArg
 			// node costs one attempt.
 			url = h.staleTarget(true)
 		}
-		reply, err, retry := h.once(ctx, url, op, reqID, args, stale)
+		reply, err, retry := h.once(ctx, attempt, url, op, reqID, args, stale)
 		if err == nil {
 			return reply, nil
 		}
 		if !retry {
-			if ctx.Err() != nil {
+			if xerr := expired(); xerr != nil {
 				// The node did not answer before the caller's deadline
 				// cut the attempt: prefer another one for the next call.
 				h.failed(url)
 				if last != nil {
 					// The earlier failure says why better than the
 					// cancelled request does.
-					return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, ctx.Err(), last)
+					return nil, fmt.Errorf("%s: giving up after retries: %w (last error: %w)", op, xerr, last)
 				}
 			}
 			return nil, err
@@ -291,7 +309,11 @@ func (h *httpExecutor) exec(ctx context.Context, op, reqID string, args *callArg
 			continue
 		}
 		misses = 0
-		t := time.NewTimer(backoff)
+		wait := backoff
+		if bounded {
+			wait = min(wait, time.Until(deadline))
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -304,14 +326,8 @@ func (h *httpExecutor) exec(ctx context.Context, op, reqID string, args *callArg
 
 // once sends one request, on the address's stream when it has one, else as
 // a plain HTTP request; retry says whether another attempt may succeed.
-func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, a *callArgs, stale bool) (reply []byte, err error, retry bool) {
-	actx := ctx
-	if h.attemptTimeout > 0 {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, h.attemptTimeout)
-		defer cancel()
-	}
-	s, err, retry := h.stream(ctx, actx, url)
+func (h *httpExecutor) once(ctx context.Context, attempt time.Time, url, op, reqID string, a *callArgs, stale bool) (reply []byte, err error, retry bool) {
+	s, err, retry := h.stream(ctx, attempt, url)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err), retry
 	}
@@ -320,11 +336,17 @@ func (h *httpExecutor) once(ctx context.Context, url, op, reqID string, a *callA
 		if err != nil {
 			return nil, fmt.Errorf("%s: encoding arguments: %w", op, err), false
 		}
-		return s.call(ctx, actx, url, op, reqID, args, stale)
+		return s.call(ctx, attempt, url, op, reqID, args, stale)
 	}
 	args, err := a.json()
 	if err != nil {
 		return nil, fmt.Errorf("%s: encoding arguments: %w", op, err), false
+	}
+	actx := ctx
+	if !attempt.IsZero() {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithDeadline(ctx, attempt)
+		defer cancel()
 	}
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, url+"/v1/op/"+op, bytes.NewReader(args))
 	if err != nil {
@@ -391,7 +413,7 @@ type streamSlot struct {
 
 // stream returns the address's stream connection, dialling it when there is
 // none. A nil stream and nil error mean: use plain HTTP at this address.
-func (h *httpExecutor) stream(ctx, actx context.Context, url string) (*clientStream, error, bool) {
+func (h *httpExecutor) stream(ctx context.Context, attempt time.Time, url string) (*clientStream, error, bool) {
 	if h.noStream {
 		return nil, nil, false
 	}
@@ -416,7 +438,13 @@ func (h *httpExecutor) stream(ctx, actx context.Context, url string) (*clientStr
 	if time.Now().Before(slot.httpOnly) {
 		return nil, nil, false
 	}
-	s, unsupported, err := h.dialStream(actx, url)
+	dctx := ctx
+	if !attempt.IsZero() {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithDeadline(ctx, attempt)
+		defer cancel()
+	}
+	s, unsupported, err := h.dialStream(dctx, url)
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
@@ -480,11 +508,24 @@ type clientStream struct {
 	wbuf []byte     // under wmu
 
 	mu      sync.Mutex
-	pending map[uint64]chan streamReply
+	pending map[uint64]pendingCall
 	next    uint64
 	err     error // why the stream broke; nil while it works
 	dead    atomic.Bool
+	// One timer per stream ends calls whose attempt deadline passed; it is
+	// armed for the earliest deadline while calls are pending. A timer per
+	// call would cost more than the rest of the client's work on it.
+	expiry  *time.Timer
+	armedAt time.Time // zero: not armed
 }
+
+type pendingCall struct {
+	ch       chan streamReply
+	deadline time.Time // zero: none
+}
+
+// errNoAnswer ends a call whose node did not answer within the attempt.
+var errNoAnswer = errors.New("no answer within the attempt timeout")
 
 type streamReply struct {
 	status byte
@@ -493,7 +534,7 @@ type streamReply struct {
 }
 
 func newClientStream(rwc io.ReadWriteCloser) *clientStream {
-	s := &clientStream{rwc: rwc, pending: map[uint64]chan streamReply{}}
+	s := &clientStream{rwc: rwc, pending: map[uint64]pendingCall{}}
 	go s.readLoop()
 	return s
 }
@@ -509,11 +550,49 @@ func (s *clientStream) fail(err error) {
 		s.dead.Store(true)
 	}
 	pending := s.pending
-	s.pending = map[uint64]chan streamReply{}
+	s.pending = map[uint64]pendingCall{}
 	s.mu.Unlock()
 	_ = s.rwc.Close()
-	for _, ch := range pending {
-		ch <- streamReply{err: err}
+	for _, p := range pending {
+		p.ch <- streamReply{err: err}
+	}
+}
+
+// arm makes sure the expiry timer fires by deadline; the caller holds mu.
+func (s *clientStream) arm(deadline time.Time) {
+	if deadline.IsZero() || (!s.armedAt.IsZero() && !deadline.Before(s.armedAt)) {
+		return
+	}
+	s.armedAt = deadline
+	if s.expiry == nil {
+		s.expiry = time.AfterFunc(time.Until(deadline), s.expire)
+	} else {
+		s.expiry.Reset(time.Until(deadline))
+	}
+}
+
+// expire ends the calls whose deadline passed and re-arms the timer for the
+// earliest one left.
+func (s *clientStream) expire() {
+	now := time.Now()
+	var late []chan streamReply
+	s.mu.Lock()
+	s.armedAt = time.Time{}
+	var next time.Time
+	for id, p := range s.pending {
+		switch {
+		case p.deadline.IsZero():
+		case !now.Before(p.deadline):
+			late = append(late, p.ch)
+			delete(s.pending, id)
+		case next.IsZero() || p.deadline.Before(next):
+			next = p.deadline
+		}
+	}
+	s.arm(next)
+	s.mu.Unlock()
+	for _, ch := range late {
+		ch <- streamReply{err: errNoAnswer}
 	}
 }
 
@@ -531,18 +610,18 @@ func (s *clientStream) readLoop() {
 			return
 		}
 		s.mu.Lock()
-		ch := s.pending[id]
+		p, ok := s.pending[id]
 		delete(s.pending, id)
 		s.mu.Unlock()
-		if ch != nil { // nil: its caller gave up waiting
-			ch <- streamReply{status: status, body: body}
+		if ok { // else its caller gave up waiting
+			p.ch <- streamReply{status: status, body: body}
 		}
 	}
 }
 
-// call sends one operation and waits for its reply, up to actx (the
-// attempt's deadline); ctx is the caller's.
-func (s *clientStream) call(ctx, actx context.Context, url, op, reqID string, args []byte, stale bool) ([]byte, error, bool) {
+// call sends one operation and waits for its reply until the attempt's
+// deadline (zero: none) or the end of ctx, the caller's.
+func (s *clientStream) call(ctx context.Context, deadline time.Time, url, op, reqID string, args []byte, stale bool) ([]byte, error, bool) {
 	ch := make(chan streamReply, 1)
 	s.mu.Lock()
 	if s.err != nil {
@@ -552,7 +631,8 @@ func (s *clientStream) call(ctx, actx context.Context, url, op, reqID string, ar
 	}
 	s.next++
 	id := s.next
-	s.pending[id] = ch
+	s.pending[id] = pendingCall{ch: ch, deadline: deadline}
+	s.arm(deadline)
 	s.mu.Unlock()
 
 	var flags byte
@@ -571,12 +651,15 @@ func (s *clientStream) call(ctx, actx context.Context, url, op, reqID string, ar
 	}
 	select {
 	case r := <-ch:
-		if r.err != nil {
-			// The mutation may or may not have been applied; its retry
-			// carries the same request id.
+		switch {
+		case r.err != nil:
+			// The stream broke, or the node holds the request without
+			// answering (errNoAnswer: a leader cut off from its peers,
+			// say; the connection stays, other calls on it may be
+			// answered). A mutation may or may not have been applied; its
+			// retry elsewhere carries the same request id.
 			return nil, fmt.Errorf("%s: %s: %w: %w", op, url, ErrUnavailable, r.err), ctx.Err() == nil
-		}
-		if r.status == StreamOK {
+		case r.status == StreamOK:
 			return r.body, nil, false
 		}
 		var we WireError
@@ -588,17 +671,11 @@ func (s *clientStream) call(ctx, actx context.Context, url, op, reqID string, ar
 			return nil, we.Err(), true
 		}
 		return nil, we.Err(), false
-	case <-actx.Done():
+	case <-ctx.Done():
 		s.mu.Lock()
 		delete(s.pending, id)
 		s.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%s: %w", op, ctx.Err()), false
-		}
-		// The node holds the request without answering (a leader cut off
-		// from its peers, say). The connection stays: other calls on it
-		// may be answered; the caller moves on to another address.
-		return nil, fmt.Errorf("%s: %s: %w: no answer within the attempt timeout", op, url, ErrUnavailable), true
+		return nil, fmt.Errorf("%s: %w", op, ctx.Err()), false
 	}
 }
 
