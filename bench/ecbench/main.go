@@ -48,6 +48,7 @@ func main() {
 	down := flag.Int("down", 2, "chunkservers stopped for the degraded read")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	metaKind := flag.String("meta", "raft", "metaserver: raft (single node over HTTP) or memory (the FSM in process)")
+	uploads := flag.Int("uploads", 0, "chunks the fs client encodes and uploads at once (fs.Options.MaxUploads; 0 = its default)")
 	nosync := flag.Bool("nosync", false, "disk stores skip fsync (store.WithoutSync), to show what the fsyncs cost")
 	transport := flag.String("transport", "local", "how the fs client reaches the chunkservers: local (in-process calls, as `dockyard serve` does) or http (loopback HTTP, as another process does)")
 	flag.Parse()
@@ -66,14 +67,14 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ecbench: -transport %q: want local or http\n", *transport)
 		os.Exit(2)
 	}
-	if err := run(*size, *dir, *stores, *metaKind, *transport, *nosync, *servers, *k, *m, *down); err != nil {
+	if err := run(*size, *dir, *stores, *metaKind, *transport, *nosync, *uploads, *servers, *k, *m, *down); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "ecbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size int64, dir, stores, metaKind, transport string, nosync bool, servers, k, m, down int) error {
+func run(size int64, dir, stores, metaKind, transport string, nosync bool, uploads, servers, k, m, down int) error {
 	fmt.Printf("ecbench: %d MiB, %d+%d over %d chunkservers (%s transport), GOMAXPROCS=%d, %s\n", size>>20, k, m, servers, transport, runtime.GOMAXPROCS(0), runtime.Version())
 	raw, err := rawEncode(k, m, 4<<20, 2*time.Second)
 	if err != nil {
@@ -85,7 +86,7 @@ func run(size int64, dir, stores, metaKind, transport string, nosync bool, serve
 		if !contains(stores, kind) {
 			continue
 		}
-		if err := runStore(kind, metaKind, transport, nosync, size, dir, servers, k, m, down, raw); err != nil {
+		if err := runStore(kind, metaKind, transport, nosync, uploads, size, dir, servers, k, m, down, raw); err != nil {
 			return fmt.Errorf("%s stores: %w", kind, err)
 		}
 	}
@@ -125,7 +126,7 @@ func rawEncode(k, m int, chunk int, d time.Duration) (float64, error) {
 	return mbps(n, cpuTime()-cpu0), nil
 }
 
-func runStore(kind, metaKind, transport string, nosync bool, size int64, dir string, n, k, m, down int, raw float64) error {
+func runStore(kind, metaKind, transport string, nosync bool, uploads int, size int64, dir string, n, k, m, down int, raw float64) error {
 	base, err := os.MkdirTemp(dir, "ecbench-"+kind+"-")
 	if err != nil {
 		return err
@@ -194,7 +195,7 @@ func runStore(kind, metaKind, transport string, nosync bool, size int64, dir str
 			shards.Attach(s.Addr(), s)
 		}
 	}
-	opt := fs.Options{K: k, M: m, Logger: quiet}
+	opt := fs.Options{K: k, M: m, Logger: quiet, MaxUploads: uploads}
 	newClient := func() *fs.Client { return fs.New(api, shards, opt) }
 
 	src := &stream{left: size, block: randomBytes(16<<20, 2), h: xxhash.New()}

@@ -41,14 +41,17 @@ import (
 // writes the whole file with one writev.
 //
 // Durability (fsync policy): Put writes the whole file under a temporary name
-// in the target directory, fsyncs it, renames it over the final name and
-// fsyncs the directory, so a Put that returned nil survives power loss and a
-// crash never leaves a half-written shard under a real name. Delete unlinks
+// in the target directory, makes it durable, renames it over the final name
+// and makes the rename durable, so a Put that returned nil survives power loss
+// and a crash never leaves a half-written shard under a real name. On Linux
+// both steps are shared flushes of the whole file system (syncfs) that every
+// Put waiting at the time joins, see syncGroup; with WithPerFileSync, or
+// elsewhere, each Put fsyncs its file and then its directory. Delete unlinks
 // without fsyncing the directory: a delete lost in a crash only resurrects a
 // shard the metaserver no longer references, which it deletes again through
 // heartbeat replies. Temporary files left by a crash are removed by OpenDisk.
 //
-// WithoutSync drops both fsyncs, for deployments that accept losing the last
+// WithoutSync drops both flushes, for deployments that accept losing the last
 // seconds of writes of a machine that loses power. After such a crash a shard
 // is whole, absent, or detectably damaged (the header, size and block checks
 // catch data the kernel had not written yet), so the damage is a missing or
@@ -59,6 +62,10 @@ type Disk struct {
 	dir    string
 	limit  int64 // configured capacity, math.MaxInt64 when unlimited
 	noSync bool
+	// perFile makes Put fsync its own file and directory instead of
+	// joining the group commit.
+	perFile bool
+	group   *syncGroup // nil with noSync or perFile, or without syncfs
 
 	// locks serialise the file-system step and the index update of Put and
 	// Delete per name, so the index always matches the file that won.
@@ -100,6 +107,12 @@ type DiskOption func(*Disk)
 // WithoutSync makes Put skip fsync; see Disk for what that risks.
 func WithoutSync() DiskOption { return func(d *Disk) { d.noSync = true } }
 
+// WithPerFileSync makes every Put fsync its own file and directory instead
+// of sharing file-system flushes with concurrent Puts (see syncGroup): the
+// same durability, at two journal commits per shard. For comparison, and for
+// file systems where flushing the whole file system is unwelcome.
+func WithPerFileSync() DiskOption { return func(d *Disk) { d.perFile = true } }
+
 // OpenDisk opens (creating if needed) a disk store in dir holding at most
 // capacity bytes of shard files (0 = as much as the file system has). It
 // indexes the shards already there and removes temporary files a crash left.
@@ -126,6 +139,13 @@ func OpenDisk(dir string, capacity int64, opts ...DiskOption) (*Disk, error) {
 	}
 	if err := d.load(); err != nil {
 		return nil, fmt.Errorf("opening shard store %s: %w", dir, err)
+	}
+	if !d.noSync && !d.perFile && groupCommit {
+		g, err := joinGroup(d.dir)
+		if err != nil {
+			return nil, fmt.Errorf("opening shard store %s: %w", dir, err)
+		}
+		d.group = g
 	}
 	return d, nil
 }
@@ -287,6 +307,15 @@ func (d *Disk) Put(name string, data []byte) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", name, err)
 	}
+	// The data must be durable before the rename can make it visible, so a
+	// crash never leaves a shard under its name whose bytes never reached
+	// the disk.
+	if d.group != nil {
+		if err := d.group.wait(); err != nil {
+			_ = os.Remove(tmp)
+			return 0, fmt.Errorf("put %s: %w", name, noSpace(err))
+		}
+	}
 	l := d.lockFor(name)
 	l.Lock()
 	defer l.Unlock()
@@ -296,10 +325,19 @@ func (d *Disk) Put(name string, data []byte) (uint64, error) {
 	}
 	// The rename is only durable once the directory is; until then a crash
 	// could bring back the old shard (or none) after we acknowledged.
-	if !d.noSync {
-		if err := syncDir(filepath.Dir(final)); err != nil {
-			return 0, fmt.Errorf("put %s: %w", name, err)
-		}
+	var serr error
+	switch {
+	case d.group != nil:
+		serr = noSpace(d.group.wait())
+	case !d.noSync:
+		serr = syncDir(filepath.Dir(final))
+	}
+	if serr != nil {
+		// Not acknowledged, so not kept: the file already replaced any
+		// older shard of this name, and leaving it unindexed would hide
+		// it from reads, usage and deletes alike.
+		d.drop(name)
+		return 0, fmt.Errorf("put %s: %w", name, serr)
 	}
 	d.mu.Lock()
 	d.used += need - d.index[name].file
@@ -310,6 +348,18 @@ func (d *Disk) Put(name string, data []byte) (uint64, error) {
 	// generation anyway; dropping it now frees the descriptor.
 	d.handles.invalidate(name)
 	return sum, nil
+}
+
+// drop removes shard name's file and index entry after a Put that renamed
+// its file into place but could not make that durable. Called with the
+// name's lock held.
+func (d *Disk) drop(name string) {
+	_ = os.Remove(d.Path(name))
+	d.mu.Lock()
+	d.used -= d.index[name].file
+	delete(d.index, name)
+	d.mu.Unlock()
+	d.handles.invalidate(name)
 }
 
 // writeTemp writes and fsyncs the shard file under a temporary name next to
@@ -333,7 +383,7 @@ func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64) (path stri
 	if err := writeParts(f, meta[:HeaderSize], data, meta[HeaderSize:]); err != nil {
 		return "", noSpace(err)
 	}
-	if !d.noSync {
+	if !d.noSync && d.group == nil {
 		if err := f.Sync(); err != nil {
 			return "", noSpace(err)
 		}
@@ -603,8 +653,12 @@ func (d *Disk) Usage() (Usage, error) {
 // finish).
 func (d *Disk) Close() error {
 	d.mu.Lock()
+	already := d.closed
 	d.closed = true
 	d.mu.Unlock()
 	d.handles.close()
+	if d.group != nil && !already {
+		return d.group.leave()
+	}
 	return nil
 }

@@ -81,6 +81,22 @@ func TestDiskNoSyncConformance(t *testing.T) {
 	})
 }
 
+func TestDiskPerFileSyncConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, capacity int64) storetest.Harness {
+		dir := t.TempDir()
+		d, err := store.OpenDisk(dir, capacity, store.WithPerFileSync())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return storetest.Harness{
+			Store:     d,
+			Corrupt:   func(name string, off int64) error { return flipByte(d.Path(name), store.HeaderSize+off) },
+			Leftovers: func() ([]string, error) { return tempFiles(dir) },
+		}
+	})
+}
+
 func TestDiskReopen(t *testing.T) {
 	dir := t.TempDir()
 	d := openDisk(t, dir, 0)
