@@ -57,6 +57,9 @@ type Config struct {
 	// NoSync skips fsync of the Raft log; for benchmarks and tests that
 	// accept losing the last writes on power loss. Never for production.
 	NoSync bool
+	// LogSegmentSize is the size of the Raft log's segment files
+	// (default raftlog.DefaultSegmentSize, 16 MiB).
+	LogSegmentSize int64
 
 	// Auth, when set, makes the API and the Raft transport refuse peers
 	// without the cluster secret, and signs the node's own requests to
