@@ -86,7 +86,14 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) {
 	n.met.streams.Inc()
 	defer n.met.streams.Dec()
 	s := &serverStream{n: n, conn: conn}
-	s.serve(brw.Reader)
+	// Read straight from the connection, not through the HTTP server's
+	// reader (a lock and a copy per read), unless the client already sent
+	// frames behind the upgrade request.
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		br = bufio.NewReaderSize(conn, 16<<10)
+	}
+	s.serve(br)
 }
 
 // serverStream is one client's stream connection.
