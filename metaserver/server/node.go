@@ -426,6 +426,9 @@ func (n *Node) ensureReadable(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: %v", ms.ErrUnavailable, err)
 	}
+	if n.fsm.applied.Load() >= idx {
+		return nil // the usual case: no timer, no context for the wait
+	}
 	wctx, cancel := context.WithTimeout(ctx, readWaitBeforeBarrier)
 	err := n.fsm.waitApplied(wctx, idx, n.inert)
 	cancel()
