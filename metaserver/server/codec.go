@@ -8,8 +8,9 @@ import (
 )
 
 // Log entries are encoded in a small binary envelope rather than JSON: the
-// payload (the operation's JSON arguments, as the client sent them) is
-// carried as is, so neither the leader nor the followers scan it twice.
+// payload (the operation's arguments as the client sent them, JSON or the
+// binary form of metaserver.AppendBinary) is carried as is, so neither the
+// leader nor the followers scan it twice.
 //
 //	version byte | uvarint len + type | uvarint len + request id |
 //	varint time | uvarint seed | varint lease | payload (rest)
