@@ -36,6 +36,11 @@ type command struct {
 	// Lease is when an allocated chunk becomes garbage if still uncommitted.
 	Lease   int64
 	Payload json.RawMessage
+
+	// args is Payload decoded by the first decode of the entry, so the
+	// change-feed hook and the operation do not decode it twice. Never
+	// encoded: it is a cache of Payload.
+	args any
 }
 
 // Internal commands, proposed by the leader itself.
@@ -281,10 +286,14 @@ func (f *FSM) dispatchSafely(c *command) (v any, err error) {
 }
 
 func decode[T any](c *command) (T, error) {
+	if v, ok := c.args.(T); ok {
+		return v, nil
+	}
 	var v T
 	if err := ms.Unmarshal(c.Payload, &v); err != nil {
 		return v, fmt.Errorf("%w: decoding %s arguments: %v", ms.ErrBadRequest, c.Type, err)
 	}
+	c.args = v
 	return v, nil
 }
 
