@@ -165,7 +165,7 @@ func (a *callArgs) json() ([]byte, error) {
 
 // forStream is the binary form when the arguments have one, else JSON.
 func (a *callArgs) forStream() ([]byte, error) {
-	if a.bin == nil && a.v != nil {
+	if a.bin == nil && HasBinary(a.v) {
 		a.bin, _ = AppendBinary(nil, a.v)
 	}
 	if a.bin != nil {

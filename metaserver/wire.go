@@ -333,6 +333,9 @@ func IsBinary(b []byte) bool { return len(b) > 0 && b[0] == BinaryMagic }
 // AppendBinary appends v's binary record to b. ok is false when v's type has
 // no binary form; such values travel as JSON.
 func AppendBinary(b []byte, v any) (_ []byte, ok bool) {
+	if !HasBinary(v) {
+		return b, false
+	}
 	if b == nil {
 		// One allocation of the right size instead of a few growing ones:
 		// fixed fields take at most 10 bytes each.

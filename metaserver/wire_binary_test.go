@@ -114,7 +114,11 @@ func TestMarshalReplyFollowsTheRequest(t *testing.T) {
 	if err != nil || IsBinary(j) || j[0] != '{' {
 		t.Fatalf("JSON reply %q, %v", j, err)
 	}
-	// Types without a binary form answer in JSON either way.
+	// Types without a binary form answer in JSON either way, and append
+	// nothing.
+	if b, ok := AppendBinary(nil, KVGetArgs{Bucket: "b"}); ok || b != nil {
+		t.Fatalf("KVGetArgs appended %q, %v", b, ok)
+	}
 	l, err := MarshalReply([]Ino{1, 2}, true)
 	if err != nil || string(l) != "[1,2]" {
 		t.Fatalf("reply without a binary form: %q, %v", l, err)
