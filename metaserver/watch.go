@@ -44,6 +44,24 @@ type Change struct {
 	Name  string `json:"name,omitempty"`
 	Child Ino    `json:"child,omitempty"`
 	Attr  *Attr  `json:"attr,omitempty"`
+	// Origin is the id of the client whose request made the change
+	// (Client.ID), empty for the metaserver's own commands. A client tells
+	// its own changes from others' by it: a FUSE mount tells the kernel
+	// only about changes the kernel did not make itself.
+	Origin string `json:"origin,omitempty"`
+}
+
+// ID is the client's random id, the first part of its request ids and the
+// Origin of the changes its mutations make.
+func (c *Client) ID() string { return c.clientID }
+
+// OriginOf returns the client id part of a request id (client id, "-",
+// counter).
+func OriginOf(reqID string) string {
+	if i := strings.LastIndexByte(reqID, '-'); i >= 0 {
+		return reqID[:i]
+	}
+	return reqID
 }
 
 // WatchReply answers Watch.

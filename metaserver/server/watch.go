@@ -87,7 +87,7 @@ func (f *FSM) dispatchWatched(c *command) (any, error) {
 	// A command refused with an errno changed nothing; anything else (a
 	// panic turned into an error) may have changed part of what it touched.
 	if t != nil && (err == nil || !errors.As(err, &e)) {
-		f.feed.record(f.changesOf(t), f.applied.Load(), f.restores.Load())
+		f.feed.record(f.changesOf(t, ms.OriginOf(c.ReqID)), f.applied.Load(), f.restores.Load())
 	}
 	return v, err
 }
@@ -164,15 +164,15 @@ func (f *FSM) touches(c *command) *touched {
 }
 
 // changesOf reads the values of what t touched, after the command.
-func (f *FSM) changesOf(t *touched) []ms.Change {
+func (f *FSM) changesOf(t *touched, origin string) []ms.Change {
 	out := make([]ms.Change, 0, 2*len(t.entries)+len(t.inos)+len(t.dirs))
 	inos := t.inos
 	for _, d := range t.dirs {
-		out = append(out, ms.Change{Kind: ms.ChangeDir, Ino: d})
+		out = append(out, ms.Change{Kind: ms.ChangeDir, Ino: d, Origin: origin})
 	}
 	for _, e := range t.entries {
 		now, _ := f.entry(e.Parent, e.Name)
-		out = append(out, ms.Change{Kind: ms.ChangeEntry, Ino: e.Parent, Name: e.Name, Child: now.Ino})
+		out = append(out, ms.Change{Kind: ms.ChangeEntry, Ino: e.Parent, Name: e.Name, Child: now.Ino, Origin: origin})
 		inos = append(inos, e.Ino, now.Ino)
 	}
 	seen := make(map[ms.Ino]bool, len(inos))
@@ -181,7 +181,7 @@ func (f *FSM) changesOf(t *touched) []ms.Change {
 			continue
 		}
 		seen[ino] = true
-		ch := ms.Change{Kind: ms.ChangeAttr, Ino: ino}
+		ch := ms.Change{Kind: ms.ChangeAttr, Ino: ino, Origin: origin}
 		if n, ok := f.inodes[ino]; ok {
 			a := n.Attr
 			ch.Attr = &a

@@ -76,6 +76,11 @@ func TestFeedRecordsNamespaceChanges(t *testing.T) {
 	if got := s.attrs[ms.RootIno]; got == nil || got.Mtime != a.Ctime {
 		t.Fatalf("create: the parent's new mtime is not in the feed: %+v", got)
 	}
+	for _, ch := range r.Changes {
+		if ch.Origin != c.ID() {
+			t.Fatalf("change %+v: origin %q, want the client's id %q", ch, ch.Origin, c.ID())
+		}
+	}
 	// One command per Memory index: the stamp is the entry's own index.
 	if idx := s.index[keyOf(ms.RootIno, "a")]; idx != afterCreate || r.Applied != afterCreate {
 		t.Fatalf("create stamped %d, applied %d; want both %d", idx, r.Applied, afterCreate)
