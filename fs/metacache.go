@@ -68,6 +68,13 @@ type MetaCache struct {
 	recentDirs  map[metaserver.Ino]uint64
 	recentFloor uint64
 
+	// self is the client id of this mount's own changes (Change.Origin).
+	self string
+	// observer hears remote changes and drops; dropped is set by drop
+	// until the observer was told.
+	observer MetaObserver
+	dropped  bool
+
 	hits, misses atomic.Uint64
 	drops        atomic.Uint64
 
@@ -134,17 +141,71 @@ func (o MetaCacheOptions) withDefaults() MetaCacheOptions {
 	return o
 }
 
+// MetaObserver hears what a MetaCache learns from the feed, in the order it
+// learns it; a FUSE mount passes it on to the kernel. Calls come from one
+// goroutine at a time and must not call back into the cache's lock-taking
+// methods synchronously with a FUSE request of the same mount in flight.
+type MetaObserver interface {
+	// Remote is called with the changes other clients made (Origin not
+	// this client's), after the cache applied them.
+	Remote(changes []metaserver.Change)
+	// Dropped is called after the cache dropped everything because the
+	// feed failed, lagged or was reset: changes may have gone unseen.
+	Dropped()
+}
+
 // NewMetaCache wraps api with a metadata cache fed by feed (usually the
-// same *metaserver.Client) and starts following the feed. Close stops it.
+// same *metaserver.Client, whose ID tells this mount's own changes from
+// others') and starts following the feed. Close stops it.
 func NewMetaCache(api metaserver.API, feed metaserver.Watcher, opt MetaCacheOptions) *MetaCache {
 	opt = opt.withDefaults()
 	c := &MetaCache{
 		API: api, feed: feed, opt: opt, log: opt.Logger,
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	for _, v := range []any{feed, api} {
+		if id, ok := v.(interface{ ID() string }); ok {
+			c.self = id.ID()
+			break
+		}
+	}
 	c.reset()
 	go c.follow()
 	return c
+}
+
+// Observe makes o hear remote changes and drops from now on; nil stops it.
+func (c *MetaCache) Observe(o MetaObserver) {
+	c.mu.Lock()
+	c.observer = o
+	c.mu.Unlock()
+}
+
+// Following reports whether the cache follows the feed now, so what it
+// answers is kept fresh.
+func (c *MetaCache) Following() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.usable(time.Now())
+}
+
+// tell passes remote changes and a drop to the observer; mu is not held.
+func (c *MetaCache) tell(remote []metaserver.Change) {
+	c.mu.Lock()
+	o, dropped := c.observer, c.dropped
+	c.dropped = false
+	c.mu.Unlock()
+	if o == nil {
+		return
+	}
+	if dropped {
+		// Everything is invalidated: the changes need no telling.
+		o.Dropped()
+		return
+	}
+	if len(remote) > 0 {
+		o.Remote(remote)
+	}
 }
 
 // Close stops following the feed; the cache answers nothing afterwards.
@@ -235,6 +296,7 @@ func (c *MetaCache) touch(names []dentKey, inos []metaserver.Ino, dirs ...metase
 func (c *MetaCache) drop(why string, err error) {
 	if c.live {
 		c.drops.Add(1)
+		c.dropped = true
 		c.log.Debug("metadata cache dropped", "why", why, "err", err)
 	}
 	c.live = false
@@ -269,6 +331,24 @@ func (c *MetaCache) follow() {
 		<-c.stop
 		cancel()
 	}()
+	// The watchdog notices a feed that went quiet even when nothing asks
+	// the cache (the kernel may be answering from its own caches, which
+	// the observer must then invalidate).
+	go func() {
+		t := time.NewTicker(min(c.opt.MaxLag/4, 250*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			c.mu.Lock()
+			c.usable(time.Now())
+			c.mu.Unlock()
+			c.tell(nil)
+		}
+	}()
 	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
 		c.mu.Lock()
@@ -292,6 +372,7 @@ func (c *MetaCache) follow() {
 			c.mu.Lock()
 			c.drop("feed failed", err)
 			c.mu.Unlock()
+			c.tell(nil)
 			select {
 			case <-ctx.Done():
 				return
@@ -319,7 +400,16 @@ func (c *MetaCache) follow() {
 		// The reply vouches for the state up to when the call was sent;
 		// the next call may legitimately wait PollWait for a change.
 		c.fresh = sent.Add(c.opt.PollWait + c.opt.MaxLag)
+		var remote []metaserver.Change
+		if c.observer != nil {
+			for _, ch := range r.Changes {
+				if c.self == "" || ch.Origin != c.self {
+					remote = append(remote, ch)
+				}
+			}
+		}
 		c.mu.Unlock()
+		c.tell(remote)
 	}
 }
 

@@ -386,3 +386,69 @@ func TestMetaCacheStaleReadsBypass(t *testing.T) {
 		t.Fatalf("stale reads: %d sent (want 2), %d cached (want 0)", n, r.c.Stats().Entries)
 	}
 }
+
+// recorder is a MetaObserver that keeps what it hears.
+type recorder struct {
+	mu      sync.Mutex
+	remote  []metaserver.Change
+	dropped int
+}
+
+func (r *recorder) Remote(cs []metaserver.Change) {
+	r.mu.Lock()
+	r.remote = append(r.remote, cs...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) Dropped() {
+	r.mu.Lock()
+	r.dropped++
+	r.mu.Unlock()
+}
+
+func (r *recorder) names() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]bool{}
+	for _, c := range r.remote {
+		if c.Kind == metaserver.ChangeEntry {
+			out[c.Name] = true
+		}
+	}
+	return out
+}
+
+func TestMetaCacheObserverHearsOnlyOthersChanges(t *testing.T) {
+	mem := msserver.NewMemory()
+	mine, theirs := mem.API(), mem.API()
+	c := NewMetaCache(mine, mine, MetaCacheOptions{PollWait: 50 * time.Millisecond, MaxLag: 50 * time.Millisecond})
+	defer c.Close()
+	rec := &recorder{}
+	c.Observe(rec)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitLive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	createFile(t, c, metaserver.RootIno, "mine")
+	createFile(t, theirs, metaserver.RootIno, "theirs")
+	eventually(t, "the observer to hear the other client's create", func() bool { return rec.names()["theirs"] })
+	if rec.names()["mine"] {
+		t.Fatal("the observer heard this client's own create")
+	}
+}
+
+func TestMetaCacheObserverHearsDrops(t *testing.T) {
+	r := newCacheRig(t, MetaCacheOptions{PollWait: 50 * time.Millisecond, MaxLag: 50 * time.Millisecond})
+	rec := &recorder{}
+	r.c.Observe(rec)
+	// A feed that hangs is noticed without anyone asking the cache.
+	r.feed.set("hang")
+	eventually(t, "the observer to hear the drop", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.dropped > 0
+	})
+	r.feed.set("")
+	r.waitLive(t)
+}
