@@ -1,7 +1,7 @@
 // Command metabench measures the metaserver's file creates/s and lookups/s,
 // with p50/p99 latency, through the Go client against a 3-node Raft cluster.
 // By default it starts the cluster itself, in this process, on 127.0.0.1 with
-// real TCP transports and fsynced BoltDB logs; -meta points it at a running
+// real TCP transports and fsynced Raft logs; -meta points it at a running
 // cluster instead.
 //
 //	go run ./bench/metabench                 # 3 in-process nodes, 1 and 16 clients

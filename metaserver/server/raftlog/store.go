@@ -255,10 +255,16 @@ func (s *Store) syncDir() error {
 	return nil
 }
 
-// IsMonotonic tells raft this store holds no gaps. raft then deletes the
-// whole log after installing a snapshot (instead of leaving old entries and
-// appending after a gap), which this store does by removing files. The
-// dense index (one offset per index per segment) is what gaps would break.
+// IsMonotonic tells raft (v1.7.3) this store holds no gaps. The semantics
+// fit: raft's only gap is the one after a snapshot is installed from the
+// leader or restored by the user, where the next entry follows the
+// snapshot, not the log. A monotonic store instead gets the whole log
+// deleted right after the install, which here is removing files, and the
+// next append starts an empty log wherever it likes. Allowing gaps would
+// cost the dense index (one offset per index per segment) and the
+// index-sequence check that recovery relies on. A crash between the install
+// and that delete leaves entries older than the snapshot; the metaserver
+// drops them at start-up (they are useless and would sit before a gap).
 func (s *Store) IsMonotonic() bool { return true }
 
 // FirstIndex returns the first index in the log, 0 when it is empty.
