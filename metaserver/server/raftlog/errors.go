@@ -15,6 +15,8 @@ var (
 	// ErrUnsupportedDelete: DeleteRange asked for a range that is neither a
 	// prefix nor a suffix of the log; raft never does that.
 	ErrUnsupportedDelete = errors.New("raft log delete range neither a head nor a tail")
+	// ErrTooLarge: an entry is bigger than a record may be (1 GiB).
+	ErrTooLarge = errors.New("raft log entry too large")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("raft log closed")
 	// ErrFailed wraps the first write or sync error. After it the store

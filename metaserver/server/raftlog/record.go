@@ -23,8 +23,9 @@ import (
 const frameSize = 8
 
 // maxRecord bounds one record's body. Raft entries are far smaller; the
-// bound only keeps a garbage length from looking like a record during a scan.
-const maxRecord = 1 << 30
+// bound keeps a garbage length from looking like a record during a scan,
+// and StoreLogs refuses bigger entries. A variable only so tests can lower it.
+var maxRecord = 1 << 30
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 

@@ -129,7 +129,7 @@ func scan(f *os.File, path string, base uint64, size int64, maxGen, want uint64)
 			res.stopped = "no record"
 			return res, nil
 		}
-		if n > maxRecord || res.end+frameSize+int64(n) > size {
+		if int64(n) > int64(maxRecord) || res.end+frameSize+int64(n) > size {
 			res.stopped = "record length past the end of the file"
 			return res, nil
 		}

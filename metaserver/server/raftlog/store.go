@@ -352,6 +352,10 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	buf := s.buf[:0]
 	ends := make([]int, len(logs))
 	for i, l := range logs {
+		if n := bodySize(l, gen); n > maxRecord {
+			// A scan would take it for a torn record and cut the log there.
+			return fmt.Errorf("raft log: %w: index %d is %d bytes", ErrTooLarge, l.Index, n)
+		}
 		buf = appendRecord(buf, l, gen)
 		ends[i] = len(buf)
 	}
@@ -488,13 +492,17 @@ func (s *Store) DeleteRange(lo, hi uint64) error {
 	case lo == first && hi == last:
 		err = s.deleteAll()
 	case lo == first:
-		err = s.deleteHead(hi + 1)
+		// A failed head delete leaves at worst files that the next open
+		// removes; the log stays usable.
+		return s.deleteHead(hi + 1)
 	case hi == last:
 		err = s.truncateTail(lo)
 	default:
 		return fmt.Errorf("raft log: %w: %d-%d of %d-%d", ErrUnsupportedDelete, lo, hi, first, last)
 	}
 	if err != nil {
+		// Whether the tail is gone on disk is unknown: appending after it
+		// could put new records in front of old ones of the same generation.
 		s.failed = err
 	}
 	return err

@@ -449,3 +449,17 @@ func TestConcurrentReadsDuringAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTooLargeEntryRefused(t *testing.T) {
+	defer func(old int) { maxRecord = old }(maxRecord)
+	maxRecord = 1000
+	s := open(t, t.TempDir(), Options{NoSync: true})
+	store(t, s, entries(1, 3, 1))
+	big := &raft.Log{Index: 5, Term: 1, Data: make([]byte, 1000)}
+	if err := s.StoreLogs([]*raft.Log{entry(4, 1), big}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("storing an entry over the record limit: %v", err)
+	}
+	// Refused before anything was written: the log goes on.
+	store(t, s, entries(4, 6, 1))
+	checkRange(t, s, entries(1, 6, 1))
+}
