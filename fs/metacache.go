@@ -74,6 +74,9 @@ type MetaCache struct {
 	// until the observer was told.
 	observer MetaObserver
 	dropped  bool
+	// epoch counts drops: within one epoch the feed was followed without a
+	// gap (see Epoch).
+	epoch uint64
 
 	hits, misses atomic.Uint64
 	drops        atomic.Uint64
@@ -89,12 +92,18 @@ type dentKey struct {
 	name string
 }
 
+// own marks a value taken from the reply to this mount's own mutation. Its
+// place in the feed's order is not known (the mutation's index is not in
+// the reply), so a change of it from the feed is not known to be newer: one
+// that carries the same value confirms it, any other removes it.
 type dentVal struct {
 	ino metaserver.Ino
+	own bool
 }
 
 type attrVal struct {
 	attr metaserver.Attr
+	own  bool
 }
 
 // MetaCacheOptions tune a MetaCache. Zero values mean the defaults.
@@ -187,6 +196,17 @@ func (c *MetaCache) Following() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.usable(time.Now())
+}
+
+// Epoch reports whether the cache follows the feed now, and a number that
+// changes whenever it stops: a caller that sees the same number, following,
+// before and after a request knows every change since is (or will be) in the
+// feed it follows.
+func (c *MetaCache) Epoch() (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ok := c.usable(time.Now())
+	return c.epoch, ok
 }
 
 // tell passes remote changes and a drop to the observer; mu is not held.
@@ -300,6 +320,7 @@ func (c *MetaCache) drop(why string, err error) {
 		c.log.Debug("metadata cache dropped", "why", why, "err", err)
 	}
 	c.live = false
+	c.epoch++
 	c.reset()
 }
 
@@ -422,9 +443,9 @@ func (c *MetaCache) apply(changes []metaserver.Change) {
 		case metaserver.ChangeEntry:
 			k := dentKey{ch.Ino, ch.Name}
 			c.recentDents[k] = ch.Index
-			_, cached := c.dents[k]
+			d, cached := c.dents[k]
 			switch {
-			case ch.Child == 0:
+			case ch.Child == 0 || (cached && d.own && d.ino != ch.Child):
 				delete(c.dents, k)
 			case cached || c.own[k] > 0:
 				c.dents[k] = dentVal{ino: ch.Child}
@@ -435,9 +456,9 @@ func (c *MetaCache) apply(changes []metaserver.Change) {
 			}
 		case metaserver.ChangeAttr:
 			c.recentAttrs[ch.Ino] = ch.Index
-			_, cached := c.attrs[ch.Ino]
+			a, cached := c.attrs[ch.Ino]
 			switch {
-			case ch.Attr == nil:
+			case ch.Attr == nil || (cached && a.own && a.attr != *ch.Attr):
 				delete(c.attrs, ch.Ino)
 			case cached || want[ch.Ino] || c.ownAttr[ch.Ino] > 0:
 				c.attrs[ch.Ino] = attrVal{attr: *ch.Attr}
@@ -585,10 +606,10 @@ func (c *MetaCache) settle(t ticket, name dentKey, a metaserver.Attr) {
 		return
 	}
 	if name.dir != 0 && c.recentDents[name] <= t.at && c.recentDirs[name.dir] <= t.at {
-		c.dents[name] = dentVal{ino: a.Ino}
+		c.dents[name] = dentVal{ino: a.Ino, own: true}
 	}
 	if c.recentAttrs[a.Ino] <= t.at {
-		c.attrs[a.Ino] = attrVal{attr: a}
+		c.attrs[a.Ino] = attrVal{attr: a, own: true}
 	}
 	c.bound()
 }

@@ -50,6 +50,17 @@ type switchFeed struct {
 	mu      sync.Mutex
 	mode    string        // "", "fail", "reset", "hang"
 	changed chan struct{} // closed when mode changes
+	gate    chan struct{} // when set, replies wait for it to close
+}
+
+// hold makes the feed's replies wait until the returned channel is closed,
+// like a feed that is slow to bring changes.
+func (f *switchFeed) hold() chan struct{} {
+	g := make(chan struct{})
+	f.mu.Lock()
+	f.gate = g
+	f.mu.Unlock()
+	return g
 }
 
 var errFeedDown = errors.New("feed down for the test")
@@ -88,7 +99,18 @@ func (f *switchFeed) Watch(ctx context.Context, since uint64, wait time.Duration
 			return metaserver.WatchReply{}, errFeedDown
 		}
 	}
-	return f.w.Watch(ctx, since, wait)
+	r, err := f.w.Watch(ctx, since, wait)
+	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return metaserver.WatchReply{}, ctx.Err()
+		}
+	}
+	return r, err
 }
 
 type cacheRig struct {
@@ -451,4 +473,40 @@ func TestMetaCacheObserverHearsDrops(t *testing.T) {
 	})
 	r.feed.set("")
 	r.waitLive(t)
+}
+
+// The feed may bring the change of an earlier own mutation after the reply
+// of a later one was cached: the older value must not replace the newer.
+func TestMetaCacheOwnReplyNotReplacedByOlderChange(t *testing.T) {
+	r := newCacheRig(t, MetaCacheOptions{})
+	ctx := context.Background()
+	gate := r.feed.hold() // the feed brings nothing for now
+	defer close(gate)
+	a := createFile(t, r.c, metaserver.RootIno, "f")
+	mtime := int64(43e9)
+	set, err := r.c.SetAttr(ctx, a.Ino, metaserver.SetAttrIn{Mtime: &mtime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Now the create's own change arrives, carrying the older attributes.
+	r.c.mu.Lock()
+	r.c.apply([]metaserver.Change{{Index: r.c.cursor + 1, Kind: metaserver.ChangeAttr, Ino: a.Ino, Attr: &a, Origin: r.c.self}})
+	r.c.cursor++ // as the feed's loop does after applying a reply
+	r.c.mu.Unlock()
+	got, err := r.c.GetAttr(ctx, a.Ino)
+	if err != nil || got != set {
+		t.Fatalf("getattr: %+v, %v; want the setattr's reply %+v", got, err, set)
+	}
+	// A change that carries the very value cached confirms it.
+	mtime++
+	if set, err = r.c.SetAttr(ctx, a.Ino, metaserver.SetAttrIn{Mtime: &mtime}); err != nil {
+		t.Fatal(err)
+	}
+	r.c.mu.Lock()
+	r.c.apply([]metaserver.Change{{Index: r.c.cursor + 1, Kind: metaserver.ChangeAttr, Ino: a.Ino, Attr: &set, Origin: r.c.self}})
+	v, ok := r.c.attrs[a.Ino]
+	r.c.mu.Unlock()
+	if !ok || v.own || v.attr != set {
+		t.Fatalf("after the confirming change: %+v, cached %v", v, ok)
+	}
 }
