@@ -141,7 +141,8 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *gofuse.EntryOu
 	if attr == nil {
 		return d.n.Lookup(ctx, name, out)
 	}
-	return d.n.child(ctx, *attr, out), 0
+	// The listing may be older than the cache's view: the short timeouts.
+	return d.n.child(ctx, feedMark{}, *attr, out), 0
 }
 
 // Fsyncdir has nothing to do: every namespace change is committed to the

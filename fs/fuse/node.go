@@ -97,33 +97,44 @@ func split(ns int64) (uint64, uint32) {
 // child registers the inode a lookup or create returned and fills the
 // kernel's entry. go-fuse keeps one Inode per inode number, so a hard link
 // found under a second name resolves to the node already known.
-func (n *node) child(ctx context.Context, a metaserver.Attr, out *gofuse.EntryOut) *gofs.Inode {
+//
+// mk is where the metadata cache stood when the request started; it decides
+// how long the kernel may keep the entry (see mountState.timeouts).
+func (n *node) child(ctx context.Context, mk feedMark, a metaserver.Attr, out *gofuse.EntryOut) *gofs.Inode {
 	n.m.localView(&a)
 	n.m.fillAttr(a, &out.Attr)
-	out.SetEntryTimeout(n.m.opt.EntryTimeout)
-	out.SetAttrTimeout(n.m.opt.AttrTimeout)
+	entry, attr := n.m.timeouts(mk)
+	out.SetEntryTimeout(entry)
+	out.SetAttrTimeout(attr)
 	c := &node{m: n.m, ino: a.Ino}
-	return n.NewInode(ctx, c, gofs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: uint64(a.Ino)})
+	ch := n.NewInode(ctx, c, gofs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: uint64(a.Ino)})
+	if known, ok := ch.Operations().(*node); ok && n.m.feed != nil {
+		n.m.feed.register(known)
+	}
+	return ch
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if n.m.hideReserved(n.ino, name) {
 		return nil, syscall.ENOENT
 	}
+	mk := n.m.mark()
 	a, err := n.m.meta.Lookup(ctx, n.ino, name)
 	if err != nil {
 		return nil, n.m.fail("lookup", n.ino, err)
 	}
-	return n.child(ctx, a, out), 0
+	return n.child(ctx, mk, a, out), 0
 }
 
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
+	mk := n.m.mark()
 	a, err := n.attr(ctx)
 	if err != nil {
 		return n.m.fail("getattr", n.ino, err)
 	}
 	n.m.fillAttr(a, &out.Attr)
-	out.SetTimeout(n.m.opt.AttrTimeout)
+	_, attr := n.m.timeouts(mk)
+	out.SetTimeout(attr)
 	return 0
 }
 
@@ -224,11 +235,12 @@ func (n *node) create(ctx context.Context, op string, in metaserver.CreateIn, ou
 	if n.m.hideReserved(n.ino, in.Name) {
 		return nil, syscall.EEXIST
 	}
+	mk := n.m.mark()
 	a, err := n.m.meta.Create(ctx, in)
 	if err != nil {
 		return nil, n.m.fail(op, n.ino, err)
 	}
-	return n.child(ctx, a, out), 0
+	return n.child(ctx, mk, a, out), 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -289,11 +301,12 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
+	mk := n.m.mark()
 	a, err := n.m.meta.Link(ctx, t.ino, n.ino, name)
 	if err != nil {
 		return nil, n.m.fail("link", n.ino, err)
 	}
-	return n.child(ctx, a, out), 0
+	return n.child(ctx, mk, a, out), 0
 }
 
 // holdIfOpen locks the shared state of the inode under name, if the kernel
