@@ -112,6 +112,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.BoolVar(&opt.ShowReserved, "show-reserved", false, "show the reserved tree /"+fuse.ReservedName)
 	f.DurationVar(&opt.EntryTimeout, "entry-timeout", fuse.DefaultEntryTimeout, "how long the kernel caches names (negative: not at all)")
 	f.DurationVar(&opt.AttrTimeout, "attr-timeout", fuse.DefaultAttrTimeout, "how long the kernel caches attributes (negative: not at all)")
+	f.DurationVar(&opt.FeedTimeout, "feed-timeout", fuse.DefaultFeedTimeout, "how long the kernel caches names and attributes while the metadata cache follows the change feed, which pushes other clients' changes to it (negative: --entry-timeout and --attr-timeout apply)")
 	f.DurationVar(&opt.NegativeTimeout, "negative-timeout", 0, "how long the kernel caches failed lookups")
 	f.IntVar(&opt.MaxWrite, "max-write", fuse.DefaultMaxWrite, "largest read/write request in bytes (at most 1 MiB)")
 	f.Int64Var(&cacheMB, "cache-mb", dfs.DefaultCacheBytes>>20, "client block cache in MiB")
