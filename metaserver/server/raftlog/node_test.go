@@ -101,3 +101,44 @@ func TestNodeStartsOnBoltLogDataDir(t *testing.T) {
 		t.Fatalf("raft.db still holds logs up to %d after the migration", last)
 	}
 }
+
+// TestNodeStartsWithLogBehindSnapshot: a log that ends before the newest
+// snapshot (a crash between installing a leader's snapshot and emptying the
+// log) is dropped at start, so the next entries do not follow a gap.
+func TestNodeStartsWithLogBehindSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	ctx := context.Background()
+	create := func(n *server.Node, name string) {
+		t.Helper()
+		if _, err := n.API().Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: name, Mode: syscall.S_IFREG | 0o644}); err != nil {
+			t.Fatalf("creating %s: %v", name, err)
+		}
+	}
+	for i := range 10 {
+		create(n, fmt.Sprintf("f%d", i))
+	}
+	if err := n.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lg, err := raftlog.Open(filepath.Join(dir, "raftlog"), raftlog.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, _ := lg.LastIndex()
+	if err := lg.DeleteRange(last-3, last); err != nil {
+		t.Fatal(err)
+	}
+	_ = lg.Close()
+
+	n = startNode(t, dir)
+	for i := range 10 {
+		if _, err := n.API().Lookup(ctx, ms.RootIno, fmt.Sprintf("f%d", i)); err != nil {
+			t.Fatalf("f%d after the restart: %v", i, err)
+		}
+	}
+	create(n, "after")
+}
