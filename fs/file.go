@@ -169,6 +169,19 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// WriteFrom streams r into the file from off until r ends and returns the
+// bytes written. Unlike WriteAt of a caller's buffer it reads r straight into
+// the file's chunk buffers, so a stream (an upload's request body) is copied
+// once less; like WriteAt, whole chunks are uploaded as they fill and the
+// rest waits for Flush or Close. An error reading r is returned wrapped, after
+// the bytes read before it were written.
+func (f *File) WriteFrom(ctx context.Context, r io.Reader, off int64) (int64, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("write at offset %d: %w", off, syscall.EINVAL)
+	}
+	return f.writeFrom(ctx, r, off)
+}
+
 // writeFrom streams r into the file from off to r's end. A chunk buffer it
 // starts is filled straight from r, one copy less than WriteAt of a caller's
 // buffer; readers never look at a buffer's bytes outside its dirty spans, so

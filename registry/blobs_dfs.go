@@ -147,8 +147,11 @@ func (s *DFSBlobStore) CreateUpload(ctx context.Context, id string) error {
 }
 
 // dfsWriter writes sequentially from an offset through the file's buffered
-// WriteAt; Close flushes and commits the extents.
+// WriteAt; Close flushes and commits the extents. As an io.ReaderFrom it
+// reads a stream straight into the file's chunk buffers (fs.File.WriteFrom),
+// which is how an upload body arrives.
 type dfsWriter struct {
+	ctx context.Context
 	f   *fs.File
 	off int64
 }
@@ -156,6 +159,12 @@ type dfsWriter struct {
 func (w *dfsWriter) Write(p []byte) (int, error) {
 	n, err := w.f.WriteAt(p, w.off)
 	w.off += int64(n)
+	return n, dfsErr(err)
+}
+
+func (w *dfsWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := w.f.WriteFrom(w.ctx, r, w.off)
+	w.off += n
 	return n, dfsErr(err)
 }
 
@@ -173,7 +182,7 @@ func (s *DFSBlobStore) WriteUpload(ctx context.Context, id string, offset int64)
 			return nil, fmt.Errorf("upload %s: %w", id, dfsErr(err))
 		}
 	}
-	return &dfsWriter{f: f, off: offset}, nil
+	return &dfsWriter{ctx: ctx, f: f, off: offset}, nil
 }
 
 func (s *DFSBlobStore) ReadUpload(ctx context.Context, id string) (BlobReader, error) {

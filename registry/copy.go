@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"hash"
 	"io"
 	"net/http"
 	"sync"
@@ -53,4 +54,15 @@ type writerOnly struct{ io.Writer }
 
 func (w bigWriter) ReadFrom(r io.Reader) (int64, error) {
 	return copyBig(writerOnly{w.ResponseWriter}, r)
+}
+
+// copyHashed stores src in dst and feeds it to h on the way. A dst that reads
+// streams itself (the DFS upload writer) gets src directly, so the bytes go
+// from the request body into the file's chunk buffers with no copy in
+// between; the hash sees them as they are read, before they are stored.
+func copyHashed(dst io.Writer, h hash.Hash, src io.Reader) (int64, error) {
+	if rf, ok := dst.(io.ReaderFrom); ok {
+		return rf.ReadFrom(io.TeeReader(src, h))
+	}
+	return copyBig(io.MultiWriter(dst, h), src)
 }

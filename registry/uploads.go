@@ -205,7 +205,7 @@ func (r *Registry) appendBody(c echo.Context, u *uploadRecord, want int64) error
 		return err
 	}
 	limit := r.cfg.MaxBlobSize - u.Size
-	n, err := copyBig(io.MultiWriter(w, h), io.LimitReader(req.Body, limit+1))
+	n, err := copyHashed(w, h, io.LimitReader(req.Body, limit+1))
 	if cerr := w.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("storing upload %s: %w", u.ID, cerr)
 	}
