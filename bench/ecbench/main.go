@@ -82,11 +82,26 @@ func run(size int64, dir, stores, metaKind, transport string, nosync bool, uploa
 	}
 	fmt.Printf("%-34s %8.0f MB/s\n", fmt.Sprintf("raw encode %d+%d, 4 MiB, one core", k, m), raw)
 	fmt.Printf("  (load average at start: %s)\n", loadAvg())
+	// The other limit of a durable write: what the disk takes. Every data
+	// byte costs (k+m)/k bytes of shards, all fsynced.
+	var diskLimit float64
+	if contains(stores, "disk") && !nosync {
+		disk, err := diskRate(dir, 768<<20, servers)
+		if err != nil {
+			return fmt.Errorf("measuring the disk: %w", err)
+		}
+		diskLimit = disk * float64(k) / float64(k+m)
+		fmt.Printf("%-34s %8.0f MB/s  -> at most %.0f MB/s of data at %d+%d\n", fmt.Sprintf("disk: %d writers, 768 MiB + fsync", servers), disk, diskLimit, k, m)
+	}
 	for _, kind := range []string{"disk", "memory"} {
 		if !contains(stores, kind) {
 			continue
 		}
-		if err := runStore(kind, metaKind, transport, nosync, uploads, size, dir, servers, k, m, down, raw); err != nil {
+		limit := 0.0
+		if kind == "disk" {
+			limit = diskLimit
+		}
+		if err := runStore(kind, metaKind, transport, nosync, uploads, size, dir, servers, k, m, down, raw, limit); err != nil {
 			return fmt.Errorf("%s stores: %w", kind, err)
 		}
 	}
@@ -126,7 +141,7 @@ func rawEncode(k, m int, chunk int, d time.Duration) (float64, error) {
 	return mbps(n, cpuTime()-cpu0), nil
 }
 
-func runStore(kind, metaKind, transport string, nosync bool, uploads int, size int64, dir string, n, k, m, down int, raw float64) error {
+func runStore(kind, metaKind, transport string, nosync bool, uploads int, size int64, dir string, n, k, m, down int, raw, diskLimit float64) error {
 	base, err := os.MkdirTemp(dir, "ecbench-"+kind+"-")
 	if err != nil {
 		return err
@@ -203,7 +218,11 @@ func runStore(kind, metaKind, transport string, nosync bool, uploads int, size i
 	if _, err := newClient().WriteFile(ctx, "/ecbench", src, 0o644); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
-	report(kind+" stores: write", size, time.Since(start), cpuTime()-cpu0, raw)
+	wall := time.Since(start)
+	report(kind+" stores: write", size, wall, cpuTime()-cpu0, raw)
+	if diskLimit > 0 {
+		fmt.Printf("  (%.0f%% of what the disk takes at %d+%d)\n", 100*mbps(size, wall)/diskLimit, k, m)
+	}
 
 	start, cpu0 = time.Now(), cpuTime()
 	sum, err := readBack(ctx, newClient(), size)
@@ -256,6 +275,43 @@ func report(what string, size int64, wall, cpu time.Duration, raw float64) {
 		line += fmt.Sprintf("  (%.0f%% of raw encode per core)", 100*mbps(size, cpu)/raw)
 	}
 	fmt.Println(line)
+}
+
+// diskRate writes n bytes to files in dir (the system's temporary directory
+// when empty), from the given number of writers at once in 4 MiB writes,
+// fsyncs them and returns the rate in MB/s: how fast this disk makes bytes
+// durable when several chunkservers write to it, the ceiling for shards
+// written and fsynced however they are batched.
+func diskRate(dir string, n int64, writers int) (float64, error) {
+	buf := randomBytes(4<<20, 3)
+	errs := make(chan error, writers)
+	start := time.Now()
+	for range writers {
+		go func() {
+			f, err := os.CreateTemp(dir, "ecbench-disk-")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer os.Remove(f.Name())
+			defer f.Close()
+			for off := int64(0); off < n/int64(writers); off += int64(len(buf)) {
+				if _, err := f.Write(buf); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- f.Sync()
+		}()
+	}
+	var err error
+	for range writers {
+		err = errors.Join(err, <-errs)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return mbps(n, time.Since(start)), nil
 }
 
 // cpuTime is the user+system CPU time this process has used.
