@@ -43,7 +43,9 @@ func (p *spares) adopt() error {
 		return err
 	}
 	st, err := f.Stat()
-	ok := err == nil && st.Size() == p.size
+	// A sparse spare (left by a NoSync run) would make every append's sync
+	// allocate blocks; only a written one is worth keeping when syncing.
+	ok := err == nil && st.Size() == p.size && (p.nosync || allocated(st) >= p.size)
 	if ok {
 		b := make([]byte, min(p.size, 64<<10))
 		_, err := f.ReadAt(b, 0)

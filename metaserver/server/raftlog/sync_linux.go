@@ -29,3 +29,12 @@ func datasync(f *os.File) error {
 	}
 	return nil
 }
+
+// allocated is how many bytes of the file have disk blocks: a sparse file
+// (made under NoSync) has fewer than its size.
+func allocated(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
+}
