@@ -50,6 +50,7 @@ func main() {
 	metaKind := flag.String("meta", "raft", "metaserver: raft (single node over HTTP) or memory (the FSM in process)")
 	uploads := flag.Int("uploads", 0, "chunks the fs client encodes and uploads at once (fs.Options.MaxUploads; 0 = its default)")
 	nosync := flag.Bool("nosync", false, "disk stores skip fsync (store.WithoutSync), to show what the fsyncs cost")
+	perFile := flag.Bool("perfile-sync", false, "disk stores fsync each shard file and directory (store.WithPerFileSync) instead of the group commit")
 	transport := flag.String("transport", "local", "how the fs client reaches the chunkservers: local (in-process calls, as `dockyard serve` does) or http (loopback HTTP, as another process does)")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -67,15 +68,15 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ecbench: -transport %q: want local or http\n", *transport)
 		os.Exit(2)
 	}
-	if err := run(*size, *dir, *stores, *metaKind, *transport, *nosync, *uploads, *servers, *k, *m, *down); err != nil {
+	if err := run(*size, *dir, *stores, *metaKind, *transport, syncMode(*nosync, *perFile), *uploads, *servers, *k, *m, *down); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "ecbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(size int64, dir, stores, metaKind, transport string, nosync bool, uploads, servers, k, m, down int) error {
-	fmt.Printf("ecbench: %d MiB, %d+%d over %d chunkservers (%s transport), GOMAXPROCS=%d, %s\n", size>>20, k, m, servers, transport, runtime.GOMAXPROCS(0), runtime.Version())
+func run(size int64, dir, stores, metaKind, transport, sync string, uploads, servers, k, m, down int) error {
+	fmt.Printf("ecbench: %d MiB, %d+%d over %d chunkservers (%s transport, %s), GOMAXPROCS=%d, %s\n", size>>20, k, m, servers, transport, sync, runtime.GOMAXPROCS(0), runtime.Version())
 	raw, err := rawEncode(k, m, 4<<20, 2*time.Second)
 	if err != nil {
 		return err
@@ -85,7 +86,7 @@ func run(size int64, dir, stores, metaKind, transport string, nosync bool, uploa
 	// The other limit of a durable write: what the disk takes. Every data
 	// byte costs (k+m)/k bytes of shards, all fsynced.
 	var diskLimit float64
-	if contains(stores, "disk") && !nosync {
+	if contains(stores, "disk") && sync != "no fsync" {
 		disk, err := diskRate(dir, 768<<20, servers)
 		if err != nil {
 			return fmt.Errorf("measuring the disk: %w", err)
@@ -101,11 +102,22 @@ func run(size int64, dir, stores, metaKind, transport string, nosync bool, uploa
 		if kind == "disk" {
 			limit = diskLimit
 		}
-		if err := runStore(kind, metaKind, transport, nosync, uploads, size, dir, servers, k, m, down, raw, limit); err != nil {
+		if err := runStore(kind, metaKind, transport, sync, uploads, size, dir, servers, k, m, down, raw, limit); err != nil {
 			return fmt.Errorf("%s stores: %w", kind, err)
 		}
 	}
 	return nil
+}
+
+// syncMode names how the disk stores make shards durable.
+func syncMode(nosync, perFile bool) string {
+	switch {
+	case nosync:
+		return "no fsync"
+	case perFile:
+		return "fsync per file"
+	}
+	return "group commit"
 }
 
 func contains(list, s string) bool {
@@ -141,7 +153,7 @@ func rawEncode(k, m int, chunk int, d time.Duration) (float64, error) {
 	return mbps(n, cpuTime()-cpu0), nil
 }
 
-func runStore(kind, metaKind, transport string, nosync bool, uploads int, size int64, dir string, n, k, m, down int, raw, diskLimit float64) error {
+func runStore(kind, metaKind, transport, sync string, uploads int, size int64, dir string, n, k, m, down int, raw, diskLimit float64) error {
 	base, err := os.MkdirTemp(dir, "ecbench-"+kind+"-")
 	if err != nil {
 		return err
@@ -183,7 +195,7 @@ func runStore(kind, metaKind, transport string, nosync bool, uploads int, size i
 	for i := range n {
 		cfg := csserver.Config{
 			DataDir: fmt.Sprintf("%s/cs%d", base, i), Cluster: api, Chunks: api,
-			ScrubRate: -1, Logger: quiet, NoSync: nosync,
+			ScrubRate: -1, Logger: quiet, NoSync: sync == "no fsync", PerFileSync: sync == "fsync per file",
 		}
 		if kind == "memory" {
 			cfg.Store, cfg.ID = store.NewMemory(0), metaserver.ServerID(fmt.Sprintf("cs%d", i))
