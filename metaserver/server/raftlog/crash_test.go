@@ -2,11 +2,14 @@ package raftlog
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // snapshotDir reads every file of a closed store's directory.
@@ -274,4 +277,38 @@ func TestSparseSpareRebuiltWhenSyncing(t *testing.T) {
 	if fi := waitSpare(s); allocated(fi) < fi.Size() {
 		t.Fatalf("spare has %d of %d bytes allocated", allocated(fi), fi.Size())
 	}
+}
+
+// TestFailedRolloverIsNotFatal: when no new segment can be made (here the
+// prepared spare vanished, where a full disk would fail making one), the
+// append fails, nothing changes, and the next append succeeds without a
+// restart.
+func TestFailedRolloverIsNotFatal(t *testing.T) {
+	opts := Options{SegmentSize: 4096, NoSync: true}
+	dir := t.TempDir()
+	s := open(t, dir, opts)
+	store(t, s, entries(1, 10, 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.spareReady() {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare segment 10s after open")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	spare := filepath.Join(dir, spareName)
+	if err := os.Remove(spare); err != nil {
+		t.Fatal(err)
+	}
+	big := &raft.Log{Index: 11, Term: 1, Data: bytes.Repeat([]byte("b"), 4000)} // cannot fit in segment 1
+	if err := s.StoreLogs([]*raft.Log{big}); err == nil || errors.Is(err, ErrFailed) {
+		t.Fatalf("append needing a new segment with the spare blocked: %v", err)
+	}
+	checkRange(t, s, entries(1, 10, 1))
+	store(t, s, []*raft.Log{big})
+	want := append(entries(1, 10, 1), big)
+	checkRange(t, s, want)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkRange(t, open(t, dir, opts), want)
 }

@@ -364,11 +364,22 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		s.buf = nil // do not pin one huge batch's buffer
 	}
 	if err := s.write(logs, buf, ends); err != nil {
-		s.failed = err
+		var nw *notWritten
+		if !errors.As(err, &nw) {
+			s.failed = err
+		}
 		return err
 	}
 	return nil
 }
+
+// notWritten marks a StoreLogs failure that left the log as it was: no new
+// segment could be made (a full disk, say). Unlike a failed write or sync,
+// it does not stop the store; the next append tries again.
+type notWritten struct{ err error }
+
+func (e *notWritten) Error() string { return e.err.Error() }
+func (e *notWritten) Unwrap() error { return e.err }
 
 // write puts the encoded batch into the tail segment and, when it fills,
 // into new ones, syncing each file before the next exists (so a sealed
@@ -394,6 +405,14 @@ func (s *Store) write(logs []*raft.Log, buf []byte, ends []int) error {
 			// Sized for one record at least; the rest of a big batch
 			// spills into further segments.
 			if tail, err = s.newSegment(logs[i].Index, int64(headerSize+ends[i]-start)); err != nil {
+				if i > 0 {
+					// Part of the batch is in: raft must learn the log
+					// from a fresh scan, not retry on top of it.
+					var nw *notWritten
+					if errors.As(err, &nw) {
+						err = nw.err
+					}
+				}
 				return err
 			}
 		}
@@ -443,17 +462,24 @@ func (s *Store) write(logs []*raft.Log, buf []byte, ends []int) error {
 func (s *Store) newSegment(base uint64, need int64) (*segment, error) {
 	path := filepath.Join(s.dir, segName(base))
 	if err := s.spare.take(path, need); err != nil {
-		return nil, err
+		return nil, &notWritten{err}
 	}
 	s.spare.start() // the next one, while this one fills
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("raft log: new segment: %w", err)
+	var st os.FileInfo
+	if err == nil {
+		if st, err = f.Stat(); err != nil {
+			f.Close()
+		}
 	}
-	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("raft log: new segment: %w", err)
+		err = fmt.Errorf("raft log: new segment: %w", err)
+		// Left behind, the empty file could end up after a later segment
+		// of a lower base (after a tail delete) and break the next open.
+		if rerr := os.Remove(path); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		return nil, &notWritten{err}
 	}
 	return &segment{base: base, path: path, f: f, size: st.Size(), end: headerSize}, nil
 }
