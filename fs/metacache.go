@@ -24,9 +24,12 @@ import (
 // least every change up to C: those changes were applied by some node, so
 // committed, before the request was sent, and the metaserver's reads and
 // writes are linearizable. So a reply is cached as of C; a later change
-// stamped above C that touches it replaces or removes it; and a reply that
-// arrives after such a change was applied is not cached at all, since it
-// may predate it. Negative lookups are never answered from the cache (a
+// stamped above C that touches it removes it (or confirms it, when it
+// carries the same value: the reply may be newer than the change, so it
+// cannot simply be replaced); and a reply that arrives after such a change
+// was applied is not cached at all, since it may predate it. Values the
+// feed brings (for names and inodes this mount is changing, whose replies
+// may come after their changes) are ordered, and replace each other. Negative lookups are never answered from the cache (a
 // name created on another mount must be found at once), opens fetch the
 // inode afresh (GetInode is not cached), and stale-read contexts bypass
 // the cache (their replies are not ordered).
@@ -92,18 +95,21 @@ type dentKey struct {
 	name string
 }
 
-// own marks a value taken from the reply to this mount's own mutation. Its
-// place in the feed's order is not known (the mutation's index is not in
-// the reply), so a change of it from the feed is not known to be newer: one
-// that carries the same value confirms it, any other removes it.
+// unordered marks a value taken from a reply (a read, or this mount's own
+// mutation) rather than from the feed. Its exact place in the feed's order
+// is not known (a reply says at least which changes it reflects, not which
+// it does not), so a change of it from the feed is not known to be newer:
+// one that carries the same value confirms it, any other removes it and the
+// next reader fetches it afresh. Values from the feed replace each other in
+// order.
 type dentVal struct {
-	ino metaserver.Ino
-	own bool
+	ino       metaserver.Ino
+	unordered bool
 }
 
 type attrVal struct {
-	attr metaserver.Attr
-	own  bool
+	attr      metaserver.Attr
+	unordered bool
 }
 
 // MetaCacheOptions tune a MetaCache. Zero values mean the defaults.
@@ -445,7 +451,7 @@ func (c *MetaCache) apply(changes []metaserver.Change) {
 			c.recentDents[k] = ch.Index
 			d, cached := c.dents[k]
 			switch {
-			case ch.Child == 0 || (cached && d.own && d.ino != ch.Child):
+			case ch.Child == 0 || (cached && d.unordered && d.ino != ch.Child):
 				delete(c.dents, k)
 			case cached || c.own[k] > 0:
 				c.dents[k] = dentVal{ino: ch.Child}
@@ -458,7 +464,7 @@ func (c *MetaCache) apply(changes []metaserver.Change) {
 			c.recentAttrs[ch.Ino] = ch.Index
 			a, cached := c.attrs[ch.Ino]
 			switch {
-			case ch.Attr == nil || (cached && a.own && a.attr != *ch.Attr):
+			case ch.Attr == nil || (cached && a.unordered && a.attr != *ch.Attr):
 				delete(c.attrs, ch.Ino)
 			case cached || want[ch.Ino] || c.ownAttr[ch.Ino] > 0:
 				c.attrs[ch.Ino] = attrVal{attr: *ch.Attr}
@@ -543,7 +549,7 @@ func (c *MetaCache) admits(t ticket) bool {
 // changed the inode since the request was sent; mu is held.
 func (c *MetaCache) putAttr(t ticket, a metaserver.Attr) {
 	if c.admits(t) && c.recentAttrs[a.Ino] <= t.at && c.localAttrs[a.Ino] <= t.gen {
-		c.attrs[a.Ino] = attrVal{attr: a}
+		c.attrs[a.Ino] = attrVal{attr: a, unordered: true}
 	}
 }
 
@@ -552,7 +558,7 @@ func (c *MetaCache) putDent(t ticket, dir metaserver.Ino, name string, ino metas
 	k := dentKey{dir, name}
 	if c.admits(t) && c.recentDents[k] <= t.at && c.recentDirs[dir] <= t.at &&
 		c.localDents[k] <= t.gen && c.localDirs[dir] <= t.gen {
-		c.dents[k] = dentVal{ino: ino}
+		c.dents[k] = dentVal{ino: ino, unordered: true}
 	}
 }
 
@@ -606,10 +612,10 @@ func (c *MetaCache) settle(t ticket, name dentKey, a metaserver.Attr) {
 		return
 	}
 	if name.dir != 0 && c.recentDents[name] <= t.at && c.recentDirs[name.dir] <= t.at {
-		c.dents[name] = dentVal{ino: a.Ino, own: true}
+		c.dents[name] = dentVal{ino: a.Ino, unordered: true}
 	}
 	if c.recentAttrs[a.Ino] <= t.at {
-		c.attrs[a.Ino] = attrVal{attr: a, own: true}
+		c.attrs[a.Ino] = attrVal{attr: a, unordered: true}
 	}
 	c.bound()
 }

@@ -506,7 +506,7 @@ func TestMetaCacheOwnReplyNotReplacedByOlderChange(t *testing.T) {
 	r.c.apply([]metaserver.Change{{Index: r.c.cursor + 1, Kind: metaserver.ChangeAttr, Ino: a.Ino, Attr: &set, Origin: r.c.self}})
 	v, ok := r.c.attrs[a.Ino]
 	r.c.mu.Unlock()
-	if !ok || v.own || v.attr != set {
+	if !ok || v.unordered || v.attr != set {
 		t.Fatalf("after the confirming change: %+v, cached %v", v, ok)
 	}
 }

@@ -191,7 +191,8 @@ func (m *mountState) mark() feedMark {
 func (m *mountState) timeouts(mk feedMark) (entry, attr time.Duration) {
 	if mk.following {
 		if e, ok := m.feed.cache.Epoch(); ok && e == mk.epoch {
-			return m.opt.FeedTimeout, m.opt.FeedTimeout
+			// Longer timeouts asked for explicitly stay longer.
+			return max(m.opt.FeedTimeout, m.opt.EntryTimeout), max(m.opt.FeedTimeout, m.opt.AttrTimeout)
 		}
 	}
 	return m.opt.EntryTimeout, m.opt.AttrTimeout
