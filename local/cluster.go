@@ -46,7 +46,8 @@ type Config struct {
 	HTTPOnly bool
 	// Meta is the metaserver to use. Nil runs an in-memory metaserver (tests).
 	Meta Meta
-	// FS tunes the fs client (K, M, chunk size...).
+	// FS tunes the fs client (K, M, chunk size...). MaxUploads defaults to
+	// DefaultMaxUploads here rather than to the fs package's default.
 	FS fs.Options
 	// Auth, when set, makes the chunkservers refuse HTTP requests without
 	// the cluster secret; the cluster's own clients sign theirs.
@@ -55,6 +56,16 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	Logger            *slog.Logger
 }
+
+// DefaultMaxUploads is how many chunks the cluster's own fs client (the
+// registry's, in `dockyard serve`) encodes and uploads at once. Its shards
+// are acknowledged at the chunkservers' shared flushes (store.Disk's group
+// commit), so a chunk waits for up to three flushes of the disk, and keeping
+// three times the fs default in flight is what keeps the disk writing while
+// those flushes run: crane pushes of 1 GiB ran 12% faster than with 8 (5.9 s
+// against 6.7 s median of four, same minutes, loaded machine), at up to
+// 24 x 6 MiB of buffers during a push.
+const DefaultMaxUploads = 24
 
 // Meta is a metaserver the cluster runs on: an in-memory one or a Raft node.
 type Meta interface {
@@ -98,6 +109,9 @@ func Start(cfg Config) (*Cluster, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	c := &Cluster{cfg: cfg, meta: cfg.Meta, Meta: cfg.Meta.API(), Shards: chunkserver.NewClusterClient(cfg.Auth), ctx: ctx, stop: stop,
 		servers: make([]*csserver.Server, cfg.Chunkservers), addrs: make([]string, cfg.Chunkservers)}
+	if cfg.FS.MaxUploads <= 0 {
+		cfg.FS.MaxUploads = DefaultMaxUploads
+	}
 	c.FS = fs.New(c.Meta, c.Shards, cfg.FS)
 	for i := range cfg.Chunkservers {
 		addr := "127.0.0.1:0"
