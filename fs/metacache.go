@@ -27,9 +27,8 @@ import (
 // stamped above C that touches it removes it (or confirms it, when it
 // carries the same value: the reply may be newer than the change, so it
 // cannot simply be replaced); and a reply that arrives after such a change
-// was applied is not cached at all, since it may predate it. Values the
-// feed brings (for names and inodes this mount is changing, whose replies
-// may come after their changes) are ordered, and replace each other. Negative lookups are never answered from the cache (a
+// was applied is not cached at all, since it may predate it. A value the
+// feed confirmed is ordered, and the feed's later changes replace it. Negative lookups are never answered from the cache (a
 // name created on another mount must be found at once), opens fetch the
 // inode afresh (GetInode is not cached), and stale-read contexts bypass
 // the cache (their replies are not ordered).
@@ -48,11 +47,6 @@ type MetaCache struct {
 	fresh  time.Time // until when the last feed reply vouches for the cache
 	dents  map[dentKey]dentVal
 	attrs  map[metaserver.Ino]attrVal
-	// own counts this mount's mutations in flight per name and inode: the
-	// feed's change of one is cached even if it is not, since the reply may
-	// come after the change and then be refused as older.
-	own     map[dentKey]int
-	ownAttr map[metaserver.Ino]int
 	// local* hold, per name, inode and directory, the value of gen when
 	// this mount last changed it: a read sent before that is not cached,
 	// since it may predate the change and its own reply. localFloor plays
@@ -282,9 +276,6 @@ func (c *MetaCache) WaitLive(ctx context.Context) error {
 func (c *MetaCache) reset() {
 	c.dents = map[dentKey]dentVal{}
 	c.attrs = map[metaserver.Ino]attrVal{}
-	if c.own == nil {
-		c.own, c.ownAttr = map[dentKey]int{}, map[metaserver.Ino]int{}
-	}
 	c.clearLocal()
 	c.recentDents = map[dentKey]uint64{}
 	c.recentAttrs = map[metaserver.Ino]uint64{}
@@ -442,7 +433,6 @@ func (c *MetaCache) follow() {
 
 // apply applies feed changes in order; mu is held.
 func (c *MetaCache) apply(changes []metaserver.Change) {
-	var want map[metaserver.Ino]bool // children of names just cached
 	for i := range changes {
 		ch := &changes[i]
 		switch ch.Kind {
@@ -453,12 +443,8 @@ func (c *MetaCache) apply(changes []metaserver.Change) {
 			switch {
 			case ch.Child == 0 || (cached && d.unordered && d.ino != ch.Child):
 				delete(c.dents, k)
-			case cached || c.own[k] > 0:
+			case cached:
 				c.dents[k] = dentVal{ino: ch.Child}
-				if want == nil {
-					want = map[metaserver.Ino]bool{}
-				}
-				want[ch.Child] = true
 			}
 		case metaserver.ChangeAttr:
 			c.recentAttrs[ch.Ino] = ch.Index
@@ -466,7 +452,7 @@ func (c *MetaCache) apply(changes []metaserver.Change) {
 			switch {
 			case ch.Attr == nil || (cached && a.unordered && a.attr != *ch.Attr):
 				delete(c.attrs, ch.Ino)
-			case cached || want[ch.Ino] || c.ownAttr[ch.Ino] > 0:
+			case cached:
 				c.attrs[ch.Ino] = attrVal{attr: *ch.Attr}
 			}
 		case metaserver.ChangeDir:
@@ -595,8 +581,10 @@ func (c *MetaCache) forget(ctx context.Context, names []dentKey, inos ...metaser
 
 // settle caches what this mount's mutation answered: a name (name.dir
 // 0: none) and attributes. Reads sent before are refused from now on, as
-// they may predate the mutation. It refuses too when the feed changed the
-// name or inode since t: the feed's value is then the cached one (see own).
+// they may predate the mutation. When the feed changed the name or inode
+// while the mutation was on its way, neither the reply nor anything cached
+// meanwhile is known to be the latest: it is dropped, and the next reader
+// asks the metaserver.
 func (c *MetaCache) settle(t ticket, name dentKey, a metaserver.Attr) {
 	if !t.ok {
 		return
@@ -608,44 +596,20 @@ func (c *MetaCache) settle(t ticket, name dentKey, a metaserver.Attr) {
 		names = append(names, name)
 	}
 	c.touch(names, []metaserver.Ino{a.Ino})
-	if !c.admits(t) {
-		return
+	ok := c.admits(t)
+	if name.dir != 0 {
+		if ok && c.recentDents[name] <= t.at && c.recentDirs[name.dir] <= t.at {
+			c.dents[name] = dentVal{ino: a.Ino, unordered: true}
+		} else {
+			delete(c.dents, name)
+		}
 	}
-	if name.dir != 0 && c.recentDents[name] <= t.at && c.recentDirs[name.dir] <= t.at {
-		c.dents[name] = dentVal{ino: a.Ino, unordered: true}
-	}
-	if c.recentAttrs[a.Ino] <= t.at {
+	if ok && c.recentAttrs[a.Ino] <= t.at {
 		c.attrs[a.Ino] = attrVal{attr: a, unordered: true}
+	} else {
+		delete(c.attrs, a.Ino)
 	}
 	c.bound()
-}
-
-// mine marks names and inodes this mount is changing, so the feed's
-// changes of them are cached even before the reply arrives; the returned
-// func unmarks them.
-func (c *MetaCache) mine(names []dentKey, inos ...metaserver.Ino) (done func()) {
-	c.mu.Lock()
-	for _, k := range names {
-		c.own[k]++
-	}
-	for _, ino := range inos {
-		c.ownAttr[ino]++
-	}
-	c.mu.Unlock()
-	return func() {
-		c.mu.Lock()
-		for _, k := range names {
-			if c.own[k]--; c.own[k] <= 0 {
-				delete(c.own, k)
-			}
-		}
-		for _, ino := range inos {
-			if c.ownAttr[ino]--; c.ownAttr[ino] <= 0 {
-				delete(c.ownAttr, ino)
-			}
-		}
-		c.mu.Unlock()
-	}
 }
 
 // --- reads ---
@@ -729,7 +693,6 @@ func (c *MetaCache) ReadDir(ctx context.Context, dir metaserver.Ino, after strin
 // --- this mount's mutations ---
 
 func (c *MetaCache) SetAttr(ctx context.Context, ino metaserver.Ino, in metaserver.SetAttrIn) (metaserver.Attr, error) {
-	defer c.mine(nil, ino)()
 	t := c.forget(ctx, nil, ino)
 	a, err := c.API.SetAttr(ctx, ino, in)
 	if err == nil {
@@ -742,7 +705,6 @@ func (c *MetaCache) SetAttr(ctx context.Context, ino metaserver.Ino, in metaserv
 
 func (c *MetaCache) Create(ctx context.Context, in metaserver.CreateIn) (metaserver.Attr, error) {
 	k := dentKey{in.Parent, in.Name}
-	defer c.mine([]dentKey{k})()
 	// The parent's mtime (and nlink, for a directory) change.
 	t := c.forget(ctx, []dentKey{k}, in.Parent)
 	a, err := c.API.Create(ctx, in)
@@ -755,7 +717,6 @@ func (c *MetaCache) Create(ctx context.Context, in metaserver.CreateIn) (metaser
 
 func (c *MetaCache) Link(ctx context.Context, ino metaserver.Ino, newParent metaserver.Ino, newName string) (metaserver.Attr, error) {
 	k := dentKey{newParent, newName}
-	defer c.mine([]dentKey{k}, ino)()
 	t := c.forget(ctx, []dentKey{k}, ino, newParent)
 	a, err := c.API.Link(ctx, ino, newParent, newName)
 	if err == nil {
@@ -820,7 +781,6 @@ func (c *MetaCache) CreateTree(ctx context.Context, parent metaserver.Ino, entri
 }
 
 func (c *MetaCache) CommitExtents(ctx context.Context, ino metaserver.Ino, extents []metaserver.Extent, sums map[metaserver.ChunkID][]uint64, newSize uint64) (metaserver.Attr, error) {
-	defer c.mine(nil, ino)()
 	t := c.forget(ctx, nil, ino)
 	a, err := c.API.CommitExtents(ctx, ino, extents, sums, newSize)
 	if err == nil {

@@ -176,7 +176,12 @@ func createFile(t *testing.T, api metaserver.API, parent metaserver.Ino, name st
 func TestMetaCacheHitsAndOwnMutations(t *testing.T) {
 	r := newCacheRig(t, MetaCacheOptions{})
 	ctx := context.Background()
+	// The create's reply comes before its change from the feed (were it
+	// the other way round, the reply would not be cached: it is not known
+	// to be the latest).
+	gate := r.feed.hold()
 	a := createFile(t, r.c, metaserver.RootIno, "own")
+	close(gate)
 	// The create's reply is cached: no lookup reaches the metaserver.
 	for range 3 {
 		got, err := r.c.Lookup(ctx, metaserver.RootIno, "own")
