@@ -38,7 +38,11 @@
 //
 // Caching and consistency: the kernel caches entries and attributes for
 // EntryTimeout/AttrTimeout (1 s by default) and never caches negative lookups
-// unless asked, so a file created on another mount is found at once. Opening
+// unless asked, so a file created on another mount is found at once. When the
+// client's metadata cache (fs.MetaCache) follows the metaserver's change
+// feed, lookups and getattrs are answered from it, the kernel keeps what it
+// got for FeedTimeout (1 min) and other clients' changes are pushed to it as
+// they arrive; see feed.go for why that is safe and what it costs. Opening
 // a file fetches its inode afresh from the metaserver (close-to-open): when
 // the content generation (Attr.Gen) is the one the kernel's page cache was
 // filled from, the open keeps the page cache (FOPEN_KEEP_CACHE); otherwise the
