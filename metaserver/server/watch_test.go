@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"syscall"
@@ -321,3 +322,52 @@ func TestWatchOverHTTP(t *testing.T) {
 type badExec struct{}
 
 func (badExec) Exec(context.Context, string, string, []byte) ([]byte, error) { return nil, nil }
+
+// A follower serves the feed from its own applied state; a follower cut off
+// from its leader stops serving it.
+func TestWatchOnFollower(t *testing.T) {
+	nodes := startCluster(t, 3)
+	leader := leaderOf(nodes)
+	var follower *Node
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lc, err := ms.NewClient(addrs(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	start, err := follower.Watch(ctx, ^uint64(0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := lc.Create(ctx, ms.CreateIn{Parent: ms.RootIno, Name: "f", Mode: syscall.S_IFREG | 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := start.Applied
+	for seen := false; !seen; {
+		r, err := follower.Watch(ctx, at, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = collect(t, r).entries[keyOf(ms.RootIno, "f")] == a.Ino
+		at = r.Applied
+	}
+
+	// Cut off: the leader goes away and the follower hears from nobody.
+	for _, n := range nodes {
+		if n != follower {
+			_ = n.Close()
+		}
+	}
+	waitFor(t, 15*time.Second, "the cut-off follower to refuse the feed", func() bool {
+		_, err := follower.Watch(ctx, at, 0)
+		return errors.Is(err, ms.ErrUnavailable)
+	})
+}
