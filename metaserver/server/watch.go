@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -175,12 +176,11 @@ func (f *FSM) changesOf(t *touched, origin string) []ms.Change {
 		out = append(out, ms.Change{Kind: ms.ChangeEntry, Ino: e.Parent, Name: e.Name, Child: now.Ino, Origin: origin})
 		inos = append(inos, e.Ino, now.Ino)
 	}
-	seen := make(map[ms.Ino]bool, len(inos))
-	for _, ino := range inos {
-		if ino == 0 || seen[ino] {
+	for i, ino := range inos {
+		// A command touches a handful of inodes: a scan beats a map.
+		if ino == 0 || slices.Contains(inos[:i], ino) {
 			continue
 		}
-		seen[ino] = true
 		ch := ms.Change{Kind: ms.ChangeAttr, Ino: ino, Origin: origin}
 		if n, ok := f.inodes[ino]; ok {
 			a := n.Attr
