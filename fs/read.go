@@ -337,15 +337,16 @@ phase1:
 		slow = slow || state[i] == running
 	}
 	type rebuilt struct {
-		data map[int][]byte
-		err  error
+		data    map[int][]byte
+		release func()
+		err     error
 	}
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
 	recon := make(chan rebuilt, 1)
 	go func() {
-		d, err := c.reconstruct(rctx, ch, locs, lo, hi, exclude, known)
-		recon <- rebuilt{d, err}
+		d, release, err := c.reconstruct(rctx, ch, locs, lo, hi, exclude, known)
+		recon <- rebuilt{d, release, err}
 	}()
 	for {
 		select {
@@ -353,11 +354,13 @@ phase1:
 			take(r)
 			if r.err == nil && allOK(state, targets, ok) {
 				rcancel()
-				<-recon
+				(<-recon).release()
 				return nil
 			}
 			continue
 		case rb := <-recon:
+			// Its buffers are copied out below, before this returns.
+			defer rb.release()
 			if rb.err != nil {
 				if !slow {
 					return withPieceErrors(rb.err, errs)
@@ -370,7 +373,8 @@ phase1:
 				if len(targets) == 0 {
 					return nil
 				}
-				data, err := c.reconstruct(ctx, ch, locs, lo, hi, exclude, known)
+				data, release, err := c.reconstruct(ctx, ch, locs, lo, hi, exclude, known)
+				defer release()
 				if err != nil {
 					return withPieceErrors(err, errs)
 				}
@@ -462,9 +466,24 @@ func allOK(state []int, targets []int, ok int) bool {
 // that is a data shard, from K other shards. known holds that range of shards
 // already read. It fetches as few shards as it can: data shards first, since
 // for them the rebuild is a copy, then parity, one more for each failure.
-func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*metaserver.Shard, lo, hi int64, exclude map[int]bool, known map[int][]byte) (map[int][]byte, error) {
+//
+// The buffers it fetches into and rebuilds into come from the read slab pools:
+// call release once the returned bytes are copied out (also after an error).
+func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*metaserver.Shard, lo, hi int64, exclude map[int]bool, known map[int][]byte) (_ map[int][]byte, release func(), _ error) {
 	k, n := ch.K, ch.K+ch.M
 	size := hi - lo
+	var slabs []*slab
+	release = func() {
+		for _, sl := range slabs {
+			sl.release()
+		}
+		slabs = nil
+	}
+	buffer := func() []byte {
+		sl := getSlab(size)
+		slabs = append(slabs, sl)
+		return sl.buf[:size]
+	}
 	shards := make([][]byte, n)
 	have := 0
 	for idx, b := range known {
@@ -495,7 +514,7 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 		ferrs := make([]error, len(batch))
 		var wg sync.WaitGroup
 		for j, idx := range batch {
-			bufs[j] = make([]byte, size)
+			bufs[j] = buffer()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -506,7 +525,7 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 		for j, idx := range batch {
 			if ferrs[j] != nil {
 				if ctx.Err() != nil {
-					return nil, ctx.Err()
+					return nil, release, ctx.Err()
 				}
 				errs = append(errs, ferrs[j])
 				c.noteShardError(ch, idx, ferrs[j])
@@ -522,7 +541,7 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 				errs = append(errs, fmt.Errorf("shard %s: no known location", metaserver.ShardName(ch.ID, idx)))
 			}
 		}
-		return nil, &ChunkError{Chunk: ch.ID, Readable: have, Need: k, Errs: errs}
+		return nil, release, &ChunkError{Chunk: ch.ID, Readable: have, Need: k, Errs: errs}
 	}
 	out := map[int][]byte{}
 	if ch.Replicated || k == 1 {
@@ -536,24 +555,25 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 				break
 			}
 		}
-		return out, nil
+		return out, release, nil
 	}
 	enc, err := c.encoder(k, ch.M)
 	if err != nil {
-		return nil, err
+		return nil, release, err
 	}
 	for idx := range exclude {
 		if idx < k {
-			shards[idx] = make([]byte, 0, size)
+			// Empty with room: ReconstructData rebuilds into it.
+			shards[idx] = buffer()[:0]
 		}
 	}
 	if err := enc.ReconstructData(shards); err != nil {
-		return nil, fmt.Errorf("chunk %d: rebuilding shard range [%d,%d): %w", ch.ID, lo, hi, err)
+		return nil, release, fmt.Errorf("chunk %d: rebuilding shard range [%d,%d): %w", ch.ID, lo, hi, err)
 	}
 	for idx := range exclude {
 		if idx < k {
 			out[idx] = shards[idx]
 		}
 	}
-	return out, nil
+	return out, release, nil
 }
