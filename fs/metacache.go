@@ -151,9 +151,9 @@ func (o MetaCacheOptions) withDefaults() MetaCacheOptions {
 }
 
 // MetaObserver hears what a MetaCache learns from the feed, in the order it
-// learns it; a FUSE mount passes it on to the kernel. Calls come from one
-// goroutine at a time and must not call back into the cache's lock-taking
-// methods synchronously with a FUSE request of the same mount in flight.
+// learns it; a FUSE mount passes it on to the kernel. Calls may come from
+// the cache's feed loop and its watchdog at once; they must return quickly
+// (the feed waits for them) and must not call back into the cache.
 type MetaObserver interface {
 	// Remote is called with the changes other clients made (Origin not
 	// this client's), after the cache applied them.
