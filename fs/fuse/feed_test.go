@@ -3,11 +3,18 @@ package fuse
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	dfs "github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/metaserver"
 )
 
 // TestChangesReachOtherMountThroughFeed: mount B sees mount A's chmod,
@@ -80,5 +87,58 @@ func testChangesThroughFeed(t *testing.T, optB Options, kernelKeeps bool) {
 	waitFor(t, 5*time.Second, "B to see the unlink", func() bool {
 		_, err := stat("g")
 		return errors.Is(err, fs.ErrNotExist)
+	})
+}
+
+// breakableFeed passes the change feed through until broken.
+type breakableFeed struct {
+	w      metaserver.Watcher
+	broken atomic.Bool
+}
+
+var errBroken = errors.New("feed broken by the test")
+
+func (f *breakableFeed) Watch(ctx context.Context, since uint64, wait time.Duration) (metaserver.WatchReply, error) {
+	if f.broken.Load() {
+		return metaserver.WatchReply{}, errBroken
+	}
+	return f.w.Watch(ctx, since, wait)
+}
+
+// TestKernelForgetsWhenFeedFails: once the feed fails, B's kernel must not
+// go on answering from what it kept for the long timeout, since changes may
+// now go unseen.
+func TestKernelForgetsWhenFeedFails(t *testing.T) {
+	c := newCluster(t)
+	a, _ := c.mount(t, Options{})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mc := c.meta.API()
+	feed := &breakableFeed{w: mc}
+	cacheB := dfs.NewMetaCache(mc, feed, dfs.MetaCacheOptions{PollWait: 100 * time.Millisecond, MaxLag: 100 * time.Millisecond, Logger: quiet})
+	t.Cleanup(func() { cacheB.Close() })
+	b, _ := c.mountWith(t, dfs.New(cacheB, chunkserver.NewClient(nil), dfs.Options{Logger: quiet}), Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cacheB.WaitLive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "B to see f", func() bool { _, err := os.Stat(filepath.Join(b, "f")); return err == nil })
+	// Once more, so the kernel holds f from a lookup made while following.
+	if _, err := os.Stat(filepath.Join(b, "f")); err != nil {
+		t.Fatal(err)
+	}
+
+	feed.broken.Store(true)
+	waitFor(t, 5*time.Second, "B's cache to stop following", func() bool { return !cacheB.Stats().Live })
+	if err := os.Chmod(filepath.Join(a, "f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Without the feed, B is back to the short timeouts (1 s) at worst.
+	waitFor(t, 5*time.Second, "B to see the chmod without the feed", func() bool {
+		fi, err := os.Stat(filepath.Join(b, "f"))
+		return err == nil && fi.Mode().Perm() == 0o600
 	})
 }
