@@ -185,6 +185,17 @@ func (c *Client) getBuf() *[]byte { return c.bufs.Get().(*[]byte) }
 
 func (c *Client) putBuf(b *[]byte) { c.bufs.Put(b) }
 
+// OpenCreated opens the file a create just made or found, from the create's
+// reply. An empty regular file has no extents and no layer, so its attributes
+// are all a File needs and the metaserver is not asked again: one round trip
+// less per created file. Anything else is opened by Open.
+func (c *Client) OpenCreated(ctx context.Context, a metaserver.Attr) (*File, error) {
+	if a.Mode&syscall.S_IFMT != syscall.S_IFREG || a.Size != 0 {
+		return c.Open(ctx, a.Ino)
+	}
+	return newFile(c, metaserver.Inode{Attr: a}), nil
+}
+
 // Open returns a handle on a regular file. It always fetches the inode afresh
 // (close-to-open consistency); cached blocks stay valid because they are keyed
 // by immutable chunks.

@@ -29,20 +29,28 @@ var (
 )
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return n.openFlags(ctx, flags)
+	return n.openFlags(ctx, flags, nil)
 }
 
 // openFlags opens the inode for a new handle. The first open in this mount
 // fetches the inode afresh (close-to-open consistency); later ones share the
 // file already open, whose view is coherent with the kernel's page cache.
-func (n *node) openFlags(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+// created, when set, is the reply of the create this open belongs to: an
+// empty file is opened from it without asking the metaserver again.
+func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.Attr) (gofs.FileHandle, uint32, syscall.Errno) {
 	if n.m.opt.ReadOnly && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
 		return nil, 0, syscall.EROFS
 	}
 	st := n.m.lockIno(n.ino)
 	fresh := st.open == nil
 	if fresh {
-		f, err := n.m.client.Open(ctx, n.ino)
+		var f *dfs.File
+		var err error
+		if created != nil {
+			f, err = n.m.client.OpenCreated(ctx, *created)
+		} else {
+			f, err = n.m.client.Open(ctx, n.ino)
+		}
 		if err != nil {
 			n.m.unlockIno(n.ino, st)
 			return nil, 0, n.m.fail("open", n.ino, err)
@@ -109,12 +117,12 @@ func (n *node) releaseLocked(ctx context.Context, st *inoState) error {
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	in := n.newIn(ctx, name, syscall.S_IFREG|mode&07777)
 	in.Exclusive = flags&syscall.O_EXCL != 0
-	ch, errno := n.create(ctx, "create", in, out)
+	ch, a, errno := n.createAttr(ctx, "create", in, out)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	c := ch.Operations().(*node)
-	fh, fuseFlags, errno := c.openFlags(ctx, flags)
+	fh, fuseFlags, errno := c.openFlags(ctx, flags, &a)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -137,7 +145,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *gofu
 	out.SetAttrTimeout(n.m.opt.AttrTimeout)
 	c := &node{m: n.m, ino: a.Ino}
 	ch := n.NewInode(ctx, c, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: uint64(a.Ino)})
-	fh, fuseFlags, errno := c.openFlags(ctx, flags)
+	fh, fuseFlags, errno := c.openFlags(ctx, flags, &a)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}

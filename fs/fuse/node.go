@@ -229,18 +229,25 @@ func (n *node) newIn(ctx context.Context, name string, mode uint32) metaserver.C
 }
 
 func (n *node) create(ctx context.Context, op string, in metaserver.CreateIn, out *gofuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ch, _, errno := n.createAttr(ctx, op, in, out)
+	return ch, errno
+}
+
+// createAttr is create that also returns the new inode's attributes as the
+// metaserver gave them.
+func (n *node) createAttr(ctx context.Context, op string, in metaserver.CreateIn, out *gofuse.EntryOut) (*gofs.Inode, metaserver.Attr, syscall.Errno) {
 	if n.m.opt.ReadOnly {
-		return nil, syscall.EROFS
+		return nil, metaserver.Attr{}, syscall.EROFS
 	}
 	if n.m.hideReserved(n.ino, in.Name) {
-		return nil, syscall.EEXIST
+		return nil, metaserver.Attr{}, syscall.EEXIST
 	}
 	mk := n.m.mark()
 	a, err := n.m.meta.Create(ctx, in)
 	if err != nil {
-		return nil, n.m.fail(op, n.ino, err)
+		return nil, metaserver.Attr{}, n.m.fail(op, n.ino, err)
 	}
-	return n.child(ctx, mk, a, out), 0
+	return n.child(ctx, mk, a, out), a, 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*gofs.Inode, syscall.Errno) {
