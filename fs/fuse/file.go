@@ -49,7 +49,7 @@ func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.
 		if created != nil {
 			f, err = n.m.client.OpenCreated(ctx, *created)
 		} else {
-			f, err = n.m.client.Open(ctx, n.ino)
+			f, err = n.m.client.Open(quiet(ctx), n.ino)
 		}
 		if err != nil {
 			n.m.unlockIno(n.ino, st)

@@ -153,7 +153,7 @@ func (m *mountState) fail(op string, ino metaserver.Ino, err error) syscall.Errn
 // go-fuse server (tests, the image mount) can too.
 func NewRoot(c *dfs.Client, opt Options) (gofs.InodeEmbedder, *gofs.Options) {
 	opt = opt.withDefaults()
-	m := &mountState{client: c, meta: c.Meta(), opt: opt, log: opt.Logger, states: map[metaserver.Ino]*inoState{}}
+	m := &mountState{client: c, meta: uninterrupted{c.Meta()}, opt: opt, log: opt.Logger, states: map[metaserver.Ino]*inoState{}}
 	m.orphans = newOrphanage(m)
 	root := &node{m: m, ino: opt.Root}
 	if cache, ok := m.meta.(*dfs.MetaCache); ok && opt.FeedTimeout > 0 {

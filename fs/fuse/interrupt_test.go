@@ -1,0 +1,39 @@
+package fuse
+
+import (
+	"context"
+	"syscall"
+	"testing"
+
+	"github.com/dockyard/dockyard/metaserver"
+	msserver "github.com/dockyard/dockyard/metaserver/server"
+)
+
+// TestInterruptedMetadataCallsFinish checks that a namespace call whose
+// kernel request was interrupted (its context cancelled) still runs and
+// reports what really happened, instead of EINTR for a change that was made.
+func TestInterruptedMetadataCallsFinish(t *testing.T) {
+	api := uninterrupted{msserver.NewMemory().API()}
+	interrupted, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	a, err := api.Create(interrupted, metaserver.CreateIn{Parent: metaserver.RootIno, Name: "f", Mode: syscall.S_IFREG | 0o644})
+	if err != nil {
+		t.Fatalf("create after an interrupt: %v", err)
+	}
+	if got, err := api.Lookup(interrupted, metaserver.RootIno, "f"); err != nil || got.Ino != a.Ino {
+		t.Fatalf("lookup after an interrupt: %+v, %v", got, err)
+	}
+	if err := api.Rename(interrupted, metaserver.RootIno, "f", metaserver.RootIno, "g", 0); err != nil {
+		t.Fatalf("rename after an interrupt: %v", err)
+	}
+	if err := api.Unlink(interrupted, metaserver.RootIno, "g"); err != nil {
+		t.Fatalf("unlink after an interrupt: %v", err)
+	}
+	if _, err := api.Lookup(interrupted, metaserver.RootIno, "g"); !isNotFound(err) {
+		t.Fatalf("lookup of the unlinked name: %v, want ENOENT", err)
+	}
+	if got := toErrno(context.Canceled); got != syscall.EINTR {
+		t.Fatalf("data-path cancellation maps to %v, want EINTR", got)
+	}
+}
