@@ -50,7 +50,7 @@ func main() {
 	metaKind := flag.String("meta", "raft", "metaserver: raft (single node over HTTP) or memory (the FSM in process)")
 	uploads := flag.Int("uploads", 0, "chunks the fs client encodes and uploads at once (fs.Options.MaxUploads; 0 = its default)")
 	nosync := flag.Bool("nosync", false, "disk stores skip fsync (store.WithoutSync), to show what the fsyncs cost")
-	perFile := flag.Bool("perfile-sync", false, "disk stores fsync each shard file and directory (store.WithPerFileSync) instead of the group commit")
+	group := flag.Bool("group-commit", false, "disk stores share file-system flushes between concurrent shard writes (store.WithGroupCommit) instead of an fsync pair per shard")
 	transport := flag.String("transport", "local", "how the fs client reaches the chunkservers: local (in-process calls, as `dockyard serve` does) or http (loopback HTTP, as another process does)")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -68,7 +68,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ecbench: -transport %q: want local or http\n", *transport)
 		os.Exit(2)
 	}
-	if err := run(*size, *dir, *stores, *metaKind, *transport, syncMode(*nosync, *perFile), *uploads, *servers, *k, *m, *down); err != nil {
+	if err := run(*size, *dir, *stores, *metaKind, *transport, syncMode(*nosync, *group), *uploads, *servers, *k, *m, *down); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "ecbench:", err)
 		os.Exit(1)
@@ -110,14 +110,14 @@ func run(size int64, dir, stores, metaKind, transport, sync string, uploads, ser
 }
 
 // syncMode names how the disk stores make shards durable.
-func syncMode(nosync, perFile bool) string {
+func syncMode(nosync, group bool) string {
 	switch {
 	case nosync:
 		return "no fsync"
-	case perFile:
-		return "fsync per file"
+	case group:
+		return "group commit"
 	}
-	return "group commit"
+	return "fsync per file"
 }
 
 func contains(list, s string) bool {
@@ -195,7 +195,7 @@ func runStore(kind, metaKind, transport, sync string, uploads int, size int64, d
 	for i := range n {
 		cfg := csserver.Config{
 			DataDir: fmt.Sprintf("%s/cs%d", base, i), Cluster: api, Chunks: api,
-			ScrubRate: -1, Logger: quiet, NoSync: sync == "no fsync", PerFileSync: sync == "fsync per file",
+			ScrubRate: -1, Logger: quiet, NoSync: sync == "no fsync", GroupCommit: sync == "group commit",
 		}
 		if kind == "memory" {
 			cfg.Store, cfg.ID = store.NewMemory(0), metaserver.ServerID(fmt.Sprintf("cs%d", i))

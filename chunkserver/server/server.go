@@ -49,12 +49,11 @@ type Config struct {
 	// writes, at the risk store.Disk describes. Used only when the server
 	// opens its own disk store.
 	NoSync bool
-	// PerFileSync makes every shard write fsync its own file and directory
-	// (store.WithPerFileSync) instead of sharing file-system flushes with
-	// concurrent writes: the same durability at more CPU and disk time, for
-	// disks shared with other heavy writers. Used only when the server opens
-	// its own disk store.
-	PerFileSync bool
+	// GroupCommit makes concurrent shard writes share flushes of the whole
+	// file system (store.WithGroupCommit) instead of each fsyncing its own
+	// file: less CPU, but only for a disk the chunkservers have to
+	// themselves. Used only when the server opens its own disk store.
+	GroupCommit bool
 	// Store replaces the disk store in DataDir (e.g. store.NewMemory in
 	// tests). The caller keeps ownership: Close does not close it.
 	Store store.Store
@@ -189,8 +188,8 @@ func New(cfg Config) (*Server, error) {
 		if cfg.NoSync {
 			opts = append(opts, store.WithoutSync())
 		}
-		if cfg.PerFileSync {
-			opts = append(opts, store.WithPerFileSync())
+		if cfg.GroupCommit {
+			opts = append(opts, store.WithGroupCommit())
 		}
 		d, err := store.OpenDisk(cfg.DataDir, cfg.Capacity, opts...)
 		if err != nil {

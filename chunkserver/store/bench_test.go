@@ -81,13 +81,13 @@ func BenchmarkMemoryPut1MiB(b *testing.B)        { benchPut(b, store.NewMemory(0
 func BenchmarkMemoryReadAt1MiB(b *testing.B)     { benchReadAt(b, store.NewMemory(0), 1<<20, 1<<20) }
 
 // BenchmarkDiskPut1MiBx8 runs eight Puts at a time, as a chunkserver serving
-// several writers does, so their flushes are shared (the group commit).
+// several writers does, so fsyncs of different shards overlap.
 func BenchmarkDiskPut1MiBx8(b *testing.B) { benchPutx8(b, openBenchDisk(b)) }
 
-// BenchmarkDiskPerFileSyncPut1MiBx8 is the same with every Put making its own
-// two fsyncs, which the journal may still batch when they overlap.
-func BenchmarkDiskPerFileSyncPut1MiBx8(b *testing.B) {
-	benchPutx8(b, openBenchDisk(b, store.WithPerFileSync()))
+// BenchmarkDiskGroupCommitPut1MiBx8 is the same with the Puts sharing
+// file-system flushes (store.WithGroupCommit).
+func BenchmarkDiskGroupCommitPut1MiBx8(b *testing.B) {
+	benchPutx8(b, openBenchDisk(b, store.WithGroupCommit()))
 }
 
 func benchPutx8(b *testing.B, d *store.Disk) {

@@ -43,10 +43,10 @@ import (
 // Durability (fsync policy): Put writes the whole file under a temporary name
 // in the target directory, makes it durable, renames it over the final name
 // and makes the rename durable, so a Put that returned nil survives power loss
-// and a crash never leaves a half-written shard under a real name. On Linux
-// both steps are shared flushes of the whole file system (syncfs) that every
-// Put waiting at the time joins, see syncGroup; with WithPerFileSync, or
-// elsewhere, each Put fsyncs its file and then its directory. Delete unlinks
+// and a crash never leaves a half-written shard under a real name. Each Put
+// fsyncs its file and then its directory; with WithGroupCommit both steps are
+// instead flushes of the whole file system shared by every Put waiting at the
+// time (see syncGroup). Delete unlinks
 // without fsyncing the directory: a delete lost in a crash only resurrects a
 // shard the metaserver no longer references, which it deletes again through
 // heartbeat replies. Temporary files left by a crash are removed by OpenDisk.
@@ -62,10 +62,10 @@ type Disk struct {
 	dir    string
 	limit  int64 // configured capacity, math.MaxInt64 when unlimited
 	noSync bool
-	// perFile makes Put fsync its own file and directory instead of
-	// joining the group commit.
-	perFile bool
-	group   *syncGroup // nil with noSync or perFile, or without syncfs
+	// groupCommit makes Puts share file-system flushes (see syncGroup)
+	// instead of fsyncing their own file and directory.
+	groupCommit bool
+	group       *syncGroup // set with groupCommit (and syncfs) unless noSync
 
 	// locks serialise the file-system step and the index update of Put and
 	// Delete per name, so the index always matches the file that won.
@@ -107,11 +107,14 @@ type DiskOption func(*Disk)
 // WithoutSync makes Put skip fsync; see Disk for what that risks.
 func WithoutSync() DiskOption { return func(d *Disk) { d.noSync = true } }
 
-// WithPerFileSync makes every Put fsync its own file and directory instead
-// of sharing file-system flushes with concurrent Puts (see syncGroup): the
-// same durability, at two journal commits per shard. For comparison, and for
-// file systems where flushing the whole file system is unwelcome.
-func WithPerFileSync() DiskOption { return func(d *Disk) { d.perFile = true } }
+// WithGroupCommit makes concurrent Puts share flushes of the whole file
+// system (syncfs, Linux only; elsewhere it is ignored) instead of each
+// fsyncing its own file and directory: the same durability for about a
+// third less CPU per byte written, but every flush also writes back whatever
+// other programs left dirty on that file system, and stalls their writes
+// meanwhile. Only for a disk the chunkservers have to themselves; see
+// docs/chunkserver.md for the figures on both sides.
+func WithGroupCommit() DiskOption { return func(d *Disk) { d.groupCommit = true } }
 
 // OpenDisk opens (creating if needed) a disk store in dir holding at most
 // capacity bytes of shard files (0 = as much as the file system has). It
@@ -140,7 +143,7 @@ func OpenDisk(dir string, capacity int64, opts ...DiskOption) (*Disk, error) {
 	if err := d.load(); err != nil {
 		return nil, fmt.Errorf("opening shard store %s: %w", dir, err)
 	}
-	if !d.noSync && !d.perFile && groupCommit {
+	if !d.noSync && d.groupCommit && groupCommit {
 		g, err := joinGroup(d.dir)
 		if err != nil {
 			return nil, fmt.Errorf("opening shard store %s: %w", dir, err)

@@ -81,10 +81,10 @@ func TestDiskNoSyncConformance(t *testing.T) {
 	})
 }
 
-func TestDiskPerFileSyncConformance(t *testing.T) {
+func TestDiskGroupCommitConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, capacity int64) storetest.Harness {
 		dir := t.TempDir()
-		d, err := store.OpenDisk(dir, capacity, store.WithPerFileSync())
+		d, err := store.OpenDisk(dir, capacity, store.WithGroupCommit())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,13 +5,12 @@ import (
 	"sync"
 )
 
-// Group commit. A Put that fsyncs its own file and then its directory costs
-// two journal commits of its own; `dockyard serve` runs six chunkservers on
-// one disk and the fs client has up to 48 shard Puts in flight, so on a disk
-// that is otherwise idle most of the write time went to those commits rather
-// than to moving bytes (docs/chunkserver.md has the figures).
+// Group commit (WithGroupCommit). A Put that fsyncs its own file and then its
+// directory costs two journal commits of its own; `dockyard serve` runs six
+// chunkservers on one disk and the fs client has dozens of shard Puts in
+// flight, so a third of the write path's CPU went to those commits.
 //
-// Instead, Puts whose files are written wait for one flush of the whole file
+// With group commit, Puts whose files are written wait for one flush of the whole file
 // system (syncfs), which makes all their data durable at once, then rename
 // their files into place and wait for a second flush, which makes the renames
 // durable. Each flush covers every Put that was waiting when it started; Puts
@@ -22,6 +21,11 @@ import (
 //
 // Stores on the same file system share one group, so six chunkservers on one
 // disk issue one flush at a time between them instead of six.
+//
+// It is not the default: a flush of the file system also writes back what
+// other programs left dirty there (a client pulling an image onto the same
+// disk) and holds up their writes while it runs, which cost more wall time
+// than the CPU it saved when the registry shared its disk with its clients.
 
 // fsFlusher makes everything written to one file system durable.
 type fsFlusher interface {

@@ -149,11 +149,11 @@ func TestDiskStoresShareAGroup(t *testing.T) {
 		t.Skip("no group commit on this platform")
 	}
 	base := t.TempDir()
-	a, err := OpenDisk(filepath.Join(base, "a"), 0)
+	a, err := OpenDisk(filepath.Join(base, "a"), 0, WithGroupCommit())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenDisk(filepath.Join(base, "b"), 0)
+	b, err := OpenDisk(filepath.Join(base, "b"), 0, WithGroupCommit())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,13 +179,13 @@ func TestDiskStoresShareAGroup(t *testing.T) {
 	if left != nil {
 		t.Fatal("group still registered after its last store closed")
 	}
-	p, err := OpenDisk(filepath.Join(base, "c"), 0, WithPerFileSync())
+	p, err := OpenDisk(filepath.Join(base, "c"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	if p.group != nil {
-		t.Fatal("a per-file-sync store joined the group commit")
+		t.Fatal("a store opened without WithGroupCommit joined a group")
 	}
 }
 
@@ -197,9 +197,8 @@ func TestDiskPutFlushFailure(t *testing.T) {
 	}
 	d := openTestDisk(t, maxOpenShards)
 	f := newGateFlusher()
-	shared := d.group
-	d.group = &syncGroup{f: f}
-	t.Cleanup(func() { d.group = shared })
+	d.groupCommit, d.group = true, &syncGroup{f: f}
+	t.Cleanup(func() { d.group = nil })
 	boom := errors.New("writeback failed")
 
 	done := make(chan error, 1)
