@@ -517,6 +517,13 @@ type clientStream struct {
 	// call would cost more than the rest of the client's work on it.
 	expiry  *time.Timer
 	armedAt time.Time // zero: not armed
+	// writeSince is when the write in progress began (unix nanos, 0: none).
+	// A write still blocked when a call expires means the node stopped
+	// reading: the stream is closed, which also ends the write (the
+	// connection is the HTTP transport's, so there is no write deadline to
+	// set on it).
+	writeSince atomic.Int64
+	suspect    int64 // under mu: writeSince of a write seen in progress when a call timed out
 }
 
 type pendingCall struct {
@@ -590,11 +597,33 @@ func (s *clientStream) expire() {
 		}
 	}
 	s.arm(next)
+	// A write in progress when a call times out is suspect: if it is still
+	// the same write stuckWrite after it began, the node stopped reading.
+	stuck := false
+	if w := s.writeSince.Load(); w != 0 && (len(late) > 0 || w == s.suspect) {
+		if began := time.Unix(0, w); now.Sub(began) >= stuckWrite {
+			stuck = true
+		} else {
+			s.suspect = w
+			s.arm(began.Add(stuckWrite))
+		}
+	}
 	s.mu.Unlock()
+	if stuck {
+		s.fail(errStuckWrite) // the late calls get errNoAnswer below
+	}
 	for _, ch := range late {
 		ch <- streamReply{err: errNoAnswer}
 	}
 }
+
+// stuckWrite: a write in progress for this long when a call times out means
+// the node stopped reading (a request is a few hundred bytes; even a large
+// CreateTree takes milliseconds on a healthy connection).
+const stuckWrite = 100 * time.Millisecond
+
+// errStuckWrite breaks a stream whose node stopped reading requests.
+var errStuckWrite = errors.New("the node stopped reading requests")
 
 func (s *clientStream) readLoop() {
 	br := bufio.NewReaderSize(s.rwc, 32<<10)
@@ -640,11 +669,20 @@ func (s *clientStream) call(ctx context.Context, deadline time.Time, url, op, re
 		flags |= StreamStale
 	}
 	s.wmu.Lock()
-	s.wbuf = AppendStreamRequest(s.wbuf[:0], id, flags, op, reqID, args)
-	_, werr := s.rwc.Write(s.wbuf)
-	if cap(s.wbuf) > 64<<10 {
-		s.wbuf = nil // do not pin one large request's buffer
+	// Mark the write first, then look at the clock: a call whose deadline
+	// passes from here on finds the write marked (see expire), and one
+	// whose deadline passed already (waiting for wmu, say) is not sent.
+	now := time.Now()
+	s.writeSince.Store(now.UnixNano())
+	var werr error
+	if deadline.IsZero() || now.Before(deadline) {
+		s.wbuf = AppendStreamRequest(s.wbuf[:0], id, flags, op, reqID, args)
+		_, werr = s.rwc.Write(s.wbuf)
+		if cap(s.wbuf) > 64<<10 {
+			s.wbuf = nil // do not pin one large request's buffer
+		}
 	}
+	s.writeSince.Store(0)
 	s.wmu.Unlock()
 	if werr != nil {
 		s.fail(werr) // answers ch too

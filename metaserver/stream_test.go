@@ -75,3 +75,35 @@ func TestClientRetriesWhenTheStreamBreaks(t *testing.T) {
 		t.Fatalf("request ids at the second node: %q", good.ids)
 	}
 }
+
+// A node that takes the upgrade and then stops reading blocks the client's
+// write once the socket buffers are full; the call still moves on when its
+// attempt times out, because the stuck stream is closed.
+func TestClientLeavesAStreamThatStoppedReading(t *testing.T) {
+	release := make(chan struct{})
+	deaf := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
+		_ = brw.Flush()
+		<-release // never reads
+	}))
+	defer deaf.Close()
+	defer close(release)
+	good := newFake(t)
+	good.replies = append(good.replies, ok(nil))
+	c, _ := NewClient([]string{deaf.URL, good.URL}, WithAttemptTimeout(300*time.Millisecond))
+	defer c.Close()
+	big := make([]byte, 24<<20) // more than loopback socket buffers hold
+	start := time.Now()
+	if err := c.KVTxn(context.Background(), nil, []KVOp{{Bucket: "b", Key: "k", Value: big}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}

@@ -85,7 +85,7 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	n.met.streams.Inc()
 	defer n.met.streams.Dec()
-	s := &serverStream{n: n, conn: conn}
+	s := &serverStream{n: n, conn: conn, slots: make(chan struct{}, streamInFlight)}
 	// Read straight from the connection, not through the HTTP server's
 	// reader (a lock and a copy per read), unless the client already sent
 	// frames behind the upgrade request.
@@ -101,7 +101,19 @@ type serverStream struct {
 	n    *Node
 	conn net.Conn
 	wmu  sync.Mutex // one reply frame at a time on the wire
+	// slots bounds the requests of one connection in flight; when they are
+	// all taken the read loop stops reading, and TCP pushes back.
+	slots chan struct{}
 }
+
+const (
+	// streamInFlight is how many requests one stream connection may have
+	// in flight.
+	streamInFlight = 1024
+	// streamWriteTimeout ends a connection whose client stopped reading
+	// its replies.
+	streamWriteTimeout = 30 * time.Second
+)
 
 // serve reads request frames and runs each in its own goroutine: a mutation
 // waits for its Raft commit, and the requests behind it must not wait too,
@@ -128,6 +140,7 @@ func (s *serverStream) serve(br *bufio.Reader) {
 			s.reply(id, nil, fmt.Errorf("%w: %w", ms.ErrBadRequest, err))
 			continue
 		}
+		s.slots <- struct{}{}
 		go s.exec(ctx, id, flags, op, reqID, args)
 	}
 }
@@ -140,6 +153,7 @@ func (s *serverStream) exec(ctx context.Context, id uint64, flags byte, op, reqI
 	reply, err := s.n.Exec(ctx, op, reqID, args)
 	s.n.met.observe(op, start, err)
 	s.reply(id, reply, err)
+	<-s.slots
 }
 
 // framePool recycles reply frames: a stream writes one per operation.
@@ -154,7 +168,10 @@ func (s *serverStream) reply(id uint64, reply []byte, err error) {
 	bp := framePool.Get().(*[]byte)
 	b := ms.AppendStreamFrame((*bp)[:0], id, status, body)
 	s.wmu.Lock()
-	_, werr := s.conn.Write(b)
+	werr := s.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if werr == nil {
+		_, werr = s.conn.Write(b)
+	}
 	s.wmu.Unlock()
 	*bp = b
 	if cap(b) <= 64<<10 {
