@@ -156,7 +156,7 @@ func NewRoot(c *dfs.Client, opt Options) (gofs.InodeEmbedder, *gofs.Options) {
 	m := &mountState{client: c, meta: uninterrupted{c.Meta()}, opt: opt, log: opt.Logger, states: map[metaserver.Ino]*inoState{}}
 	m.orphans = newOrphanage(m)
 	root := &node{m: m, ino: opt.Root}
-	if cache, ok := m.meta.(*dfs.MetaCache); ok && opt.FeedTimeout > 0 {
+	if cache, ok := c.Meta().(*dfs.MetaCache); ok && opt.FeedTimeout > 0 {
 		m.feed = newKernelFeed(m, cache)
 		m.feed.register(root)
 	}
