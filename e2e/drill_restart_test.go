@@ -12,9 +12,17 @@ import (
 // images are being pushed and files copied in, then starts them all again on
 // their data directories: everything acknowledged before the cut is there,
 // byte for byte; what was in flight is either whole or absent; fsck is clean.
+// Half the chunkservers run with --group-commit, so its flush groups go
+// through the same cut and restart as the default fsync per shard.
 func TestDrillKillEverything(t *testing.T) {
 	RequireTool(t, "crane")
-	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6, Registries: 2})
+	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 6, Registries: 2,
+		ChunkArgs: func(i int) []string {
+			if i%2 == 1 {
+				return []string{"--group-commit"}
+			}
+			return nil
+		}})
 	tmp := t.TempDir()
 	rounds := drillPick(1, 3)
 	var (

@@ -21,7 +21,7 @@ func chunkserverCmd() *cobra.Command {
 		data, listen, advertise, meta string
 		labels                        []string
 		capacity, scrubRate           string
-		fsync                         bool
+		fsync, groupCommit            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "chunkserver --data DIR --listen ADDR --meta ADDR[,ADDR...] [--label k=v ...]",
@@ -70,17 +70,18 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 			}
 			defer mc.Close()
 			s, err := server.New(server.Config{
-				DataDir:   data,
-				Listen:    listen,
-				Advertise: advertise,
-				Labels:    lbls,
-				Capacity:  capBytes,
-				ScrubRate: rate,
-				NoSync:    !fsync,
-				Cluster:   mc,
-				Chunks:    mc,
-				Auth:      secret,
-				Logger:    log,
+				DataDir:     data,
+				Listen:      listen,
+				Advertise:   advertise,
+				Labels:      lbls,
+				Capacity:    capBytes,
+				ScrubRate:   rate,
+				NoSync:      !fsync,
+				GroupCommit: groupCommit,
+				Cluster:     mc,
+				Chunks:      mc,
+				Auth:        secret,
+				Logger:      log,
 			})
 			if err != nil {
 				return err
@@ -105,6 +106,8 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.StringVar(&capacity, "capacity", "0", "most bytes to store; 0 = the disk's free space (the smaller of the two applies)")
 	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")
 	f.BoolVar(&fsync, "fsync", true, "fsync every shard before acknowledging it; false trades crash durability of the newest writes for speed")
+	f.BoolVar(&groupCommit, "group-commit", false, "concurrent shard writes share file-system flushes (syncfs) instead of an fsync each: less CPU, "+
+		"same durability, but it also flushes everything else written to that file system; only for a disk the chunkserver has to itself")
 	return cmd
 }
 
