@@ -26,59 +26,6 @@ func randBytes(seed uint64, n int) []byte {
 	return b
 }
 
-func TestClientRoundTrip(t *testing.T) {
-	s := startServer(t, server.Config{DataDir: t.TempDir()})
-	c := chunkserver.NewClient(nil)
-	ctx := context.Background()
-	addr := s.Addr()
-	for i, size := range []int{0, 1, store.BlockSize - 1, store.BlockSize, store.BlockSize + 1, 1<<20 + 3} {
-		name := chunkserver.FormatSum(uint64(i)) + ".0"
-		data := randBytes(uint64(size), size)
-		sum, err := c.Put(ctx, addr, name, data)
-		if err != nil {
-			t.Fatalf("Put %d bytes: %v", size, err)
-		}
-		if sum != chunkserver.Sum(data) {
-			t.Errorf("Put sum %016x, want %016x", sum, chunkserver.Sum(data))
-		}
-		info, err := c.Stat(ctx, addr, name)
-		if err != nil || info != (chunkserver.ShardInfo{Size: int64(size), Sum: sum}) {
-			t.Errorf("Stat = %+v, %v; want size %d sum %016x", info, err, size, sum)
-		}
-		got := make([]byte, size)
-		if _, err := c.ReadAt(ctx, addr, name, got, 0); err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("ReadAt whole %d-byte shard: %v (equal %v)", size, err, bytes.Equal(got, data))
-		}
-		// Every block boundary, read through the HTTP range path.
-		for _, off := range []int{1, store.BlockSize - 1, store.BlockSize, store.BlockSize + 1} {
-			for _, l := range []int{1, 2, store.BlockSize} {
-				if off+l > size {
-					continue
-				}
-				p := make([]byte, l)
-				if _, err := c.ReadAt(ctx, addr, name, p, int64(off)); err != nil || !bytes.Equal(p, data[off:off+l]) {
-					t.Errorf("size %d: ReadAt(off %d, len %d): %v (equal %v)", size, off, l, err, bytes.Equal(p, data[off:off+l]))
-				}
-			}
-		}
-		if size > 0 {
-			if _, err := c.ReadAt(ctx, addr, name, make([]byte, 2), int64(size-1)); !errors.Is(err, io.ErrUnexpectedEOF) {
-				t.Errorf("ReadAt across the end of a %d-byte shard = %v, want io.ErrUnexpectedEOF", size, err)
-			}
-		}
-		if err := c.Delete(ctx, addr, name); err != nil {
-			t.Fatalf("Delete: %v", err)
-		}
-		if _, err := c.Stat(ctx, addr, name); !errors.Is(err, chunkserver.ErrNotFound) {
-			t.Errorf("Stat after Delete = %v, want ErrNotFound", err)
-		}
-	}
-	st, err := c.Status(ctx, addr)
-	if err != nil || st.ID != string(s.ID()) || st.Shards != 0 || st.Capacity <= 0 {
-		t.Errorf("Status = %+v, %v", st, err)
-	}
-}
-
 func TestClientErrors(t *testing.T) {
 	s := startServer(t, server.Config{DataDir: t.TempDir()})
 	c := chunkserver.NewClient(nil)

@@ -129,6 +129,10 @@ func TestTransportRoundTrip(t *testing.T) {
 				t.Errorf("Stat after Delete = %v, want ErrNotFound", err)
 			}
 		}
+		st, err := c.Status(ctx, addr)
+		if err != nil || st.ID != string(s.ID()) || st.Shards != 0 || st.Capacity <= 0 {
+			t.Errorf("Status = %+v, %v", st, err)
+		}
 	})
 }
 
