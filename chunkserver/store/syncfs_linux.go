@@ -4,6 +4,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dockyard/dockyard/internal/fdcall"
 )
 
 // dirFlusher flushes the file system of a directory with syncfs(2), which
@@ -21,25 +23,7 @@ func openFlusher(dir string) (fsFlusher, error) {
 }
 
 func (d dirFlusher) flush() error {
-	rc, err := d.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = unix.Syncfs(int(fd))
-			if serr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return &os.PathError{Op: "syncfs", Path: d.f.Name(), Err: serr}
-	}
-	return nil
+	return fdcall.Retry(d.f, "syncfs", unix.Syncfs)
 }
 
 func (d dirFlusher) close() error { return d.f.Close() }

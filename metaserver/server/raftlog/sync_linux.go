@@ -3,31 +3,15 @@ package raftlog
 import (
 	"os"
 	"syscall"
+
+	"github.com/dockyard/dockyard/internal/fdcall"
 )
 
 // datasync flushes f's data and only the metadata needed to read it back.
 // Segments are zero-filled ahead of use, so for an append inside one that
 // is the data blocks alone: no inode or extent change goes to the journal.
 func datasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = syscall.Fdatasync(int(fd))
-			if serr != syscall.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
-	}
-	return nil
+	return fdcall.Retry(f, "fdatasync", syscall.Fdatasync)
 }
 
 // allocated is how many bytes of the file have disk blocks: a sparse file
