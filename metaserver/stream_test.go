@@ -3,24 +3,35 @@ package metaserver
 import (
 	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 )
 
+// acceptStream takes over a request's connection and answers the stream
+// upgrade, as a metaserver does, for fake nodes that then misbehave.
+func acceptStream(t *testing.T, w http.ResponseWriter) (net.Conn, *bufio.ReadWriter, bool) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		t.Error(err)
+		return nil, nil, false
+	}
+	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
+	_ = brw.Flush()
+	return conn, brw, true
+}
+
 // A node that takes the stream upgrade and then never answers costs one
 // attempt per call, and the client's next call starts elsewhere.
 func TestClientSkipsASilentStream(t *testing.T) {
 	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
+		conn, brw, up := acceptStream(t, w)
+		if !up {
 			return
 		}
 		defer conn.Close()
-		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
-		_ = brw.Flush()
 		for {
 			if _, err := ReadStreamFrame(brw.Reader, 1<<20); err != nil {
 				return // read, never answer, until the client goes
@@ -52,13 +63,10 @@ func TestClientSkipsASilentStream(t *testing.T) {
 // call completes on the next address, carrying the same request id.
 func TestClientRetriesWhenTheStreamBreaks(t *testing.T) {
 	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
+		conn, brw, up := acceptStream(t, w)
+		if !up {
 			return
 		}
-		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
-		_ = brw.Flush()
 		_, _ = ReadStreamFrame(bufio.NewReader(brw.Reader), 1<<20)
 		conn.Close() // took the request, died before answering
 	}))
@@ -82,14 +90,11 @@ func TestClientRetriesWhenTheStreamBreaks(t *testing.T) {
 func TestClientLeavesAStreamThatStoppedReading(t *testing.T) {
 	release := make(chan struct{})
 	deaf := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Error(err)
+		conn, _, up := acceptStream(t, w)
+		if !up {
 			return
 		}
 		defer conn.Close()
-		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + StreamProtocol + "\r\n\r\n")
-		_ = brw.Flush()
 		<-release // never reads
 	}))
 	defer deaf.Close()
