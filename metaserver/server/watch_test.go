@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -316,6 +318,33 @@ func TestWatchOverHTTP(t *testing.T) {
 	// Errors come back typed.
 	if _, err := ms.NewClientWith(badExec{}).Watch(ctx, 0, 0); err != ms.ErrNoFeed {
 		t.Fatalf("watch over an executor without a feed: %v", err)
+	}
+}
+
+// Malformed watch parameters are refused with 400 and a message naming the
+// parameter, never read as zero.
+func TestWatchBadParameters(t *testing.T) {
+	n := startNode(t, testConfig(t, "w1", t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := n.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct{ query, names string }{
+		{"since=abc", "since"},
+		{"since=-1", "since"},
+		{"since=1&wait=soon", "wait"},
+		{"since=1&wait=-5", "wait"},
+	} {
+		resp, err := http.Get("http://" + n.APIAddr() + ms.WatchPath + "?" + q.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), q.names) {
+			t.Errorf("%s: %d %s, want 400 naming %s", q.query, resp.StatusCode, body, q.names)
+		}
 	}
 }
 
