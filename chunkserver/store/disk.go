@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -51,6 +52,12 @@ import (
 // shard the metaserver no longer references, which it deletes again through
 // heartbeat replies. Temporary files left by a crash are removed by OpenDisk.
 //
+// PutBuffered (see buffered.go) writes and renames the file the same way but
+// flushes neither: it starts the file's writeback and remembers the shard
+// until a Sync, or the background flush every FlushInterval, makes it
+// durable. A crash before then leaves such a shard whole, absent or
+// detectably damaged, as described next.
+//
 // WithoutSync drops both flushes, for deployments that accept losing the last
 // seconds of writes of a machine that loses power. After such a crash a shard
 // is whole, absent, or detectably damaged (the header, size and block checks
@@ -67,6 +74,15 @@ type Disk struct {
 	groupCommit bool
 	group       *syncGroup // set with groupCommit (and syncfs) unless noSync
 
+	// Buffered Puts (see buffered.go).
+	flushEvery     time.Duration // background flush interval; <= 0: none
+	onFlushError   func(error)   // told of background flush failures
+	earlyWriteback bool          // start a buffered file's writeback at once
+	syncFile       func(*os.File) error
+	rounds         *syncGroup // Sync rounds: flushes of the unsynced set
+	stopFlush      chan struct{}
+	flushDone      chan struct{}
+
 	// locks serialise the file-system step and the index update of Put and
 	// Delete per name, so the index always matches the file that won.
 	locks [64]sync.Mutex
@@ -77,6 +93,9 @@ type Disk struct {
 	reserved int64  // bytes of Puts in flight
 	gen      uint64 // last generation given to a Put
 	closed   bool
+	// unsynced holds the shards PutBuffered acknowledged that no flush
+	// has made durable yet, by the generation of the Put that wrote them.
+	unsynced map[string]uint64
 
 	handles *handleCache
 }
@@ -124,14 +143,19 @@ func OpenDisk(dir string, capacity int64, opts ...DiskOption) (*Disk, error) {
 		capacity = math.MaxInt64
 	}
 	d := &Disk{
-		dir:     filepath.Join(dir, "shards"),
-		limit:   capacity,
-		index:   make(map[string]diskEntry),
-		handles: newHandleCache(maxOpenShards),
+		dir:            filepath.Join(dir, "shards"),
+		limit:          capacity,
+		index:          make(map[string]diskEntry),
+		unsynced:       make(map[string]uint64),
+		handles:        newHandleCache(maxOpenShards),
+		flushEvery:     DefaultFlushInterval,
+		earlyWriteback: true,
+		syncFile:       syncData,
 	}
 	for _, o := range opts {
 		o(d)
 	}
+	d.rounds = &syncGroup{f: bufferedFlusher{d}}
 	if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("opening shard store: %w", err)
 	}
@@ -150,6 +174,7 @@ func OpenDisk(dir string, capacity int64, opts ...DiskOption) (*Disk, error) {
 		}
 		d.group = g
 	}
+	d.startFlusher()
 	return d, nil
 }
 
@@ -264,7 +289,10 @@ func (d *Disk) capacityLocked() (int64, error) {
 }
 
 // Put implements Store.
-func (d *Disk) Put(name string, data []byte) (uint64, error) {
+func (d *Disk) Put(name string, data []byte) (uint64, error) { return d.put(name, data, false) }
+
+// put writes shard name; buffered leaves both flushes to a later Sync.
+func (d *Disk) put(name string, data []byte, buffered bool) (uint64, error) {
 	if err := checkName(name); err != nil {
 		return 0, err
 	}
@@ -306,14 +334,14 @@ func (d *Disk) Put(name string, data []byte) (uint64, error) {
 	}()
 
 	final := d.Path(name)
-	tmp, err := d.writeTemp(final, data, meta, sum)
+	tmp, err := d.writeTemp(final, data, meta, sum, buffered)
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", name, err)
 	}
 	// The data must be durable before the rename can make it visible, so a
 	// crash never leaves a shard under its name whose bytes never reached
 	// the disk.
-	if d.group != nil {
+	if d.group != nil && !buffered {
 		if err := d.group.wait(); err != nil {
 			_ = os.Remove(tmp)
 			return 0, fmt.Errorf("put %s: %w", name, noSpace(err))
@@ -330,6 +358,7 @@ func (d *Disk) Put(name string, data []byte) (uint64, error) {
 	// could bring back the old shard (or none) after we acknowledged.
 	var serr error
 	switch {
+	case buffered:
 	case d.group != nil:
 		serr = noSpace(d.group.wait())
 	case !d.noSync:
@@ -346,6 +375,13 @@ func (d *Disk) Put(name string, data []byte) (uint64, error) {
 	d.used += need - d.index[name].file
 	d.gen++
 	d.index[name] = diskEntry{size: int64(len(data)), sum: sum, file: need, gen: d.gen}
+	if buffered && !d.noSync {
+		d.unsynced[name] = d.gen
+	} else {
+		// A durable Put made its own file and rename durable, and the
+		// buffered file it replaced is gone.
+		delete(d.unsynced, name)
+	}
 	d.mu.Unlock()
 	// A cached handle to the file just replaced would be refused by its
 	// generation anyway; dropping it now frees the descriptor.
@@ -361,14 +397,16 @@ func (d *Disk) drop(name string) {
 	d.mu.Lock()
 	d.used -= d.index[name].file
 	delete(d.index, name)
+	delete(d.unsynced, name)
 	d.mu.Unlock()
 	d.handles.invalidate(name)
 }
 
 // writeTemp writes and fsyncs the shard file under a temporary name next to
 // final and returns that name; on any failure it removes the file. meta holds
-// HeaderSize bytes for the header, then the encoded trailer.
-func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64) (path string, err error) {
+// HeaderSize bytes for the header, then the encoded trailer. A buffered file
+// is not fsynced; its writeback is started instead.
+func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64, buffered bool) (path string, err error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	path = final + tmpMarker + hex.EncodeToString(rnd[:])
@@ -386,7 +424,16 @@ func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64) (path stri
 	if err := writeParts(f, meta[:HeaderSize], data, meta[HeaderSize:]); err != nil {
 		return "", noSpace(err)
 	}
-	if !d.noSync && d.group == nil {
+	switch {
+	case d.noSync:
+	case buffered:
+		if d.earlyWriteback {
+			// The disk starts on the bytes while the client sends the
+			// next shards, so a later Sync finds most of them written.
+			// Only a hint: a failure here shows up at that Sync.
+			_ = startWriteback(f)
+		}
+	case d.group == nil:
 		if err := f.Sync(); err != nil {
 			return "", noSpace(err)
 		}
@@ -601,6 +648,7 @@ func (d *Disk) Delete(name string) error {
 	d.mu.Lock()
 	d.used -= d.index[name].file
 	delete(d.index, name)
+	delete(d.unsynced, name)
 	d.mu.Unlock()
 	// Without this a cached handle would keep the unlinked file's blocks
 	// allocated until evicted.
@@ -651,17 +699,25 @@ func (d *Disk) Usage() (Usage, error) {
 	return Usage{Capacity: capacity, Used: d.used, Shards: len(d.index)}, nil
 }
 
-// Close implements Store. Every Put already fsynced, so there is nothing to
-// flush; cached read handles are closed (those being read, once their reads
-// finish).
+// Close implements Store. It flushes the buffered shards, so a clean
+// shutdown loses none, and returns that flush's error; cached read handles
+// are closed (those being read, once their reads finish).
 func (d *Disk) Close() error {
 	d.mu.Lock()
 	already := d.closed
 	d.closed = true
 	d.mu.Unlock()
-	d.handles.close()
-	if d.group != nil && !already {
-		return d.group.leave()
+	if already {
+		return nil
 	}
-	return nil
+	d.stopFlusher()
+	var errs []error
+	if d.Unsynced() > 0 {
+		errs = append(errs, d.rounds.wait())
+	}
+	d.handles.close()
+	if d.group != nil {
+		errs = append(errs, d.group.leave())
+	}
+	return errors.Join(errs...)
 }

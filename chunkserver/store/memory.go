@@ -71,6 +71,20 @@ func (m *Memory) Put(name string, data []byte) (uint64, error) {
 	return sum, nil
 }
 
+// PutBuffered implements Store. Memory has nothing more durable to reach
+// than its map, so a buffered Put is a Put.
+func (m *Memory) PutBuffered(name string, data []byte) (uint64, error) { return m.Put(name, data) }
+
+// Sync implements Store: every Put is already as durable as Memory gets.
+func (m *Memory) Sync() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // ReadAt implements Store.
 func (m *Memory) ReadAt(name string, p []byte, off int64) (int, error) {
 	if err := checkName(name); err != nil {

@@ -1,5 +1,5 @@
-// Package store keeps a chunkserver's shards: whole shards written durably,
-// read back in ranges with every 64 KiB block checked against its xxhash64,
+// Package store keeps a chunkserver's shards: whole shards written durably
+// (or buffered, made durable by a later Sync), read back in ranges with every 64 KiB block checked against its xxhash64,
 // walked by the scrubber and counted for heartbeats.
 //
 // Two implementations share one contract, checked by storetest.Run: Disk (a
@@ -54,6 +54,16 @@ type Store interface {
 	// the shard is durable. If the shard would not fit it returns ErrNoSpace
 	// and leaves the store as it was.
 	Put(name string, data []byte) (sum uint64, err error)
+	// PutBuffered stores data as Put does, reads back at once the same way,
+	// but may return before the shard is durable: it survives a crash of
+	// the process, not necessarily a power loss, until a Sync that began
+	// after it returned has returned nil. Stores without a volatile cache
+	// (Memory) treat it as Put.
+	PutBuffered(name string, data []byte) (sum uint64, err error)
+	// Sync makes every PutBuffered that returned before Sync was called
+	// durable, or returns why it could not. Shards deleted or replaced
+	// meanwhile are no error. With nothing buffered it returns at once.
+	Sync() error
 	// ReadAt reads len(p) bytes at off, verifying every block it touches, in
 	// the manner of io.ReaderAt: fewer bytes only with an error, io.EOF at the
 	// end of the shard. A block failing its checksum yields ErrCorrupt and no

@@ -5,7 +5,8 @@
 //	}
 //
 // It checks round trips at every block boundary, ranged reads, checksum
-// verification, capacity limits and that no temporary files are left behind.
+// verification, capacity limits, buffered Puts and Sync, and that no
+// temporary files are left behind.
 package storetest
 
 import (
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/chunkserver/store"
@@ -76,6 +78,10 @@ func Run(t *testing.T, newStore Factory) {
 		{"Walk", testWalk},
 		{"Concurrent", testConcurrent},
 		{"Closed", testClosed},
+		{"Buffered", testBuffered},
+		{"SyncNothing", testSyncNothing},
+		{"SyncAfterDeleteAndReplace", testSyncAfterDeleteAndReplace},
+		{"BufferedConcurrent", testBufferedConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -448,5 +454,192 @@ func testClosed(t *testing.T, open func(*testing.T, int64) Harness) {
 	}
 	if _, err := s.ReadAt(n, make([]byte, 1), 0); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("ReadAt after Close = %v, want ErrClosed", err)
+	}
+	if _, err := s.PutBuffered(n, []byte("y")); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("PutBuffered after Close = %v, want ErrClosed", err)
+	}
+	if err := s.Sync(); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Sync after Close = %v, want ErrClosed", err)
+	}
+}
+
+func mustPutBuffered(t *testing.T, s store.Store, n string, data []byte) {
+	t.Helper()
+	sum, err := s.PutBuffered(n, data)
+	if err != nil {
+		t.Fatalf("PutBuffered(%s, %d bytes): %v", n, len(data), err)
+	}
+	if want := chunkserver.Sum(data); sum != want {
+		t.Fatalf("PutBuffered(%s) sum = %016x, want %016x", n, sum, want)
+	}
+}
+
+// checkShard reads shard n whole and compares it with data.
+func checkShard(t *testing.T, s store.Store, n string, data []byte) {
+	t.Helper()
+	info, err := s.Stat(n)
+	if err != nil {
+		t.Fatalf("Stat(%s): %v", n, err)
+	}
+	if info.Size != int64(len(data)) || info.Sum != chunkserver.Sum(data) {
+		t.Errorf("Stat(%s) = %+v, want size %d sum %016x", n, info, len(data), chunkserver.Sum(data))
+	}
+	p := make([]byte, len(data))
+	if got, err := s.ReadAt(n, p, 0); (err != nil && !(errors.Is(err, io.EOF) && got == len(data))) || got != len(data) {
+		t.Fatalf("ReadAt(%s) = %d, %v", n, got, err)
+	}
+	if !bytes.Equal(p, data) {
+		t.Errorf("%s: read bytes differ from written bytes", n)
+	}
+}
+
+// testBuffered: a buffered shard reads back at once, before any Sync, and
+// after one.
+func testBuffered(t *testing.T, open func(*testing.T, int64) Harness) {
+	s := open(t, 0).Store
+	sizes := []int{0, 1, bs, 3*bs + 17, 1 << 20}
+	for i, size := range sizes {
+		data := randBytes(uint64(size)+1, size)
+		n := name(uint64(i+1), 0)
+		mustPutBuffered(t, s, n, data)
+		checkShard(t, s, n, data)
+		// Ranged reads verify blocks of a buffered shard too.
+		if size > bs {
+			p := make([]byte, 10)
+			if _, err := s.ReadAt(n, p, bs-5); err != nil || !bytes.Equal(p, data[bs-5:bs+5]) {
+				t.Errorf("ranged read across a block boundary of buffered %s: %v", n, err)
+			}
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	for i, size := range sizes {
+		checkShard(t, s, name(uint64(i+1), 0), randBytes(uint64(size)+1, size))
+	}
+	u, err := s.Usage()
+	if err != nil || u.Shards != len(sizes) {
+		t.Errorf("Usage = %+v, %v; want %d shards", u, err, len(sizes))
+	}
+	// A second Sync with nothing new buffered is no error either.
+	if err := s.Sync(); err != nil {
+		t.Fatalf("second Sync: %v", err)
+	}
+}
+
+// syncWithin calls Sync and fails the test if it takes longer than limit.
+func syncWithin(t *testing.T, s store.Store, limit time.Duration) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Sync() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(limit):
+		t.Fatalf("Sync did not return within %v", limit)
+		return nil
+	}
+}
+
+// testSyncNothing: Sync with nothing buffered returns at once, also when
+// every shard was stored with a plain (durable) Put.
+func testSyncNothing(t *testing.T, open func(*testing.T, int64) Harness) {
+	s := open(t, 0).Store
+	if err := syncWithin(t, s, 5*time.Second); err != nil {
+		t.Fatalf("Sync of an empty store: %v", err)
+	}
+	mustPut(t, s, name(1, 0), randBytes(1, 1000))
+	if err := syncWithin(t, s, 5*time.Second); err != nil {
+		t.Fatalf("Sync after a durable Put: %v", err)
+	}
+}
+
+// testSyncAfterDeleteAndReplace: shards deleted, rewritten buffered or
+// rewritten durably after their buffered Put are no error for Sync, and the
+// newest bytes win.
+func testSyncAfterDeleteAndReplace(t *testing.T, open func(*testing.T, int64) Harness) {
+	s := open(t, 0).Store
+	deleted, rebuffered, redurable, kept := name(1, 0), name(1, 1), name(1, 2), name(1, 3)
+	for i, n := range []string{deleted, rebuffered, redurable, kept} {
+		mustPutBuffered(t, s, n, randBytes(uint64(i), bs+i))
+	}
+	if err := s.Delete(deleted); err != nil {
+		t.Fatal(err)
+	}
+	second := randBytes(10, 2*bs)
+	mustPutBuffered(t, s, rebuffered, second)
+	third := randBytes(11, 500)
+	mustPut(t, s, redurable, third)
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync after deleting and replacing buffered shards: %v", err)
+	}
+	if _, err := s.Stat(deleted); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Stat(deleted) = %v, want ErrNotFound", err)
+	}
+	checkShard(t, s, rebuffered, second)
+	checkShard(t, s, redurable, third)
+	checkShard(t, s, kept, randBytes(3, bs+3))
+	// Deleting after the Sync and syncing again is fine too.
+	if err := s.Delete(kept); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync after deleting a synced shard: %v", err)
+	}
+}
+
+// testBufferedConcurrent runs buffered Puts, Deletes and Syncs at once (run
+// it with -race); every shard left must read back whole.
+func testBufferedConcurrent(t *testing.T, open func(*testing.T, int64) Harness) {
+	s := open(t, 0).Store
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 6 {
+		wg.Go(func() {
+			for i := range 10 {
+				n := name(uint64(w+1), i)
+				data := randBytes(uint64(w*100+i), bs/2+w*i)
+				if _, err := s.PutBuffered(n, data); err != nil {
+					errs <- err
+					return
+				}
+				// Everyone rewrites and deletes one shared name too.
+				if _, err := s.PutBuffered(name(0xff, 0), data); err != nil {
+					errs <- err
+					return
+				}
+				if i%3 == 0 {
+					if err := s.Delete(name(0xff, 0)); err != nil && !errors.Is(err, store.ErrNotFound) {
+						errs <- err
+						return
+					}
+				}
+				if i%4 == w%4 {
+					if err := s.Sync(); err != nil {
+						errs <- fmt.Errorf("Sync: %w", err)
+						return
+					}
+				}
+				if i%2 == 1 {
+					if err := s.Delete(name(uint64(w+1), i-1)); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatalf("final Sync: %v", err)
+	}
+	for w := range 6 {
+		for i := 1; i < 10; i += 2 {
+			checkShard(t, s, name(uint64(w+1), i), randBytes(uint64(w*100+i), bs/2+w*i))
+		}
 	}
 }
