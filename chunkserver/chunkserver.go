@@ -31,6 +31,9 @@ var (
 	ErrBadName = errors.New("invalid shard name")
 	// ErrSumMismatch: the bytes received do not hash to the checksum the sender stated.
 	ErrSumMismatch = errors.New("shard checksum does not match the data sent")
+	// ErrSync: the chunkserver could not make its buffered shards durable;
+	// those acknowledged since the last successful Sync may be lost.
+	ErrSync = errors.New("flushing buffered shards failed")
 )
 
 // HTTP headers of the chunkserver API.
@@ -48,6 +51,15 @@ const (
 	ErrorSum = "sum"
 	// ErrorName is the HeaderError value of a 400 for an invalid shard name.
 	ErrorName = "name"
+	// ErrorSync is the HeaderError value of a 500 for a failed Sync.
+	ErrorSync = "sync"
+
+	// ParamBuffered is the PUT query parameter asking for a buffered write
+	// ("true" or "1"): acknowledged once written, durable after the next
+	// Sync. Absent or false, a PUT is durable when acknowledged.
+	ParamBuffered = "buffered"
+	// SyncPath is where a POST makes the server's buffered shards durable.
+	SyncPath = "/sync"
 )
 
 // MaxNameLen bounds a shard name; "%016x.%d" names are far shorter.
@@ -145,13 +157,16 @@ func ParseName(name string) (chunk uint64, index int, err error) {
 // unwraps to the sentinel (ErrNotFound, ErrCorrupt, ErrNoSpace, ...) or the
 // transport error underneath.
 type ShardError struct {
-	Op   string // "put", "read", "stat", "delete"
+	Op   string // "put", "read", "stat", "delete", "sync" (no Name)
 	Addr string
 	Name string
 	Err  error
 }
 
 func (e *ShardError) Error() string {
+	if e.Name == "" { // a call on the whole server (sync)
+		return fmt.Sprintf("chunkserver %s: %s: %v", e.Addr, e.Op, e.Err)
+	}
 	return fmt.Sprintf("chunkserver %s: %s shard %s: %v", e.Addr, e.Op, e.Name, e.Err)
 }
 

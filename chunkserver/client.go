@@ -71,9 +71,22 @@ func checkName(op, addr, name string) error {
 }
 
 // Put stores data as shard name on the chunkserver at addr and returns the
-// shard's checksum. The checksum is sent along so the server refuses bytes
-// damaged in transit before making them durable.
+// shard's checksum once the shard is durable. The checksum is sent along so
+// the server refuses bytes damaged in transit before making them durable.
 func (c *Client) Put(ctx context.Context, addr, name string, data []byte) (uint64, error) {
+	return c.put(ctx, addr, name, data, false)
+}
+
+// PutBuffered is Put acknowledged before the shard is durable: the server
+// has written it (it reads back at once and survives a crash of the server
+// process) and makes it durable at the next Sync to addr, or on its own
+// within its flush interval. A server that predates buffered writes ignores
+// the request for it and stores the shard durably.
+func (c *Client) PutBuffered(ctx context.Context, addr, name string, data []byte) (uint64, error) {
+	return c.put(ctx, addr, name, data, true)
+}
+
+func (c *Client) put(ctx context.Context, addr, name string, data []byte, buffered bool) (uint64, error) {
 	if err := checkName("put", addr, name); err != nil {
 		return 0, err
 	}
@@ -84,14 +97,24 @@ func (c *Client) Put(ctx context.Context, addr, name string, data []byte) (uint6
 		if err := ctx.Err(); err != nil {
 			return 0, &ShardError{"put", addr, name, err}
 		}
-		sum, err := ls.PutShard(ctx, name, data)
+		var sum uint64
+		var err error
+		if bs, ok := ls.(LocalBufferedServer); ok && buffered {
+			sum, err = bs.PutShardBuffered(ctx, name, data)
+		} else {
+			sum, err = ls.PutShard(ctx, name, data)
+		}
 		if err != nil {
 			return 0, &ShardError{"put", addr, name, err}
 		}
 		return sum, nil
 	}
 	sum := Sum(data)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, shardURL(addr, name), bytes.NewReader(data))
+	url := shardURL(addr, name)
+	if buffered {
+		url += "?" + ParamBuffered + "=true"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(data))
 	if err != nil {
 		return 0, &ShardError{"put", addr, name, err}
 	}
@@ -244,6 +267,40 @@ func (c *Client) Delete(ctx context.Context, addr, name string) error {
 	return nil
 }
 
+// Sync makes every shard PutBuffered stored on the chunkserver at addr
+// before the call durable. A failed flush on the server is an error wrapping
+// ErrSync. A server that answers 404 or 405 predates buffered writes, so it
+// stored every shard durably and there is nothing to do.
+func (c *Client) Sync(ctx context.Context, addr string) error {
+	if ls := c.localServer(addr); ls != nil {
+		if err := ctx.Err(); err != nil {
+			return &ShardError{Op: "sync", Addr: addr, Err: err}
+		}
+		bs, ok := ls.(LocalBufferedServer)
+		if !ok {
+			return nil // it never buffered a shard
+		}
+		if err := bs.SyncShards(ctx); err != nil {
+			return &ShardError{Op: "sync", Addr: addr, Err: err}
+		}
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+SyncPath, nil)
+	if err != nil {
+		return &ShardError{Op: "sync", Addr: addr, Err: err}
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &ShardError{Op: "sync", Addr: addr, Err: err}
+	}
+	defer drain(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK, http.StatusNotFound, http.StatusMethodNotAllowed:
+		return nil
+	}
+	return &ShardError{Op: "sync", Addr: addr, Err: statusError(resp)}
+}
+
 // Status fetches a chunkserver's identity and usage.
 func (c *Client) Status(ctx context.Context, addr string) (StatusReply, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
@@ -317,6 +374,8 @@ func NewStatusError(code int, kind, msg string) *StatusError {
 		e.kind = ErrSumMismatch
 	case code == http.StatusBadRequest && kind == ErrorName:
 		e.kind = ErrBadName
+	case kind == ErrorSync:
+		e.kind = ErrSync
 	}
 	return e
 }

@@ -35,6 +35,19 @@ type LocalServer interface {
 	DeleteShard(ctx context.Context, name string) error
 }
 
+// LocalBufferedServer is a LocalServer that can also acknowledge a shard
+// before it is durable (see Client.PutBuffered). A LocalServer without it
+// stores every shard durably, so the Client falls back to PutShard and has
+// nothing to Sync there.
+type LocalBufferedServer interface {
+	LocalServer
+	// PutShardBuffered is PutShard, durable only after the next SyncShards.
+	PutShardBuffered(ctx context.Context, name string, data []byte) (sum uint64, err error)
+	// SyncShards makes every shard PutShardBuffered acknowledged before the
+	// call durable; a failure wraps ErrSync.
+	SyncShards(ctx context.Context) error
+}
+
 // ErrServerClosed is what an in-process chunkserver answers after it was
 // closed: the equivalent of a refused connection, so callers pass over it as
 // they would over a dead server.

@@ -20,6 +20,7 @@ import (
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/shards/{name}", s.handleShard)
+	mux.HandleFunc("POST "+chunkserver.SyncPath, s.handleSync)
 	mux.HandleFunc("GET /status", s.handleStatus)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	return s.instrument(mux)
@@ -103,6 +104,15 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, name string) 
 		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
 		return
 	}
+	buffered := false
+	if v := r.URL.Query().Get(chunkserver.ParamBuffered); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("bad %s parameter %q: want true or false", chunkserver.ParamBuffered, v), http.StatusBadRequest)
+			return
+		}
+		buffered = b
+	}
 	var want uint64
 	hasSum := false
 	if h := r.Header.Get(chunkserver.HeaderSum); h != "" {
@@ -144,7 +154,11 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, name string) 
 			return
 		}
 	}
-	sum, err := s.store.Put(name, data)
+	put := s.store.Put
+	if buffered {
+		put = s.store.PutBuffered
+	}
+	sum, err := put(name, data)
 	if err != nil {
 		s.writeStoreError(w, name, err)
 		return
@@ -314,6 +328,38 @@ func (s *Server) handleDelete(w http.ResponseWriter, name string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// handleSync answers 204 once every shard PUT buffered before the request is
+// durable, 500 with HeaderError "sync" when the flush failed.
+func (s *Server) handleSync(w http.ResponseWriter, _ *http.Request) {
+	if err := s.syncStore(); err != nil {
+		code, kind := s.syncFailure(err)
+		if kind != "" {
+			w.Header().Set(chunkserver.HeaderError, kind)
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// syncStore runs the store's Sync; a failure is logged, as the caller may
+// not be the only one whose shards it touches.
+func (s *Server) syncStore() error {
+	err := s.store.Sync()
+	if err != nil && !errors.Is(err, store.ErrClosed) {
+		s.log.Error("flushing buffered shards failed", "err", err)
+	}
+	return err
+}
+
+// syncFailure maps a Sync error to its status and HeaderError value.
+func (s *Server) syncFailure(err error) (code int, kind string) {
+	if errors.Is(err, store.ErrClosed) {
+		return http.StatusServiceUnavailable, ""
+	}
+	return http.StatusInternalServerError, chunkserver.ErrorSync
+}
+
 func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	u, err := s.store.Usage()
 	if err != nil {
@@ -331,5 +377,9 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	s.metrics.write(w, gauges{capacity: u.Capacity, used: u.Used, shards: u.Shards})
+	g := gauges{capacity: u.Capacity, used: u.Used, shards: u.Shards}
+	if us, ok := s.store.(interface{ Unsynced() int }); ok {
+		g.unsynced = us.Unsynced()
+	}
+	s.metrics.write(w, g)
 }

@@ -20,17 +20,42 @@ import (
 // method and status the HTTP request would have had — and drop only its
 // costs: no socket, no request parsing, no copy of the body into a server
 // buffer and no second checksum of bytes that never left the process.
-var _ chunkserver.LocalServer = (*Server)(nil)
+var _ chunkserver.LocalBufferedServer = (*Server)(nil)
 
 // PutShard implements chunkserver.LocalServer.
 func (s *Server) PutShard(_ context.Context, name string, data []byte) (uint64, error) {
 	start := time.Now()
-	sum, code, err := s.putShard(name, data)
+	sum, code, err := s.putShard(name, data, false)
 	s.observeLocal(http.MethodPut, code, start)
 	return sum, err
 }
 
-func (s *Server) putShard(name string, data []byte) (uint64, int, error) {
+// PutShardBuffered implements chunkserver.LocalBufferedServer.
+func (s *Server) PutShardBuffered(_ context.Context, name string, data []byte) (uint64, error) {
+	start := time.Now()
+	sum, code, err := s.putShard(name, data, true)
+	s.observeLocal(http.MethodPut, code, start)
+	return sum, err
+}
+
+// SyncShards implements chunkserver.LocalBufferedServer.
+func (s *Server) SyncShards(_ context.Context) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := s.syncStore()
+	code := http.StatusNoContent
+	if err != nil {
+		var kind string
+		code, kind = s.syncFailure(err)
+		err = chunkserver.NewStatusError(code, kind, err.Error())
+	}
+	s.observeLocal(http.MethodPost, code, start)
+	return err
+}
+
+func (s *Server) putShard(name string, data []byte, buffered bool) (uint64, int, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, 0, err
 	}
@@ -38,7 +63,11 @@ func (s *Server) putShard(name string, data []byte) (uint64, int, error) {
 		return 0, http.StatusRequestEntityTooLarge, chunkserver.NewStatusError(http.StatusRequestEntityTooLarge, "", err.Error())
 	}
 	s.metrics.bytesIn.Add(int64(len(data)))
-	sum, err := s.store.Put(name, data)
+	put := s.store.Put
+	if buffered {
+		put = s.store.PutBuffered
+	}
+	sum, err := put(name, data)
 	if err != nil {
 		code, err := s.localError(name, err)
 		return 0, code, err

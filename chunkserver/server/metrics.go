@@ -33,6 +33,7 @@ type metrics struct {
 	repairsFailed   atomic.Int64
 	deletes         atomic.Int64 // shards deleted on the metaserver's orders
 	heartbeatErrors atomic.Int64
+	flushErrors     atomic.Int64 // background flushes of buffered shards that failed
 }
 
 type reqKey struct {
@@ -55,7 +56,7 @@ func newMetrics() *metrics {
 
 func (m *metrics) observe(method string, code int, d time.Duration) {
 	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete:
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodPost:
 	default:
 		method = "other" // bound the label set against arbitrary methods
 	}
@@ -81,6 +82,7 @@ func (m *metrics) setScrubProgress(f float64) { m.scrubProgress.Store(math.Float
 type gauges struct {
 	capacity, used int64
 	shards         int
+	unsynced       int // buffered shards not yet durable
 }
 
 func (m *metrics) write(w io.Writer, g gauges) {
@@ -100,6 +102,8 @@ func (m *metrics) write(w io.Writer, g gauges) {
 		strconv.FormatFloat(math.Float64frombits(m.scrubProgress.Load()), 'g', -1, 64))
 	p("dockyard_chunkserver_deletes_total", "counter", "Shards deleted on the metaserver's orders.", m.deletes.Load())
 	p("dockyard_chunkserver_heartbeat_errors_total", "counter", "Heartbeats that failed.", m.heartbeatErrors.Load())
+	p("dockyard_chunkserver_unsynced_shards", "gauge", "Buffered shards acknowledged but not yet durable.", g.unsynced)
+	p("dockyard_chunkserver_flush_errors_total", "counter", "Background flushes of buffered shards that failed.", m.flushErrors.Load())
 	fmt.Fprintf(w, "# HELP dockyard_chunkserver_repairs_total Shard repairs by result.\n# TYPE dockyard_chunkserver_repairs_total counter\n")
 	fmt.Fprintf(w, "dockyard_chunkserver_repairs_total{result=\"ok\"} %d\n", m.repairsOK.Load())
 	fmt.Fprintf(w, "dockyard_chunkserver_repairs_total{result=\"failed\"} %d\n", m.repairsFailed.Load())

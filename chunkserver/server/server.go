@@ -54,6 +54,12 @@ type Config struct {
 	// file: less CPU, but only for a disk the chunkservers have to
 	// themselves. Used only when the server opens its own disk store.
 	GroupCommit bool
+	// FlushInterval is how often the disk store makes buffered shards
+	// durable when no client asked with Sync: default
+	// store.DefaultFlushInterval (5 s), which bounds what a power loss can
+	// take from writers that never fsync; negative leaves it to Sync and
+	// shutdown. Used only when the server opens its own disk store.
+	FlushInterval time.Duration
 	// Store replaces the disk store in DataDir (e.g. store.NewMemory in
 	// tests). The caller keeps ownership: Close does not close it.
 	Store store.Store
@@ -191,6 +197,14 @@ func New(cfg Config) (*Server, error) {
 		if cfg.GroupCommit {
 			opts = append(opts, store.WithGroupCommit())
 		}
+		if cfg.FlushInterval != 0 {
+			opts = append(opts, store.WithFlushInterval(cfg.FlushInterval))
+		}
+		// The store starts its flusher at once, before s.log exists.
+		opts = append(opts, store.WithFlushErrorHandler(func(err error) {
+			s.metrics.flushErrors.Add(1)
+			cfg.Logger.Error("background flush of buffered shards failed; retrying", "chunkserver", string(s.id), "err", err)
+		}))
 		d, err := store.OpenDisk(cfg.DataDir, cfg.Capacity, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("chunkserver: %w", err)

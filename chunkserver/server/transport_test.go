@@ -47,6 +47,16 @@ func (c *countingServer) DeleteShard(ctx context.Context, name string) error {
 	return c.LocalServer.DeleteShard(ctx, name)
 }
 
+func (c *countingServer) PutShardBuffered(ctx context.Context, name string, data []byte) (uint64, error) {
+	c.calls.Add(1)
+	return c.LocalServer.(chunkserver.LocalBufferedServer).PutShardBuffered(ctx, name, data)
+}
+
+func (c *countingServer) SyncShards(ctx context.Context) error {
+	c.calls.Add(1)
+	return c.LocalServer.(chunkserver.LocalBufferedServer).SyncShards(ctx)
+}
+
 // forEachTransport runs fn once over HTTP and once in-process against a
 // server made by newServer.
 func forEachTransport(t *testing.T, newServer func(t *testing.T) *server.Server,
