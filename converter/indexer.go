@@ -193,7 +193,11 @@ func (ix *Indexer) layerIndex(ctx context.Context, d digest.Digest) (idx *Index,
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", d, err)
 		}
-		idx, err := BuildIndex(ctx, blob, blob.Size, d.String(), ix.opts.Index)
+		var r io.ReaderAt = blob
+		if y, ok := ctx.Value(yieldKey{}).(func(context.Context) error); ok {
+			r = yieldingReader{ctx: ctx, r: blob, yield: y}
+		}
+		idx, err := BuildIndex(ctx, r, blob.Size, d.String(), ix.opts.Index)
 		closeBlob(blob)
 		if err != nil {
 			return nil, err
