@@ -48,6 +48,11 @@ type Config struct {
 	// converter, to index new layers). It runs on the pushing request, so it
 	// must return quickly and queue long work; its ctx outlives the request.
 	OnManifestPut func(ctx context.Context, repo, digest, mediaType string, body []byte)
+	// OnTransfer, when set, is called as a blob upload or download (GET,
+	// POST, PATCH or PUT carrying blob bytes) starts, and the func it returns
+	// as it ends: the converter waits for these to be over before it indexes
+	// pushed layers in the background. It must be cheap.
+	OnTransfer func() (done func())
 	// Now is the clock (default time.Now); tests of the collector set it.
 	Now func() time.Time
 }
@@ -134,6 +139,9 @@ func (r *Registry) dispatch(c echo.Context) error {
 		return ErrNameInvalid.With("%q", rt.name)
 	}
 	m := req.Method
+	if r.cfg.OnTransfer != nil && isTransfer(rt.kind, m) {
+		defer r.cfg.OnTransfer()()
+	}
 	switch rt.kind {
 	case "base":
 		if m == http.MethodGet || m == http.MethodHead {
@@ -186,6 +194,19 @@ func (r *Registry) dispatch(c echo.Context) error {
 		}
 	}
 	return ErrUnsupported.With("%s %s", m, req.URL.Path)
+}
+
+// isTransfer reports whether a request moves blob bytes: the requests
+// background work should step aside for. HEADs, manifests and listings are
+// small and do not count.
+func isTransfer(kind, method string) bool {
+	switch kind {
+	case "blob":
+		return method == http.MethodGet
+	case "upload":
+		return method == http.MethodPost || method == http.MethodPatch || method == http.MethodPut
+	}
+	return false
 }
 
 func newID() string {
