@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/dockyard/dockyard/converter"
 	"github.com/dockyard/dockyard/registry"
 
@@ -13,17 +15,32 @@ import (
 
 // newRegistry builds the registry over the file system, with the converter
 // indexing every pushed image in the background (one worker: indexing must
-// not starve pushes of CPU). `dockyard serve` and `dockyard registry` both
-// use it, so both index pushed images the same way. The caller closes the
-// returned queue after the registry stops.
-func newRegistry(ctx context.Context, c *dfs.Client, cfg registry.Config, log *slog.Logger) (*registry.Registry, *converter.Queue, error) {
+// not starve pushes of CPU). Conversion also steps aside for blob transfers:
+// it waits until the registry has served none for a second, and pauses while
+// one runs, for at most maxDefer per image (0: it runs at once, alongside
+// transfers). Queued images are journaled in the metaserver, so a restart
+// resumes them. `dockyard serve` and `dockyard registry` both use it, so both
+// index pushed images the same way. The caller closes the returned queue
+// after the registry stops.
+func newRegistry(ctx context.Context, c *dfs.Client, cfg registry.Config, log *slog.Logger, maxDefer time.Duration) (*registry.Registry, *converter.Queue, error) {
 	cfg.Logger = log
-	q := converter.NewQueue(converter.NewIndexer(converter.NewDFSStore(c, 0), converter.IndexerOptions{Logger: log}), 1, 0)
+	opts := []converter.QueueOption{converter.WithJournal(c.Meta())}
+	if maxDefer > 0 {
+		fg := converter.NewForeground(0)
+		opts = append(opts, converter.WithForeground(fg, maxDefer))
+		cfg.OnTransfer = fg.Begin
+	}
+	q := converter.NewQueue(converter.NewIndexer(converter.NewDFSStore(c, 0), converter.IndexerOptions{Logger: log}), 1, 0, opts...)
 	cfg.OnManifestPut = q.OnManifestPut
 	reg, err := registry.NewOnDFS(ctx, cfg, c)
 	if err != nil {
 		q.Close(ctx)
 		return nil, nil, err
+	}
+	if n, err := q.Resume(ctx); err != nil {
+		log.Warn("pending conversions not resumed; those images are indexed on first use", "err", err)
+	} else if n > 0 {
+		log.Info("resuming conversions left pending", "images", n)
 	}
 	return reg, q, nil
 }
@@ -39,3 +56,10 @@ func closeQueue(q *converter.Queue) {
 // defaultSpanCacheDir keeps decompressed layer spans between runs on a host,
 // as a pulled image stays on a docker host.
 const defaultSpanCacheDir = "/var/cache/dockyard/spans"
+
+// addConvertFlag adds --convert-max-defer, shared by serve and registry.
+func addConvertFlag(f *pflag.FlagSet, maxDefer *time.Duration) {
+	f.DurationVar(maxDefer, "convert-max-defer", converter.DefaultMaxDefer,
+		"longest a pushed image's conversion for lazy mounts waits for blob uploads and downloads to pause "+
+			"(0 = convert at once, alongside them)")
+}

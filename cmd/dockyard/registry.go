@@ -26,6 +26,7 @@ func registryCmd() *cobra.Command {
 		listen, meta, ec, logLevel     string
 		maxBlobMB, maxManifestKB       int64
 		gcInterval, gcGrace, uploadTTL time.Duration
+		convertMaxDefer                time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "registry --listen ADDR --meta ADDR[,ADDR...]",
@@ -64,7 +65,7 @@ SIGTERM.`,
 				MaxManifestSize: maxManifestKB << 10,
 				GCGrace:         gcGrace,
 				UploadTTL:       uploadTTL,
-			}, log)
+			}, log, convertMaxDefer)
 			if err != nil {
 				return err
 			}
@@ -86,6 +87,7 @@ SIGTERM.`,
 	f.DurationVar(&gcGrace, "gc-grace", time.Hour, "how long an unreferenced blob is kept after its last upload, mount or reference")
 	f.DurationVar(&uploadTTL, "upload-ttl", 24*time.Hour, "how long an idle upload session is kept")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug (every request), info, warn, error")
+	addConvertFlag(f, &convertMaxDefer)
 	return cmd
 }
 

@@ -27,7 +27,7 @@ func serveCmd() *cobra.Command {
 		data, listen, metaListen, raftListen, ec, logLevel string
 		chunkservers, chunkBasePort                        int
 		chunkCapacityMB                                    int64
-		gcInterval                                         time.Duration
+		gcInterval, convertMaxDefer                        time.Duration
 		fsync, shardHTTP                                   bool
 	)
 	cmd := &cobra.Command{
@@ -103,7 +103,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			defer cluster.Close()
 			log.Info("chunkservers up", "count", chunkservers, "ec", ec)
 
-			reg, queue, err := newRegistry(ctx, cluster.FS, registry.Config{Logger: log}, log)
+			reg, queue, err := newRegistry(ctx, cluster.FS, registry.Config{Logger: log}, log, convertMaxDefer)
 			if err != nil {
 				return err
 			}
@@ -131,6 +131,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	addConvertFlag(f, &convertMaxDefer)
 	addClusterSecretFlag(f)
 	return cmd
 }
