@@ -42,6 +42,10 @@ type Client struct {
 	reported map[shardRef]time.Time
 
 	health serverHealth
+
+	// syncs tracks the chunkservers holding buffered shards per inode,
+	// for File.Sync (see sync.go).
+	syncs syncSet
 }
 
 type shardRef struct {

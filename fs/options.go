@@ -92,6 +92,13 @@ type Options struct {
 	// uncommitted chunks after a lease (minutes), so a file written and then
 	// left alone must still commit on its own.
 	CommitAfter time.Duration
+	// DurableWrites makes every shard durable on its chunkserver before the
+	// write of its chunk completes, as before buffered writes: each shard
+	// costs the chunkserver two flushes, and File.Sync has nothing left to
+	// ask the chunkservers. By default (false) shards are written buffered
+	// and made durable by File.Sync, as a local file system makes a file's
+	// data durable at fsync; see fs/sync.go.
+	DurableWrites bool
 }
 
 // LayerOpener reads files whose bytes live inside a layer blob.

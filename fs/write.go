@@ -169,7 +169,11 @@ func (c *Client) putShards(ctx context.Context, ch metaserver.Chunk, shards [][]
 			// Put hashes the shard, sends the sum along and checks the
 			// server stored exactly that, so its answer is the checksum
 			// to record; hashing again here would cost a second pass.
-			sum, err := c.shards.Put(pctx, s.Addr, metaserver.ShardName(ch.ID, s.Index), shards[s.Index])
+			put := c.shards.PutBuffered
+			if c.opt.DurableWrites {
+				put = c.shards.Put
+			}
+			sum, err := put(pctx, s.Addr, metaserver.ShardName(ch.ID, s.Index), shards[s.Index])
 			c.health.note(s.Addr, err)
 			if err != nil {
 				errs[i] = err
