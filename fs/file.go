@@ -371,6 +371,9 @@ func (f *File) upload(w *wbuf) {
 	ctx, cancel := f.ioCtx()
 	defer cancel()
 	ch, sums, err := f.c.writeChunk(ctx, *w.buf, int64(len(w.data)))
+	if err == nil {
+		f.c.noteBuffered(f.ino, ch)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w.done, w.err, w.chunk, w.sums = true, err, ch, sums
@@ -425,8 +428,16 @@ func (f *File) Flush(ctx context.Context) error {
 	return f.flushLocked(ctx)
 }
 
-// Sync is Flush: shards are durable on the chunkservers once Put returns.
-func (f *File) Sync(ctx context.Context) error { return f.Flush(ctx) }
+// Sync is fsync: it flushes the file (Flush), then makes durable every shard
+// this client wrote buffered for the file since its last Sync, through any
+// handle, by syncing those chunkservers (Client.SyncInode). Close and Flush
+// leave that to Sync, as a local file system does.
+func (f *File) Sync(ctx context.Context) error {
+	if err := f.Flush(ctx); err != nil {
+		return err
+	}
+	return f.c.SyncInode(ctx, f.ino)
+}
 
 func (f *File) flushLocked(ctx context.Context) error {
 	for {
