@@ -208,6 +208,11 @@ func (s *DFSBlobStore) CommitUpload(ctx context.Context, id string, size int64, 
 			return fmt.Errorf("upload %s: %w", id, dfsErr(err))
 		}
 	}
+	// Shards are written buffered: the blob must be durable before the
+	// rename makes it visible and the push is acknowledged.
+	if err := s.c.SyncInode(ctx, a.Ino); err != nil {
+		return fmt.Errorf("upload %s: making it durable: %w", id, dfsErr(err))
+	}
 	if err := s.c.Rename(ctx, p, s.blobPath(d)); err != nil {
 		return fmt.Errorf("committing upload %s as %s: %w", id, d, dfsErr(err))
 	}
