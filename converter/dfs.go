@@ -77,8 +77,14 @@ func (s *DFSStore) WriteIndex(ctx context.Context, d digest.Digest, data []byte)
 		return err
 	}
 	tmp := dir + "/index.tmp-" + randomSuffix()
-	if _, err := s.c.WriteFile(ctx, tmp, bytes.NewReader(data), 0o644); err != nil {
+	a, err := s.c.WriteFile(ctx, tmp, bytes.NewReader(data), 0o644)
+	if err != nil {
 		return s.cleanup(ctx, err, tmp)
+	}
+	// Its shards were written buffered; an index renamed into place marks
+	// the layer done, so it must be durable first.
+	if err := s.c.SyncInode(ctx, a.Ino); err != nil {
+		return s.cleanup(ctx, fmt.Errorf("making index of layer %s durable: %w", d, err), tmp)
 	}
 	if err := s.c.Rename(ctx, tmp, final); err != nil {
 		return s.cleanup(ctx, err, tmp)
