@@ -19,6 +19,8 @@ var (
 	ErrTooLarge = errors.New("raft log entry too large")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("raft log closed")
+	// ErrCanceled: WaitDurable gave up because its caller canceled it.
+	ErrCanceled = errors.New("raft log wait canceled")
 	// ErrFailed wraps the first write or sync error. After it the store
 	// refuses writes until reopened: once fdatasync fails, what the page
 	// cache holds says nothing about the disk, and only a fresh scan does.

@@ -34,7 +34,13 @@ func TestRandomOpsAgainstModel(t *testing.T) {
 			case op < 10: // append
 				from := next()
 				batch := entries(from, from+uint64(rng.IntN(20)), term)
-				store(t, s, batch)
+				if rng.IntN(2) == 0 {
+					store(t, s, batch)
+				} else {
+					// A leader's append: deletes, restarts and rollovers
+					// must cope with a sync still owed.
+					storeDeferred(t, s, batch)
+				}
 				model = append(model, batch...)
 			case op < 12 && len(model) > 1: // compaction
 				k := rng.IntN(len(model) - 1)
@@ -99,6 +105,9 @@ func TestRandomOpsAgainstModel(t *testing.T) {
 				}
 			}
 			checkRange(t, s, model)
+			if rng.IntN(4) == 0 && len(model) > 0 {
+				waitDurable(t, s, model[len(model)-1].Index)
+			}
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)

@@ -73,6 +73,17 @@ type Store struct {
 	segs        []*segment
 	first, last uint64 // both 0 when the log is empty
 	closed      bool
+
+	// Deferred syncs (StoreLogsDeferred, deferred.go). smu is held across
+	// every fdatasync of the tail and by everything that closes or cuts
+	// segments, so the syncer never syncs a file being removed; lock order
+	// is wmu, then smu, then mu or dmu.
+	smu  sync.Mutex
+	dmu  sync.Mutex
+	dur  durability // guarded by dmu
+	kick chan struct{}
+	quit chan struct{}
+	done chan struct{}
 }
 
 var (
@@ -92,7 +103,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft log: %w", err)
 	}
-	s := &Store{dir: dir, opts: opts}
+	s := &Store{dir: dir, opts: opts, dur: durability{ch: make(chan struct{})}}
 	s.spare = &spares{dir: dir, size: opts.SegmentSize, nosync: opts.NoSync, stop: make(chan struct{})}
 	if err := s.recover(); err != nil {
 		for _, sg := range s.segs {
@@ -105,6 +116,17 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("raft log: %w", err)
 	}
 	s.spare.start()
+	// What a killed process appended may still be only in the page cache,
+	// and what this store reports durable must be on the disk.
+	if n := len(s.segs); n > 0 {
+		if err := s.sync(s.segs[n-1]); err != nil {
+			s.spare.close()
+			s.closeFiles()
+			return nil, err
+		}
+	}
+	s.dur.index = s.last
+	s.startSyncer()
 	return s, nil
 }
 
@@ -323,7 +345,9 @@ func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l})
 // StoreLogs appends entries that continue the log (or start it, when it is
 // empty) with one write and one fdatasync; a batch that crosses into a new
 // segment syncs both files.
-func (s *Store) StoreLogs(logs []*raft.Log) error {
+func (s *Store) StoreLogs(logs []*raft.Log) error { return s.storeLogs(logs, false) }
+
+func (s *Store) storeLogs(logs []*raft.Log, deferred bool) error {
 	if len(logs) == 0 {
 		return nil
 	}
@@ -363,6 +387,21 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if cap(s.buf) > 8<<20 {
 		s.buf = nil // do not pin one huge batch's buffer
 	}
+	if deferred {
+		if ok, err := s.writeDeferred(logs, buf, ends); ok || err != nil {
+			if err != nil {
+				s.failed = err
+			}
+			return err
+		}
+		// It needs a new segment: that path syncs (see writeDeferred).
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if err := s.flushLocked(); err != nil {
+		s.failed = err
+		return err
+	}
 	if err := s.write(logs, buf, ends); err != nil {
 		var nw *notWritten
 		if !errors.As(err, &nw) {
@@ -370,6 +409,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		}
 		return err
 	}
+	s.setDurable(logs[len(logs)-1].Index)
 	return nil
 }
 
@@ -488,6 +528,9 @@ func (s *Store) writable() error {
 	if s.failed != nil {
 		return fmt.Errorf("%w: %w", ErrFailed, s.failed)
 	}
+	if err := s.syncFailure(); err != nil {
+		return fmt.Errorf("%w: %w", ErrFailed, err)
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -504,6 +547,14 @@ func (s *Store) DeleteRange(lo, hi uint64) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if err := s.writable(); err != nil {
+		return err
+	}
+	// Segments are cut or closed below: no sync may run meanwhile, and
+	// none may be owed to what stays.
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if err := s.flushLocked(); err != nil {
+		s.failed = err
 		return err
 	}
 	s.mu.RLock()
@@ -582,6 +633,7 @@ func (s *Store) truncateTail(from uint64) error {
 	}
 	s.last = from - 1
 	s.mu.Unlock()
+	s.cutDurable(from - 1)
 	for i := len(drop) - 1; i >= 0; i-- {
 		drop[i].f.Close()
 		if err := os.Remove(drop[i].path); err != nil {
@@ -608,6 +660,7 @@ func (s *Store) deleteAll() error {
 	s.mu.Lock()
 	err := s.removeAll()
 	s.mu.Unlock()
+	s.cutDurable(0)
 	if err != nil {
 		return err
 	}
@@ -640,8 +693,9 @@ func (s *Store) removeAll() error {
 	return nil
 }
 
-// Close stops the background preparation of segments and closes the files.
-// Everything StoreLogs acknowledged is already durable.
+// Close stops the background preparation of segments and the syncer, syncs
+// what StoreLogsDeferred left unsynced and closes the files. Everything
+// StoreLogs acknowledged is already durable.
 func (s *Store) Close() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -651,8 +705,19 @@ func (s *Store) Close() error {
 	if closed {
 		return nil
 	}
+	s.stopSyncer()
 	s.spare.close()
-	return s.closeFiles()
+	var ferr error
+	if s.failed == nil && s.syncFailure() == nil {
+		// Entries appended with a deferred sync are not promised to
+		// anyone yet, but a clean shutdown leaves nothing owed.
+		s.smu.Lock()
+		ferr = s.flushLocked()
+		s.smu.Unlock()
+	}
+	err := errors.Join(ferr, s.closeFiles())
+	s.closeDurable()
+	return err
 }
 
 func (s *Store) closeFiles() error {
