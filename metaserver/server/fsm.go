@@ -149,6 +149,11 @@ type FSM struct {
 	notify   chan struct{} // closed and replaced after every applied batch
 
 	feed changeFeed // namespace changes for watchers (watch.go)
+
+	// gate, when set, blocks until the local Raft log holds an index on
+	// disk: the leader appends its own log in parallel with replication,
+	// and nothing may be applied before it is durable here (leaderlog.go).
+	gate func(index uint64) error
 }
 
 // NewFSM returns an FSM holding an empty namespace: just the root directory,

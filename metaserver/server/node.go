@@ -41,6 +41,7 @@ type Node struct {
 	cfg   Config
 	fsm   *FSM
 	raft  *raft.Raft
+	raftp atomic.Pointer[raft.Raft] // raft, for its goroutines (set after NewRaft)
 	trans *raft.NetworkTransport
 	store *raftboltdb.BoltStore // the StableStore (term, vote)
 	log   *raftlog.Store
@@ -150,14 +151,16 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	// Recent entries are served from memory to replication and to the FSM
 	// instead of being read back from disk.
-	n.logs, err = raft.NewLogCache(4096, n.log)
+	n.logs, err = raft.NewLogCache(4096, leaderLogStore{Store: n.log, raft: &n.raftp})
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: log cache: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.store, n.snaps, n.trans)
+	n.fsm.gate = durableGate(n.log, n.stop)
+	n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.store, n.snaps, durableTransport{NetworkTransport: n.trans, log: n.log})
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: starting raft: %w", err)
 	}
+	n.raftp.Store(n.raft)
 	if !existing && cfg.Join == "" {
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: n.trans.LocalAddr()}}}
 		if err := n.raft.BootstrapCluster(boot).Error(); err != nil {

@@ -28,6 +28,24 @@ func (f *FSM) Apply(l *raft.Log) any {
 // where concurrent proposals pay for the state lock once per batch.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	if f.gate != nil && len(logs) > 0 {
+		if err := f.gate(logs[len(logs)-1].Index); err != nil {
+			if !errGateClosed(err) {
+				// The log could not be made durable: applying would show
+				// state a crash can take back, and skipping would drift.
+				panic(fmt.Sprintf("metaserver fsm: raft log not durable up to entry %d: %v", logs[len(logs)-1].Index, err))
+			}
+			// The node is stopping: nothing is applied, the proposers
+			// hear that it is unavailable and retry elsewhere.
+			we := ms.ToWire(fmt.Errorf("%w: node stopping", ms.ErrUnavailable))
+			for i, l := range logs {
+				if l.Type == raft.LogCommand {
+					out[i] = &result{Err: we}
+				}
+			}
+			return out
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, l := range logs {
