@@ -1,16 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dockyard/dockyard/chunkserver/server"
+	"github.com/dockyard/dockyard/chunkserver/store"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
@@ -22,6 +25,7 @@ func chunkserverCmd() *cobra.Command {
 		labels                        []string
 		capacity, scrubRate           string
 		fsync, groupCommit            bool
+		flushInterval                 time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "chunkserver --data DIR --listen ADDR --meta ADDR[,ADDR...] [--label k=v ...]",
@@ -78,10 +82,12 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 				ScrubRate:   rate,
 				NoSync:      !fsync,
 				GroupCommit: groupCommit,
-				Cluster:     mc,
-				Chunks:      mc,
-				Auth:        secret,
-				Logger:      log,
+				// The flag's 0 means off; the config's 0 means default.
+				FlushInterval: cmp.Or(flushInterval, -1),
+				Cluster:       mc,
+				Chunks:        mc,
+				Auth:          secret,
+				Logger:        log,
 			})
 			if err != nil {
 				return err
@@ -106,6 +112,9 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.StringVar(&capacity, "capacity", "0", "most bytes to store; 0 = the disk's free space (the smaller of the two applies)")
 	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")
 	f.BoolVar(&fsync, "fsync", true, "fsync every shard before acknowledging it; false trades crash durability of the newest writes for speed")
+	f.DurationVar(&flushInterval, "flush-interval", store.DefaultFlushInterval, "how often shards written buffered "+
+		"(acknowledged before they are durable; made durable by a client's fsync) are flushed without one: "+
+		"the most a power loss can take from writers that never fsync; 0 leaves it to fsync and shutdown")
 	f.BoolVar(&groupCommit, "group-commit", false, "concurrent shard writes share file-system flushes (syncfs) instead of an fsync each: less CPU, "+
 		"same durability, but it also flushes everything else written to that file system; only for a disk the chunkserver has to itself")
 	return cmd

@@ -37,6 +37,7 @@ func mountCmd() *cobra.Command {
 		imageRef         string
 		metaCache        bool
 		metaCacheEntries int
+		durableWrites    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "mount [--meta ADDRS] [--image REF] DIR",
@@ -68,9 +69,10 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 				meta = cache
 			}
 			client := dfs.New(meta, shardClient(), dfs.Options{
-				CacheBytes: cacheMB << 20,
-				ReadAhead:  readAheadMB << 20,
-				Logger:     log,
+				CacheBytes:    cacheMB << 20,
+				ReadAhead:     readAheadMB << 20,
+				DurableWrites: durableWrites,
+				Logger:        log,
 			})
 			opt.Logger = log
 			opt.Debug = debug
@@ -126,6 +128,8 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.Int64Var(&cacheMB, "cache-mb", dfs.DefaultCacheBytes>>20, "client block cache in MiB")
 	f.Int64Var(&readAheadMB, "read-ahead-mb", mountReadAheadMB, "sequential read-ahead window in MiB")
 	f.BoolVar(&lazyOnSignal, "lazy-on-signal", true, "on SIGINT/SIGTERM with files still open, detach and serve them until closed")
+	f.BoolVar(&durableWrites, "durable-writes", false, "make every shard durable before a write completes, instead of "+
+		"at fsync as a local file system does (slower; only for programs that never fsync yet need their data to survive a power loss)")
 	f.BoolVar(&debug, "debug", false, "log every FUSE request")
 	f.BoolVar(&metaCache, "meta-cache", true, "answer lookups and stats from a metadata cache kept fresh by the metaserver's change feed")
 	f.IntVar(&metaCacheEntries, "meta-cache-entries", dfs.DefaultMetaCacheEntries, "names plus attributes the metadata cache holds at most")

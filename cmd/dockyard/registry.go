@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/metaserver"
@@ -27,6 +28,7 @@ func registryCmd() *cobra.Command {
 		maxBlobMB, maxManifestKB       int64
 		gcInterval, gcGrace, uploadTTL time.Duration
 		convertMaxDefer                time.Duration
+		durableWrites                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "registry --listen ADDR --meta ADDR[,ADDR...]",
@@ -59,7 +61,7 @@ SIGTERM.`,
 			}
 			defer mc.Close()
 			ctx := cmd.Context()
-			client := dfs.New(mc, shardClient(), dfs.Options{K: k, M: m, Logger: log})
+			client := dfs.New(mc, shardClient(), dfs.Options{K: k, M: m, DurableWrites: durableWrites, Logger: log})
 			reg, queue, err := newRegistry(ctx, client, registry.Config{
 				MaxBlobSize:     maxBlobMB << 20,
 				MaxManifestSize: maxManifestKB << 10,
@@ -88,6 +90,7 @@ SIGTERM.`,
 	f.DurationVar(&uploadTTL, "upload-ttl", 24*time.Hour, "how long an idle upload session is kept")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug (every request), info, warn, error")
 	addConvertFlag(f, &convertMaxDefer)
+	addDurableWritesFlag(f, &durableWrites)
 	return cmd
 }
 
@@ -136,4 +139,12 @@ func registryECFlag(s string) (k, m int, err error) {
 		return 0, 0, fmt.Errorf("%q is not DATA+PARITY, e.g. 4+2", s)
 	}
 	return k, m, nil
+}
+
+// addDurableWritesFlag adds --durable-writes, shared by serve and registry:
+// the registry makes every blob durable before acknowledging it either way;
+// the flag only moves the flushes from the end of an upload to every shard.
+func addDurableWritesFlag(f *pflag.FlagSet, durable *bool) {
+	f.BoolVar(durable, "durable-writes", false, "make every shard durable before it is acknowledged instead of once per "+
+		"finished blob or file (the old behaviour: slower, the same durability for blobs)")
 }

@@ -28,7 +28,7 @@ func serveCmd() *cobra.Command {
 		chunkservers, chunkBasePort                        int
 		chunkCapacityMB                                    int64
 		gcInterval, convertMaxDefer                        time.Duration
-		fsync, shardHTTP                                   bool
+		fsync, shardHTTP, durableWrites                    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -93,7 +93,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				HTTPOnly:      shardHTTP,
 				Meta:          nodeMeta{node},
 				Auth:          secret,
-				FS:            dfs.Options{K: k, M: m, Logger: log},
+				FS:            dfs.Options{K: k, M: m, DurableWrites: durableWrites, Logger: log},
 				Logger:        log,
 			})
 			if err != nil {
@@ -132,6 +132,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	addConvertFlag(f, &convertMaxDefer)
+	addDurableWritesFlag(f, &durableWrites)
 	addClusterSecretFlag(f)
 	return cmd
 }
