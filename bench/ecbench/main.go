@@ -5,6 +5,11 @@
 // disk stores (fsync'd, the real thing) and once with memory stores (the
 // same path with the disk taken out, to show what else limits it).
 //
+// By default every shard is made durable before it is acknowledged (the
+// fs client's DurableWrites); -buffered writes shards buffered and makes the
+// file durable with one Sync at the end, inside the timed write, as an
+// application that writes a file and fsyncs it does.
+//
 // The metaserver is a single-node Raft metaserver in the same process,
 // reached over its HTTP API with the Go client, as `dockyard serve` runs it
 // (-meta memory uses the FSM without Raft instead). A 1 GiB file is a few
@@ -51,6 +56,8 @@ func main() {
 	uploads := flag.Int("uploads", 0, "chunks the fs client encodes and uploads at once (fs.Options.MaxUploads; 0 = its default)")
 	nosync := flag.Bool("nosync", false, "disk stores skip fsync (store.WithoutSync), to show what the fsyncs cost")
 	group := flag.Bool("group-commit", false, "disk stores share file-system flushes between concurrent shard writes (store.WithGroupCommit) instead of an fsync pair per shard")
+	buffered := flag.Bool("buffered", false, "write shards buffered and make the file durable with one Sync at the end (counted in the write), instead of every shard durable on its own")
+	earlyWriteback := flag.Bool("early-writeback", true, "with -buffered, disk stores start each shard file's writeback as soon as it is written (sync_file_range)")
 	transport := flag.String("transport", "local", "how the fs client reaches the chunkservers: local (in-process calls, as `dockyard serve` does) or http (loopback HTTP, as another process does)")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -68,7 +75,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ecbench: -transport %q: want local or http\n", *transport)
 		os.Exit(2)
 	}
-	if err := run(*size, *dir, *stores, *metaKind, *transport, syncMode(*nosync, *group), *uploads, *servers, *k, *m, *down); err != nil {
+	mode := syncMode(*nosync, *group, *buffered, *earlyWriteback)
+	if err := run(*size, *dir, *stores, *metaKind, *transport, mode, *uploads, *servers, *k, *m, *down); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "ecbench:", err)
 		os.Exit(1)
@@ -110,12 +118,18 @@ func run(size int64, dir, stores, metaKind, transport, sync string, uploads, ser
 }
 
 // syncMode names how the disk stores make shards durable.
-func syncMode(nosync, group bool) string {
+func syncMode(nosync, group, buffered, early bool) string {
 	switch {
 	case nosync:
 		return "no fsync"
+	case group && buffered:
+		return "buffered + one sync, group commit"
 	case group:
 		return "group commit"
+	case buffered && !early:
+		return "buffered + one sync, no early writeback"
+	case buffered:
+		return "buffered + one sync"
 	}
 	return "fsync per file"
 }
@@ -195,12 +209,21 @@ func runStore(kind, metaKind, transport, sync string, uploads int, size int64, d
 	for i := range n {
 		cfg := csserver.Config{
 			DataDir: fmt.Sprintf("%s/cs%d", base, i), Cluster: api, Chunks: api,
-			ScrubRate: -1, Logger: quiet, NoSync: sync == "no fsync", GroupCommit: sync == "group commit",
+			ScrubRate: -1, Logger: quiet, NoSync: sync == "no fsync", GroupCommit: strings.Contains(sync, "group commit"),
 		}
 		if kind == "memory" {
 			cfg.Store, cfg.ID = store.NewMemory(0), metaserver.ServerID(fmt.Sprintf("cs%d", i))
 		} else if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return err
+		}
+		if kind == "disk" && strings.Contains(sync, "no early writeback") {
+			// The server has no setting for it: open the store here.
+			d, err := store.OpenDisk(cfg.DataDir, 0, store.WithoutEarlyWriteback())
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			cfg.Store, cfg.ID = d, metaserver.ServerID(fmt.Sprintf("cs%d", i))
 		}
 		s, err := csserver.New(cfg)
 		if err != nil {
@@ -222,13 +245,23 @@ func runStore(kind, metaKind, transport, sync string, uploads int, size int64, d
 			shards.Attach(s.Addr(), s)
 		}
 	}
-	opt := fs.Options{K: k, M: m, Logger: quiet, MaxUploads: uploads}
+	buffered := strings.HasPrefix(sync, "buffered")
+	opt := fs.Options{K: k, M: m, Logger: quiet, MaxUploads: uploads, DurableWrites: !buffered}
 	newClient := func() *fs.Client { return fs.New(api, shards, opt) }
 
 	src := &stream{left: size, block: randomBytes(16<<20, 2), h: xxhash.New()}
 	start, cpu0 := time.Now(), cpuTime()
-	if _, err := newClient().WriteFile(ctx, "/ecbench", src, 0o644); err != nil {
+	wc := newClient()
+	a, err := wc.WriteFile(ctx, "/ecbench", src, 0o644)
+	if err != nil {
 		return fmt.Errorf("write: %w", err)
+	}
+	if buffered {
+		// What fsync on the file costs: every chunkserver it wrote to
+		// flushes what it holds buffered.
+		if err := wc.SyncInode(ctx, a.Ino); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
 	}
 	wall := time.Since(start)
 	report(kind+" stores: write", size, wall, cpuTime()-cpu0, raw)
