@@ -14,7 +14,8 @@
 // blocks. raft group-commits concurrent proposals into one StoreLogs call,
 // so a batch costs one sync whatever its size.
 //
-// Crash model. An append is acknowledged only after its fdatasync returns.
+// Crash model. An append is acknowledged only after its fdatasync returns
+// (for StoreLogsDeferred, once WaitDurable says so).
 // A crash mid-append may leave any subset of the batch's pages on disk; on
 // open the last segment is scanned and cut at the first record that is
 // torn, zero, fails its checksum, or is out of sequence, so only
