@@ -103,6 +103,12 @@ type blockCache struct {
 	lru     *list.List // of *cacheEntry, most recently used at the front
 	items   map[blockKey]*list.Element
 	flights map[blockKey]*flight
+
+	// Read-ahead in flight, over all files (startPrefetch).
+	raMu    sync.Mutex
+	raCond  *sync.Cond
+	raBytes int64
+	raPeak  int64 // the most raBytes ever was, for tests
 }
 
 type cacheEntry struct {
@@ -112,7 +118,9 @@ type cacheEntry struct {
 }
 
 func newBlockCache(max int64) *blockCache {
-	return &blockCache{max: max, lru: list.New(), items: map[blockKey]*list.Element{}, flights: map[blockKey]*flight{}}
+	bc := &blockCache{max: max, lru: list.New(), items: map[blockKey]*list.Element{}, flights: map[blockKey]*flight{}}
+	bc.raCond = sync.NewCond(&bc.raMu)
+	return bc
 }
 
 // lookupLocked returns a cached block (marking it recently used) and, when
@@ -204,4 +212,26 @@ func (bc *blockCache) stats() (bytes int64, blocks int) {
 	bc.mu.Lock()
 	defer bc.mu.Unlock()
 	return bc.used, len(bc.items)
+}
+
+// startPrefetch waits until n more bytes of read-ahead may be in flight: at
+// most half the cache's size over all files, so many sequential readers at
+// once cannot hold more memory than that outside the cache. One fetch is
+// always let through, whatever its size.
+func (bc *blockCache) startPrefetch(n int64) {
+	bc.raMu.Lock()
+	defer bc.raMu.Unlock()
+	for bc.raBytes > 0 && bc.raBytes+n > bc.max/2 {
+		bc.raCond.Wait()
+	}
+	bc.raBytes += n
+	bc.raPeak = max(bc.raPeak, bc.raBytes)
+}
+
+// endPrefetch returns what startPrefetch took.
+func (bc *blockCache) endPrefetch(n int64) {
+	bc.raMu.Lock()
+	bc.raBytes -= n
+	bc.raMu.Unlock()
+	bc.raCond.Broadcast()
 }

@@ -47,10 +47,7 @@ type File struct {
 	// Flush, before their lease runs out.
 	commitTimer *time.Timer
 
-	// sequential read detection and read-ahead
-	raNext   int64
-	raIssued int64
-	raBusy   bool
+	ra readAhead // the read stream and its read-ahead (read.go)
 
 	layer    io.ReaderAt
 	layerErr error
@@ -563,7 +560,7 @@ func (f *File) Truncate(ctx context.Context, size uint64) error {
 	f.attr = in.Attr
 	f.size = in.Size
 	f.extents = append([]metaserver.Extent(nil), in.Extents...)
-	f.raNext, f.raIssued = 0, 0
+	f.ra.restart()
 	f.mu.Unlock()
 	return nil
 }
@@ -780,55 +777,4 @@ func (c *Client) readExtents(ctx context.Context, exts []metaserver.Extent, p []
 		}
 	}
 	return nil
-}
-
-// seqSlack is how far from the previous read's end a read may start and
-// still count as sequential.
-const seqSlack = 8 * blockSize
-
-type readAheadJob struct {
-	exts []metaserver.Extent
-}
-
-// readAheadLocked notices sequential reading and, once the reader has used
-// half of the window fetched ahead, asks for the next one. Read-ahead only
-// warms the block cache, so it needs the cache.
-func (f *File) readAheadLocked(off, n, size int64) *readAheadJob {
-	ra := f.c.opt.ReadAhead
-	// The kernel sends a sequential reader's requests in parallel, so they
-	// arrive slightly out of order: near the last end counts as sequential.
-	sequential := off >= f.raNext-seqSlack && off <= f.raNext+seqSlack
-	f.raNext = max(f.raNext, off+n)
-	if !sequential {
-		f.raNext = off + n
-	}
-	if !sequential || ra <= 0 || f.c.cache == nil || f.raBusy {
-		if !sequential {
-			f.raIssued = 0
-		}
-		return nil
-	}
-	end := f.raNext
-	if f.raIssued >= end+ra/2 {
-		return nil
-	}
-	from := max(f.raIssued, end)
-	to := min(end+ra, size)
-	if from >= to {
-		return nil
-	}
-	f.raIssued = to
-	f.raBusy = true
-	return &readAheadJob{exts: overlapping(f.extents, from, to-from)}
-}
-
-func (f *File) prefetch(job *readAheadJob) {
-	ctx, cancel := f.ioCtx()
-	defer cancel()
-	if err := f.c.readExtents(ctx, job.exts, nil, 0); err != nil {
-		f.c.log.Debug("read-ahead failed", "ino", f.ino, "err", err)
-	}
-	f.mu.Lock()
-	f.raBusy = false
-	f.mu.Unlock()
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -12,15 +14,26 @@ import (
 )
 
 // readChunkData reads chunk data bytes [a, a+n) into dst (len n), or only
-// warms the cache when dst is nil. When too few shards answer it refreshes the
-// chunk's locations once, since a repair may have moved shards since they
-// were cached.
+// warms the cache when dst is nil.
 func (c *Client) readChunkData(ctx context.Context, id metaserver.ChunkID, dst []byte, a, n int64) error {
+	return c.withChunk(ctx, id, func(ch *metaserver.Chunk) error { return c.readChunk(ctx, ch, dst, a, n) })
+}
+
+// lendChunkData returns chunk data bytes [a, a+n) as slices of cached blocks,
+// appended to l, without copying them; see Data.
+func (c *Client) lendChunkData(ctx context.Context, id metaserver.ChunkID, l *Data, a, n int64) error {
+	return c.withChunk(ctx, id, func(ch *metaserver.Chunk) error { return c.lendChunk(ctx, ch, l, a, n) })
+}
+
+// withChunk runs read on the chunk's record. When too few shards answer it
+// refreshes the chunk's locations and tries once more, since a repair may
+// have moved shards since they were cached.
+func (c *Client) withChunk(ctx context.Context, id metaserver.ChunkID, read func(*metaserver.Chunk) error) error {
 	ch, err := c.chunk(ctx, id, false)
 	if err != nil {
 		return err
 	}
-	err = c.readChunk(ctx, ch, dst, a, n)
+	err = read(ch)
 	if err == nil || !errors.Is(err, ErrUnreadable) {
 		return err
 	}
@@ -28,7 +41,7 @@ func (c *Client) readChunkData(ctx context.Context, id metaserver.ChunkID, dst [
 	if ferr != nil || sameLocations(ch, fresh) {
 		return err
 	}
-	return c.readChunk(ctx, fresh, dst, a, n)
+	return read(fresh)
 }
 
 func sameLocations(a, b *metaserver.Chunk) bool {
@@ -45,7 +58,7 @@ func sameLocations(a, b *metaserver.Chunk) bool {
 
 // readChunk serves [a, a+n) of a chunk from the block cache, fetching the
 // missing blocks in runs (one ranged request per shard per run) and sharing
-// fetches already in flight.
+// fetches already in flight. With dst nil it only warms the cache.
 func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte, a, n int64) error {
 	if a < 0 || a+n > ch.Size {
 		return fmt.Errorf("chunk %d: read [%d,%d) outside its %d bytes", ch.ID, a, a+n, ch.Size)
@@ -59,14 +72,58 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 		}
 		return c.readShards(ctx, ch, dst, a)
 	}
+	blocks, slabs, err := c.cachedBlocks(ctx, ch, a, n, dst != nil)
+	if err != nil || dst == nil {
+		return err
+	}
+	first := a / blockSize
+	for i, b := range blocks {
+		bStart := (first + int64(i)) * blockSize
+		lo := max(a, bStart)
+		hi := min(a+n, bStart+int64(len(b)))
+		copy(dst[lo-a:hi-a], b[lo-bStart:hi-bStart])
+	}
+	// The copies are made: the slabs may go back to their pools once the
+	// cache lets go of them too.
+	c.cache.leave(slabs, nil)
+	return nil
+}
+
+// lendChunk appends [a, a+n) of a chunk to l as slices of cached blocks, with
+// a reference to each block's slab. It needs the cache.
+func (c *Client) lendChunk(ctx context.Context, ch *metaserver.Chunk, l *Data, a, n int64) error {
+	if a < 0 || a+n > ch.Size {
+		return fmt.Errorf("chunk %d: read [%d,%d) outside its %d bytes", ch.ID, a, a+n, ch.Size)
+	}
+	if n == 0 {
+		return nil
+	}
+	blocks, slabs, err := c.cachedBlocks(ctx, ch, a, n, true)
+	if err != nil {
+		return err
+	}
+	first := a / blockSize
+	for i, b := range blocks {
+		bStart := (first + int64(i)) * blockSize
+		lo := max(a, bStart)
+		hi := min(a+n, bStart+int64(len(b)))
+		l.add(b[lo-bStart:hi-bStart], slabs[i])
+	}
+	return nil
+}
+
+// cachedBlocks makes sure the cache blocks covering chunk bytes [a, a+n) are
+// cached or fetched, fetching the missing ones in runs. With use set it waits
+// for them and returns them in order, each with a reference to its slab
+// (nil for a block not from a pool) that the caller gives back with
+// blockCache.leave; without it, it returns once the fetches it started are
+// done and takes no references.
+func (c *Client) cachedBlocks(ctx context.Context, ch *metaserver.Chunk, a, n int64, use bool) ([][]byte, []*slab, error) {
 	bc := c.cache
 	first, last := a/blockSize, (a+n-1)/blockSize
 	blocks := make([][]byte, last-first+1)
 	slabs := make([]*slab, last-first+1) // references this read holds
 	waits := make([]*flight, last-first+1)
-	// Only a read that copies out waits for the blocks and uses them; a
-	// warming read (dst nil) takes no references.
-	use := dst != nil
 	type run struct{ from, to int64 } // block indexes [from, to)
 	var runs []run
 	var runFlights [][]*flight
@@ -162,7 +219,7 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 	}
 	if !use {
 		wg.Wait()
-		return nil
+		return nil, nil, nil
 	}
 	for i, fl := range waits {
 		if fl == nil {
@@ -172,25 +229,16 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 		case <-fl.done:
 		case <-ctx.Done():
 			bc.leave(slabs, waits)
-			return ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if fl.err != nil {
 			bc.leave(slabs, waits)
-			return fl.err
+			return nil, nil, fl.err
 		}
 		blocks[i], slabs[i] = fl.data, fl.slab
 		waits[i] = nil
 	}
-	for i, b := range blocks {
-		bStart := (first + int64(i)) * blockSize
-		lo := max(a, bStart)
-		hi := min(a+n, bStart+int64(len(b)))
-		copy(dst[lo-a:hi-a], b[lo-bStart:hi-bStart])
-	}
-	// The copies are made: the slabs may go back to their pools once the
-	// cache lets go of them too.
-	bc.leave(slabs, nil)
-	return nil
+	return blocks, slabs, nil
 }
 
 // shardsByIndex maps shard index to its location; a missing entry means the
@@ -576,4 +624,282 @@ func (c *Client) reconstruct(ctx context.Context, ch *metaserver.Chunk, locs []*
 		}
 	}
 	return out, release, nil
+}
+
+// Data is file bytes a read lends out of the client's block cache instead of
+// copying them: Bufs, in order, hold N bytes. They must not be written to.
+// The cache blocks they point into are not reused until Release, which must
+// be called once the bytes are no longer needed (a FUSE reply written to the
+// kernel, say). A Data not from the cache holds nothing; Release is a no-op.
+type Data struct {
+	Bufs  [][]byte
+	N     int
+	slabs []*slab
+}
+
+// zeros backs the holes of lent data. Nothing writes to it.
+var zeros = make([]byte, blockSize)
+
+// add appends b, held by a reference to s (nil: none), merging it with the
+// previous slice when it continues it in memory, as blocks fetched in one
+// run do: the kernel is then handed fewer pieces.
+func (d *Data) add(b []byte, s *slab) {
+	if s != nil {
+		d.slabs = append(d.slabs, s)
+	}
+	if len(b) == 0 {
+		return
+	}
+	d.N += len(b)
+	if k := len(d.Bufs) - 1; k >= 0 {
+		last := d.Bufs[k]
+		if cap(last) > len(last) && &last[:len(last)+1][len(last)] == &b[0] {
+			d.Bufs[k] = last[:len(last)+len(b)]
+			return
+		}
+	}
+	d.Bufs = append(d.Bufs, b)
+}
+
+// addZeros appends n zero bytes (a hole).
+func (d *Data) addZeros(n int64) {
+	for n > 0 {
+		m := min(n, int64(len(zeros)))
+		d.Bufs = append(d.Bufs, zeros[:m])
+		d.N += int(m)
+		n -= m
+	}
+}
+
+// Release lets the cache reuse the blocks Bufs points into. Bufs must not be
+// used afterwards.
+func (d *Data) Release() {
+	for _, s := range d.slabs {
+		s.release()
+	}
+	d.slabs = nil
+}
+
+// ReadData reads like ReadAt(buf, off), with the same io.EOF convention, but
+// where it can it lends the bytes out of the block cache instead of copying
+// them into buf: a caller that passes the bytes on (a FUSE reply) saves a
+// copy and the clearing of buf. buf is used when the bytes must be
+// assembled: unflushed writes, layer-backed files, no cache.
+func (f *File) ReadData(buf []byte, off int64) (Data, error) {
+	copied := func() (Data, error) {
+		n, err := f.ReadAt(buf, off)
+		return Data{Bufs: [][]byte{buf[:n]}, N: n}, err
+	}
+	if off < 0 || f.layer != nil || f.layerErr != nil || f.c.cache == nil {
+		return copied()
+	}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return Data{}, fmt.Errorf("inode %d: %w", f.ino, ErrClosed)
+	}
+	if len(f.wbufs) > 0 {
+		// Buffered writes overlay the committed bytes: assemble them.
+		f.mu.Unlock()
+		return copied()
+	}
+	size := int64(f.size)
+	if off >= size {
+		f.mu.Unlock()
+		return Data{}, io.EOF
+	}
+	n := min(int64(len(buf)), size-off)
+	exts := overlapping(f.extents, off, n)
+	f.mu.Unlock()
+
+	ctx, cancel := f.ioCtx()
+	defer cancel()
+	d, err := f.c.lendExtents(ctx, exts, off, n)
+	if err != nil {
+		return Data{}, fmt.Errorf("inode %d: reading [%d,%d): %w", f.ino, off, off+n, err)
+	}
+	f.mu.Lock()
+	ra := f.readAheadLocked(off, n, size)
+	f.mu.Unlock()
+	if ra != nil {
+		go f.prefetch(ra)
+	}
+	if n < int64(len(buf)) {
+		return d, io.EOF
+	}
+	return d, nil
+}
+
+// lendExtents lends file bytes [off, off+n) from the chunks of exts, which
+// lie inside that range in order; the gaps between them are holes. Chunks
+// are read in parallel.
+func (c *Client) lendExtents(ctx context.Context, exts []metaserver.Extent, off, n int64) (Data, error) {
+	parts := make([]Data, len(exts))
+	errs := make([]error, len(exts))
+	if len(exts) == 1 {
+		e := exts[0]
+		errs[0] = c.lendChunkData(ctx, e.Chunk, &parts[0], int64(e.ChunkOff), int64(e.Len))
+	} else {
+		var wg sync.WaitGroup
+		for i, e := range exts {
+			wg.Go(func() {
+				errs[i] = c.lendChunkData(ctx, e.Chunk, &parts[i], int64(e.ChunkOff), int64(e.Len))
+			})
+		}
+		wg.Wait()
+	}
+	var d Data
+	for _, p := range parts {
+		d.slabs = append(d.slabs, p.slabs...)
+	}
+	for _, err := range errs {
+		if err != nil {
+			d.Release()
+			return Data{}, err
+		}
+	}
+	at := off
+	for i, e := range exts {
+		d.addZeros(int64(e.Off) - at)
+		for _, b := range parts[i].Bufs {
+			d.add(b, nil)
+		}
+		at = int64(e.Off + e.Len)
+	}
+	d.addZeros(off + n - at)
+	return d, nil
+}
+
+// Read-ahead
+//
+// A file follows one read stream. Reads belong to it while they start
+// within streamSlack of the range it spans: the kernel sends a sequential
+// reader's requests several at a time (its own read-ahead), so they arrive
+// slightly out of order. The stream counts as sequential once it has had two
+// reads (one, if it starts at offset 0) and they cover at least half the
+// range they span, so random reads near each other do not trigger
+// read-ahead, however close they land.
+//
+// The window grows with the stream, as far ahead as the stream has already
+// read (rounded up to a power of two), from one chunk up to
+// Options.ReadAhead: a file read only in part fetches little it will not
+// use, a long stream soon keeps a full window in flight. The window is
+// fetched a chunk at a time by up to window/ChunkSize workers, each taking
+// the next chunk as soon as it finished one, so the chunkservers always have
+// the whole window's reads queued instead of a batch that drains before the
+// next one starts. A read outside the stream starts a new one: the window
+// shrinks back to one chunk and the old stream's workers stop after the
+// chunk they are fetching.
+//
+// Memory: prefetched blocks live in the block cache, so they count against
+// Options.CacheBytes; the bytes being fetched before they get there are
+// bounded, over all files of the client, by half of it (blockCache's
+// prefetch budget). Read-ahead needs the cache.
+
+// streamSlack is how far outside the range a stream spans a read may start
+// and still belong to it. It covers the kernel's own read-ahead (the
+// device's read_ahead_kb, which the mount raises).
+const streamSlack = 8 << 20
+
+type readAhead struct {
+	start, next int64 // the stream's reads span [start, next)
+	seen        int64 // bytes they asked for
+	reads       int
+	window      int64
+	issued      int64  // prefetched (or being prefetched) up to here
+	gen         uint64 // bumped for each new stream; workers of older ones stop
+	workers     int    // prefetch workers running, of any stream
+}
+
+// restart forgets the stream, as after a truncate.
+func (r *readAhead) restart() {
+	*r = readAhead{gen: r.gen + 1, workers: r.workers}
+}
+
+// target is where prefetching of the current window ends: a chunk boundary,
+// so chunks are fetched whole, or the end of the file.
+func (r *readAhead) target(size, cs int64) int64 {
+	return min((r.next+r.window+cs-1)/cs*cs, size)
+}
+
+type readAheadJob struct {
+	gen     uint64
+	workers int
+}
+
+// readAheadLocked notes a read of [off, off+n) and returns the prefetch
+// workers to start, if any; f.mu is held.
+func (f *File) readAheadLocked(off, n, size int64) *readAheadJob {
+	r := &f.ra
+	if r.reads > 0 && off >= r.start-streamSlack && off <= r.next+streamSlack {
+		r.start = min(r.start, off)
+		r.next = max(r.next, off+n)
+		r.seen += n
+		r.reads++
+	} else {
+		r.restart()
+		r.start, r.next, r.seen, r.reads = off, off+n, n, 1
+	}
+	ra, cs := f.c.opt.ReadAhead, f.c.opt.ChunkSize
+	// A stream from the start of the file is taken as sequential from its
+	// first read, as the kernel's read-ahead does: that is how whole-file
+	// readers begin.
+	if ra <= 0 || f.c.cache == nil || (r.reads < 2 && r.start > 0) || 2*r.seen < r.next-r.start {
+		return nil
+	}
+	r.window = min(ra, max(cs, int64(1)<<bits.Len64(uint64(r.seen-1))))
+	from := max(r.issued, r.next)
+	target := r.target(size, cs)
+	if from >= target {
+		return nil
+	}
+	units := int((target - from + cs - 1) / cs)
+	spawn := min(int((r.window+cs-1)/cs)-r.workers, units)
+	if spawn <= 0 {
+		return nil
+	}
+	r.workers += spawn
+	return &readAheadJob{gen: r.gen, workers: spawn}
+}
+
+// prefetch runs the job's workers; each fetches the next chunk of the window
+// into the cache until the window is fetched or its stream ended.
+func (f *File) prefetch(job *readAheadJob) {
+	for range job.workers - 1 {
+		go f.prefetchWorker(job.gen)
+	}
+	f.prefetchWorker(job.gen)
+}
+
+func (f *File) prefetchWorker(gen uint64) {
+	cs := f.c.opt.ChunkSize
+	ctx, cancel := f.ioCtx()
+	defer cancel()
+	for {
+		f.mu.Lock()
+		r := &f.ra
+		from, to := max(r.issued, r.next), r.target(int64(f.size), cs)
+		if f.closed || r.gen != gen || from >= to {
+			r.workers--
+			f.mu.Unlock()
+			return
+		}
+		to = min(to, (from/cs+1)*cs)
+		r.issued = to
+		exts := overlapping(f.extents, from, to-from)
+		f.mu.Unlock()
+
+		f.c.cache.startPrefetch(to - from)
+		err := f.c.readExtents(ctx, exts, nil, 0)
+		f.c.cache.endPrefetch(to - from)
+		if err != nil {
+			// The reader's own read of these bytes will fail or succeed
+			// on its own; read-ahead only stops.
+			f.c.log.Debug("read-ahead failed", "ino", f.ino, "err", err)
+			f.mu.Lock()
+			f.ra.workers--
+			f.mu.Unlock()
+			return
+		}
+	}
 }

@@ -1,0 +1,279 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+)
+
+// raState returns the file's read stream as it stands.
+func raState(f *File) readAhead {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ra
+}
+
+// cached reports whether the block holding file offset off is in the cache.
+func cached(t *testing.T, cl *cluster, c *Client, p string, off int64) bool {
+	t.Helper()
+	ch := cl.chunkAt(t, p, uint64(off))
+	c.cache.mu.Lock()
+	defer c.cache.mu.Unlock()
+	_, ok := c.cache.items[blockKey{ch.ID, off % testChunk / blockSize}]
+	return ok
+}
+
+// TestReadAheadWindowGrowsAndResets: a sequential stream starts with a
+// window of one chunk that doubles as the stream goes on, up to ReadAhead,
+// and the window is fetched ahead of the reader; a read far from the stream
+// starts a new one with a window of one chunk again.
+func TestReadAheadWindowGrowsAndResets(t *testing.T) {
+	const ra = 8 * testChunk
+	const size = 2*streamSlack + 16*testChunk
+	opt := Options{ChunkSize: testChunk, CacheBytes: 64 << 20, ReadAhead: ra}
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(opt), "/f", size)
+	c := cl.client(opt)
+	f, err := c.OpenPath(context.Background(), "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, testChunk/2)
+	read := func(off int64) {
+		t.Helper()
+		if _, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+
+	var windows []int64
+	off := int64(0)
+	for ; off < 12*testChunk; off += int64(len(buf)) {
+		read(off)
+		windows = append(windows, raState(f).window)
+	}
+	if windows[0] != testChunk {
+		t.Fatalf("first window %d, want one chunk (%d)", windows[0], testChunk)
+	}
+	for i := 1; i < len(windows); i++ {
+		if windows[i] < windows[i-1] {
+			t.Fatalf("window shrank during a sequential stream: %v", windows)
+		}
+	}
+	if last := windows[len(windows)-1]; last != ra {
+		t.Fatalf("window after %d sequential bytes is %d, want ReadAhead %d (windows %v)", off, last, ra, windows)
+	}
+	// The whole window ahead of the reader gets fetched.
+	st := raState(f)
+	end := st.target(size, testChunk)
+	if end < off+ra {
+		t.Fatalf("prefetch target %d, reader at %d, window %d", end, off, ra)
+	}
+	waitFor(t, "the window ahead of the reader to be cached", func() bool {
+		return cached(t, cl, c, "/f", end-1)
+	})
+
+	// Far from the stream: a new one, whose window starts over.
+	far := int64(size - 8*testChunk)
+	read(far)
+	if st := raState(f); st.start != far || st.reads != 1 || st.window != 0 {
+		t.Fatalf("after a seek the stream is %+v, want a new one at %d with no window", st, far)
+	}
+	read(far + int64(len(buf)))
+	if st := raState(f); st.window != testChunk {
+		t.Fatalf("second read after the seek: window %d, want one chunk", st.window)
+	}
+	waitFor(t, "read-ahead workers to stop", func() bool { return raState(f).workers == 0 })
+}
+
+// TestRandomReadsDoNotReadAhead: small random reads never start read-ahead,
+// even when they land near each other: each costs the one block it needs.
+func TestRandomReadsDoNotReadAhead(t *testing.T) {
+	const size = 4 << 20 // well inside streamSlack: every read is near the last
+	opt := Options{ChunkSize: testChunk, CacheBytes: 64 << 20, ReadAhead: 8 * testChunk}
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(opt), "/f", size)
+	c := cl.client(opt)
+	f, err := c.OpenPath(context.Background(), "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	buf := make([]byte, 4<<10)
+	const reads = 200
+	for range reads {
+		off := (1 + r.Int64N(size/int64(len(buf))-1)) * int64(len(buf)) // never offset 0
+		if _, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if st := raState(f); st.workers != 0 || st.window != 0 {
+			t.Fatalf("random reads started read-ahead: %+v", st)
+		}
+	}
+	if _, blocks := c.cache.stats(); blocks > reads {
+		t.Fatalf("%d random 4 KiB reads cached %d blocks: something read ahead", reads, blocks)
+	}
+	if c.cache.raPeak != 0 {
+		t.Fatalf("read-ahead fetched %d bytes at once for random reads", c.cache.raPeak)
+	}
+}
+
+// TestReadAheadMemoryBound: many sequential readers at once over a small
+// cache keep the bytes being prefetched within half the cache and the cache
+// within its size, and every reader still gets its file's bytes.
+func TestReadAheadMemoryBound(t *testing.T) {
+	const cache = 8 * testChunk
+	opt := Options{ChunkSize: testChunk, CacheBytes: cache, ReadAhead: 16 * testChunk}
+	cl := newCluster(t, 6)
+	const files = 6
+	wants := make([][]byte, files)
+	for i := range files {
+		wants[i] = writeRandom(t, cl.client(opt), "/f"+string(rune('a'+i)), 24*testChunk+i*1000)
+	}
+	// Slow servers keep many fetches in flight at once.
+	for _, s := range cl.servers {
+		s.setDelay(2 * time.Millisecond)
+	}
+	c := cl.client(opt)
+	var wg sync.WaitGroup
+	for i := range files {
+		wg.Go(func() {
+			f, err := c.OpenPath(context.Background(), "/f"+string(rune('a'+i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			var got []byte
+			buf := make([]byte, 64<<10)
+			for off := int64(0); ; {
+				n, err := f.ReadAt(buf, off)
+				got = append(got, buf[:n]...)
+				off += int64(n)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if !bytes.Equal(got, wants[i]) {
+				t.Errorf("file %d read back different bytes", i)
+			}
+		})
+	}
+	wg.Wait()
+	c.cache.raMu.Lock()
+	peak := c.cache.raPeak
+	c.cache.raMu.Unlock()
+	if peak == 0 || peak > cache/2 {
+		t.Fatalf("read-ahead held up to %d bytes in flight, bound %d", peak, cache/2)
+	}
+	if used, _ := c.cache.stats(); used > cache {
+		t.Fatalf("cache holds %d bytes, bound %d", used, cache)
+	}
+}
+
+// TestReadDataLends: ReadData returns the file's bytes (holes as zeros,
+// unflushed writes included) and, for committed bytes, lends them from the
+// cache without copying; lent blocks stay intact until released, although
+// other reads push them out of the cache meanwhile.
+func TestReadDataLends(t *testing.T) {
+	ctx := context.Background()
+	opt := Options{ChunkSize: testChunk, CacheBytes: 4 * blockSize, ReadAhead: -1}
+	cl := newCluster(t, 6)
+	w := cl.client(opt)
+	want := writeRandom(t, w, "/f", 3*testChunk)
+	other := writeRandom(t, w, "/g", 8*testChunk)
+	// A hole between two committed ranges.
+	h, err := w.CreateFile(ctx, "/h", 0o644, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hole := append(append(randBytes(7, 1000), make([]byte, 2*testChunk)...), randBytes(8, 1000)...)
+	if _, err := h.WriteAt(hole[:1000], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt(hole[len(hole)-1000:], int64(len(hole)-1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c := cl.client(opt)
+	bytesOf := func(d Data) []byte {
+		var b []byte
+		for _, p := range d.Bufs {
+			b = append(b, p...)
+		}
+		if len(b) != d.N {
+			t.Fatalf("Data.N %d, pieces hold %d", d.N, len(b))
+		}
+		return b
+	}
+	f, err := c.OpenPath(ctx, "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, testChunk)
+	off := int64(testChunk / 2) // straddles chunks 0 and 1
+	d, err := f.ReadData(buf, off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range d.Bufs {
+		if &p[0] == &buf[0] {
+			t.Fatal("committed bytes were copied into the caller's buffer, not lent")
+		}
+	}
+	snapshot := bytesOf(d)
+	if !bytes.Equal(snapshot, want[off:off+testChunk]) {
+		t.Fatalf("lent bytes differ at %d", firstDiff(snapshot, want[off:off+testChunk]))
+	}
+	// Push every block out of the tiny cache and through the slab pools.
+	if got := readAll(t, c, "/g"); !bytes.Equal(got, other) {
+		t.Fatal("/g read back wrong")
+	}
+	if !bytes.Equal(bytesOf(d), snapshot) {
+		t.Fatal("lent blocks were reused before Release")
+	}
+	d.Release()
+
+	// Short read at the end of the file.
+	d, err = f.ReadData(buf, int64(len(want))-100)
+	if err != io.EOF || !bytes.Equal(bytesOf(d), want[len(want)-100:]) {
+		t.Fatalf("read at the end: err %v, %d bytes", err, d.N)
+	}
+	d.Release()
+
+	g, err := c.OpenPath(ctx, "/h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	big := make([]byte, len(hole))
+	d, err = g.ReadData(big, 0)
+	if err != nil || !bytes.Equal(bytesOf(d), hole) {
+		t.Fatalf("file with a hole: err %v, bytes differ at %d", err, firstDiff(bytesOf(d), hole))
+	}
+	d.Release()
+
+	// Unflushed writes show through.
+	if _, err := g.WriteAt([]byte("fresh"), 10); err != nil {
+		t.Fatal(err)
+	}
+	d, err = g.ReadData(big, 0)
+	if err != nil || !bytes.Equal(bytesOf(d)[10:15], []byte("fresh")) {
+		t.Fatalf("unflushed write not seen: %v", err)
+	}
+	d.Release()
+}
