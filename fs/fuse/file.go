@@ -153,12 +153,45 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *gofu
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
-	n, err := h.f.ReadAt(dest, off)
+	h.n.m.reads.Add(1)
+	d, err := h.f.ReadData(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.n.m.fail("read", h.n.ino, err)
 	}
-	return gofuse.ReadResultData(dest[:n]), 0
+	h.n.m.readBytes.Add(int64(d.N))
+	return &lentData{d}, 0
 }
+
+// lentData is a read reply whose bytes are lent from the client's block
+// cache: go-fuse writes the pieces to the kernel as they are (writev) and
+// calls Done after, when the blocks may be reused. That saves copying every
+// byte read into the request's buffer.
+type lentData struct{ d dfs.Data }
+
+var _ interface {
+	gofuse.ReadResult
+	Slices() ([][]byte, gofuse.Status)
+} = (*lentData)(nil)
+
+func (r *lentData) Size() int { return r.d.N }
+
+// Bytes is used when go-fuse wants one buffer (debug logging, other
+// transports).
+func (r *lentData) Bytes(buf []byte) ([]byte, gofuse.Status) {
+	if len(r.d.Bufs) == 1 {
+		return r.d.Bufs[0], gofuse.OK
+	}
+	buf = buf[:0]
+	for _, b := range r.d.Bufs {
+		buf = append(buf, b...)
+	}
+	return buf, gofuse.OK
+}
+
+// Slices makes go-fuse write the pieces with one writev, uncopied.
+func (r *lentData) Slices() ([][]byte, gofuse.Status) { return r.d.Bufs, gofuse.OK }
+
+func (r *lentData) Done() { r.d.Release() }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if h.n.m.opt.ReadOnly {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -130,6 +131,10 @@ type mountState struct {
 	// feed is the client's metadata cache when it may push changes to the
 	// kernel (nil otherwise); see feed.go.
 	feed *kernelFeed
+
+	// READ requests that reached the mount and the bytes they returned: a
+	// file the kernel keeps in its page cache costs none (Server.Stats).
+	reads, readBytes atomic.Int64
 }
 
 // hideReserved reports whether name, looked up in dir, is the hidden

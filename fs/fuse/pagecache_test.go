@@ -1,0 +1,71 @@
+package fuse
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	dfs "github.com/dockyard/dockyard/fs"
+)
+
+// TestPageCacheKeptForUnchangedFile: a file read once through the mount is
+// read again from the kernel's page cache, with no READ reaching the mount,
+// as long as its content is unchanged. Once another host rewrites the file,
+// the next open reads the new bytes through the mount.
+func TestPageCacheKeptForUnchangedFile(t *testing.T) {
+	c := newCluster(t)
+	a, _ := c.mount(t, Options{})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mc := c.meta.API()
+	feed := &breakableFeed{w: mc}
+	cacheB := dfs.NewMetaCache(mc, feed, dfs.MetaCacheOptions{PollWait: 100 * time.Millisecond, MaxLag: 100 * time.Millisecond, Logger: quiet})
+	t.Cleanup(func() { cacheB.Close() })
+	b, srvB := c.mountWith(t, dfs.New(cacheB, chunkserver.NewClient(nil), dfs.Options{Logger: quiet}), Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cacheB.WaitLive(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	v1 := randomBytes(t, 3<<20)
+	if err := os.WriteFile(filepath.Join(a, "f"), v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(b, "f")
+	if got := readFile(t, path); !bytes.Equal(got, v1) {
+		t.Fatal("first read through B differs")
+	}
+	first := srvB.Stats()
+	if first.ReadBytes < int64(len(v1)) {
+		t.Fatalf("the first read served %d bytes through the mount, file has %d", first.ReadBytes, len(v1))
+	}
+	reread := func(what string) {
+		t.Helper()
+		before := srvB.Stats()
+		for range 3 {
+			if got := readFile(t, path); !bytes.Equal(got, v1) {
+				t.Fatalf("%s: read differs", what)
+			}
+		}
+		if after := srvB.Stats(); after.ReadRequests != before.ReadRequests {
+			t.Fatalf("%s: %d READ requests (%d bytes) reached the mount for an unchanged file; the page cache was not kept",
+				what, after.ReadRequests-before.ReadRequests, after.ReadBytes-before.ReadBytes)
+		}
+	}
+	reread("reopened")
+
+	// Same size, new content: only the content generation changed.
+	v2 := randomBytes(t, len(v1))
+	overwrite(t, filepath.Join(a, "f"), v2)
+	before := srvB.Stats()
+	waitFor(t, 5*time.Second, "B to read A's new bytes", func() bool { return bytes.Equal(readFile(t, path), v2) })
+	if after := srvB.Stats(); after.ReadBytes-before.ReadBytes < int64(len(v2)) {
+		t.Fatalf("after A rewrote the file B served only %d bytes through the mount", after.ReadBytes-before.ReadBytes)
+	}
+}
