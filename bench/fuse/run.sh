@@ -14,7 +14,11 @@
 #
 #   bench/fuse/run.sh            # SIZE=1G RAND_SECS=20 FILES=10000 WEED=$(command -v weed) DY_MOUNT_ARGS=
 #
-# DY_MOUNT_ARGS is passed to `dockyard mount`, to compare its options (e.g. --max-write 131072).
+# DY_MOUNT_ARGS is passed to `dockyard mount`, to compare its options (e.g. --max-write 131072). DY names a
+# dockyard binary to use instead of building this tree, for A/B runs of two builds back to back.
+#
+# For the dockyard column it also prints the CPU seconds the mount process and the serve process (metaserver and
+# chunkservers) spent in each fio phase, per GiB moved: on a shared machine CPU per byte is steadier than MB/s.
 set -euo pipefail
 
 SIZE=${SIZE:-1G}
@@ -23,6 +27,7 @@ FILES=${FILES:-10000}
 WEED=${WEED:-$(command -v weed || true)}
 TMP_BASE=${TMP_BASE:-/var/tmp}
 DY_MOUNT_ARGS=${DY_MOUNT_ARGS:-}
+DY=${DY:-}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d "$TMP_BASE/fusebench.XXXXXX")
 pids=()
@@ -53,15 +58,20 @@ waitfor() { # waitfor SECONDS DESCRIPTION COMMAND...
 }
 dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-echo "building dockyard" >&2
-(cd "$here" && go build -o "$work/dockyard" ./cmd/dockyard)
-dy="$work/dockyard"
+if [ -n "$DY" ]; then
+	dy=$DY
+else
+	echo "building dockyard" >&2
+	(cd "$here" && go build -o "$work/dockyard" ./cmd/dockyard)
+	dy="$work/dockyard"
+fi
 
 # --- dockyard
 meta=127.0.0.1:$(freeport)
 "$dy" serve --data "$work/dy-data" --listen "127.0.0.1:$(freeport)" --meta-listen "$meta" \
 	--raft-listen "127.0.0.1:$(freeport)" --chunkserver-base-port 0 --log-level warn >"$work/serve.log" 2>&1 &
-pids+=($!)
+dy_serve_pid=$!
+pids+=("$dy_serve_pid")
 mkdir -p "$work/mnt-dockyard"
 dy_mount_pid=""
 dy_mount() {
@@ -109,7 +119,7 @@ fi
 
 mkdir -p "$work/local"
 
-# fio_mbs DIR NAME RW: runs one fio job, prints MB/s (reads: bandwidth; randread: IOPS).
+# fio_run DIR NAME RW [FIO ARGS...]: runs one fio job, prints MB/s (randread: IOPS) and the bytes it moved.
 fio_run() {
 	local dir=$1 name=$2 rw=$3 extra=("${@:4}")
 	fio --name="$name" --directory="$dir" --filename=bench.dat --rw="$rw" --size="$SIZE" --ioengine=psync \
@@ -118,12 +128,28 @@ fio_run() {
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 rw = sys.argv[2]
-if rw == "randread":
-    print("%.0f" % j["read"]["iops"])
-else:
-    side = "write" if rw == "write" else "read"
-    print("%.0f" % (j[side]["bw_bytes"] / 1e6))
+side = "write" if rw == "write" else "read"
+rate = j[side]["iops"] if rw == "randread" else j[side]["bw_bytes"] / 1e6
+print("%.0f %d" % (rate, j[side]["io_bytes"]))
 EOF
+}
+
+# cpu_s PID: user+system CPU seconds the process has used so far.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
+
+declare -A R CPU
+# phase NAME KEY DIR RW [FIO ARGS...]: one fio job into R[NAME.KEY]; for dockyard also the CPU seconds per GiB of
+# the mount and serve processes into CPU[KEY].
+phase() {
+	local name=$1 key=$2 m0 s0 rate bytes
+	shift 2
+	if [ "$name" = dockyard ]; then m0=$(cpu_s "$dy_mount_pid"); s0=$(cpu_s "$dy_serve_pid"); fi
+	read -r rate bytes < <(fio_run "$1" "$name-$key" "${@:2}")
+	R[$name.$key]=$rate
+	if [ "$name" = dockyard ]; then
+		CPU[$key]=$(awk -v m0="$m0" -v m1="$(cpu_s "$dy_mount_pid")" -v s0="$s0" -v s1="$(cpu_s "$dy_serve_pid")" \
+			-v b="$bytes" 'BEGIN { g = b / 2^30; printf "mount %.2f, serve %.2f CPU-s/GiB", (m1 - m0) / g, (s1 - s0) / g }')
+	fi
 }
 
 meta_rates() { # DIR: create/stat/unlink per second over FILES files
@@ -146,21 +172,20 @@ print("%.0f %.0f %.0f" % (c, s, u))
 EOF
 }
 
-declare -A R
 run_target() { # NAME DIR REMOUNT_FN
 	local name=$1 dir=$2 remount=$3
 	echo "$name: sequential write $SIZE" >&2
-	R[$name.write]=$(fio_run "$dir" "$name-write" write --bs=1M --end_fsync=1)
+	phase "$name" write "$dir" write --bs=1M --end_fsync=1
 	$remount; dropcaches
 	echo "$name: cold read" >&2
-	R[$name.cold]=$(fio_run "$dir" "$name-cold" read --bs=1M)
+	phase "$name" cold "$dir" read --bs=1M
 	echo "$name: warm read" >&2
 	# invalidate=0: fio would otherwise drop the file's page cache first,
 	# and a warm reader is exactly one that finds it.
-	R[$name.warm]=$(fio_run "$dir" "$name-warm" read --bs=1M --invalidate=0)
+	phase "$name" warm "$dir" read --bs=1M --invalidate=0
 	$remount; dropcaches
 	echo "$name: 4k random read, ${RAND_SECS}s" >&2
-	R[$name.rand]=$(fio_run "$dir" "$name-rand" randread --bs=4k --time_based --runtime="$RAND_SECS")
+	phase "$name" rand "$dir" randread --bs=4k --time_based --runtime="$RAND_SECS"
 	rm -f "$dir/bench.dat"
 	echo "$name: $FILES files" >&2
 	read -r c s u < <(meta_rates "$dir")
@@ -190,3 +215,5 @@ for row in "write:seq write MB/s" "cold:seq read cold MB/s" "warm:seq read warm 
 	for c in "${cols[@]}"; do printf ' %12s |' "${R[$c.$k]}"; done
 	printf '\n'
 done
+printf '\ndockyard CPU per GiB moved:\n'
+for k in write cold warm rand; do printf '  %-6s %s\n' "$k" "${CPU[$k]}"; done
