@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -43,6 +44,7 @@ import (
 type leaderLogStore struct {
 	*raftlog.Store
 	raft *atomic.Pointer[raft.Raft] // nil until raft.NewRaft returned
+	met  *metrics                   // nil in tests
 }
 
 var (
@@ -53,19 +55,40 @@ var (
 func (s leaderLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
 func (s leaderLogStore) StoreLogs(logs []*raft.Log) error {
-	// raft appends as leader only from its leader loop; a leader that
-	// accepts a newer leader's entries becomes a follower before it
-	// stores them, so a follower's append never takes the deferred path.
+	start := time.Now()
+	deferred := s.deferrable(logs)
+	var err error
+	if deferred {
+		err = s.Store.StoreLogsDeferred(logs)
+	} else {
+		err = s.Store.StoreLogs(logs)
+	}
+	if s.met != nil && err == nil {
+		role := "follower"
+		if deferred {
+			role = "leader"
+		}
+		s.met.logAppend.WithLabelValues(role).Observe(time.Since(start).Seconds())
+		s.met.logEntries.WithLabelValues(role).Observe(float64(len(logs)))
+	}
+	return err
+}
+
+// deferrable reports whether the append is the leader's own and so may
+// return before its fdatasync. raft appends as leader only from its leader
+// loop; a leader that accepts a newer leader's entries becomes a follower
+// before it stores them, so a follower's append never takes this path.
+func (s leaderLogStore) deferrable(logs []*raft.Log) bool {
 	r := s.raft.Load()
 	if r == nil || r.State() != raft.Leader {
-		return s.Store.StoreLogs(logs)
+		return false
 	}
 	for _, l := range logs {
 		if l.Type == raft.LogConfiguration {
-			return s.Store.StoreLogs(logs)
+			return false
 		}
 	}
-	return s.Store.StoreLogsDeferred(logs)
+	return true
 }
 
 // durableTransport is the Raft transport with the commit index it sends to
@@ -112,12 +135,16 @@ func (p durablePipeline) AppendEntries(a *raft.AppendEntriesRequest, r *raft.App
 
 // durableGate makes the FSM wait until the local log holds an index on
 // disk. It fails only when the node stops (or the log failed) first.
-func durableGate(log *raftlog.Store, stop <-chan struct{}) func(uint64) error {
+func durableGate(log *raftlog.Store, stop <-chan struct{}, met *metrics) func(uint64) error {
 	return func(idx uint64) error {
 		if log.Durable() >= idx {
+			met.applyWait.Observe(0)
 			return nil
 		}
-		return log.WaitDurable(idx, stop)
+		start := time.Now()
+		err := log.WaitDurable(idx, stop)
+		met.applyWait.Observe(time.Since(start).Seconds())
+		return err
 	}
 }
 

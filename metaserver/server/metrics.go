@@ -17,6 +17,15 @@ type metrics struct {
 	latency *prometheus.HistogramVec
 	commit  prometheus.Histogram
 	streams prometheus.Gauge
+
+	// Where a write's time goes on this node (leaderlog.go): the Raft log
+	// appends by role (a leader's returns before its fdatasync, a
+	// follower's after), their sizes, and how long the FSM waited for the
+	// leader's own fdatasync after the commit (zero while that sync stays
+	// hidden behind replication).
+	logAppend  *prometheus.HistogramVec
+	logEntries *prometheus.HistogramVec
+	applyWait  prometheus.Histogram
 }
 
 func newMetrics(n *Node) *metrics {
@@ -31,6 +40,18 @@ func newMetrics(n *Node) *metrics {
 	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "dockyard_meta_commit_seconds", Help: "Time from proposing a Raft entry to its application.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
+	})
+	m.logAppend = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "dockyard_meta_log_append_seconds", Help: "Raft log appends by role; a follower's include the fdatasync, a leader's do not.",
+		Buckets: prometheus.ExponentialBuckets(5e-6, 2, 20),
+	}, []string{"role"})
+	m.logEntries = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "dockyard_meta_log_append_entries", Help: "Entries per Raft log append, by role.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+	}, []string{"role"})
+	m.applyWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "dockyard_meta_apply_wait_seconds", Help: "Time committed entries waited for the local log's fdatasync before being applied.",
+		Buckets: prometheus.ExponentialBuckets(5e-6, 2, 20),
 	})
 	m.streams = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dockyard_meta_streams", Help: "Open stream-protocol connections of API clients.",
@@ -59,7 +80,7 @@ func newMetrics(n *Node) *metrics {
 		defer n.fsm.mu.RUnlock()
 		return float64(len(n.fsm.inodes))
 	})
-	m.reg.MustRegister(m.ops, m.latency, m.commit, m.streams, state, leader, applied, commitIdx, inodes, newClusterCollector(n.fsm),
+	m.reg.MustRegister(m.ops, m.latency, m.commit, m.streams, m.logAppend, m.logEntries, m.applyWait, state, leader, applied, commitIdx, inodes, newClusterCollector(n.fsm),
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

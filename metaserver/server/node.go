@@ -151,11 +151,12 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	// Recent entries are served from memory to replication and to the FSM
 	// instead of being read back from disk.
-	n.logs, err = raft.NewLogCache(4096, leaderLogStore{Store: n.log, raft: &n.raftp})
+	n.met = newMetrics(n) // before raft starts: the log store records into it
+	n.logs, err = raft.NewLogCache(4096, leaderLogStore{Store: n.log, raft: &n.raftp, met: n.met})
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: log cache: %w", err)
 	}
-	n.fsm.gate = durableGate(n.log, n.stop)
+	n.fsm.gate = durableGate(n.log, n.stop, n.met)
 	n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.store, n.snaps, durableTransport{NetworkTransport: n.trans, log: n.log})
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: starting raft: %w", err)
@@ -168,7 +169,6 @@ func Start(cfg Config) (_ *Node, err error) {
 		}
 	}
 
-	n.met = newMetrics(n)
 	n.srv = &http.Server{Handler: cfg.Auth.Middleware(n.handler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	n.wg.Add(2)
 	go func() {
