@@ -48,6 +48,7 @@ func run() error {
 		profile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		lookups  = flag.Bool("lookups", true, "after the creates of each run, look every created name up")
 		stale    = flag.Bool("stale", false, "lookups are stale reads, answered by every node (metaserver.AllowStale)")
+		breakdn  = flag.Bool("breakdown", true, "after the table, where the creates' time went on each node (from its /metrics)")
 	)
 	flag.Parse()
 	if *profile != "" {
@@ -92,6 +93,7 @@ func run() error {
 	fmt.Printf("metaserver: %d nodes, %s\n\n", len(addrs), strings.Join(addrs, ","))
 	fmt.Println("| operation | clients | ops | ops/s | p50 | p99 | CPU/op |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	var rows []breakdownRow
 	for _, n := range counts {
 		dir, err := setup.Create(ctx, ms.CreateIn{Parent: base.Ino, Name: fmt.Sprintf("c%d", n), Mode: syscall.S_IFDIR | 0o755, Exclusive: true})
 		if err != nil {
@@ -103,6 +105,12 @@ func run() error {
 				return err
 			}
 		}
+		var before []sample
+		if *breakdn {
+			if before, err = scrapeAll(addrs); err != nil {
+				return fmt.Errorf("reading metrics for the breakdown (-breakdown=false skips it): %w", err)
+			}
+		}
 		created, r, err := phase(cs, *ops, *duration, func(c *ms.Client, i int) error {
 			_, err := c.Create(ctx, ms.CreateIn{Parent: dir.Ino, Name: "f" + strconv.Itoa(i), Mode: syscall.S_IFREG | 0o644, Exclusive: true})
 			return err
@@ -111,6 +119,13 @@ func run() error {
 			return fmt.Errorf("creates with %d clients: %w", n, err)
 		}
 		r.print("create", n)
+		if *breakdn {
+			after, err := scrapeAll(addrs)
+			if err != nil {
+				return fmt.Errorf("reading metrics for the breakdown: %w", err)
+			}
+			rows = append(rows, diffSamples(addrs, before, after, n)...)
+		}
 		if !*lookups {
 			continue
 		}
@@ -129,6 +144,9 @@ func run() error {
 		for _, c := range cs {
 			c.Close()
 		}
+	}
+	if *breakdn {
+		printBreakdown(rows)
 	}
 	return nil
 }
