@@ -256,15 +256,21 @@ func runStore(kind, metaKind, transport, sync string, uploads int, size int64, d
 	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
+	var syncTime time.Duration
 	if buffered {
 		// What fsync on the file costs: every chunkserver it wrote to
 		// flushes what it holds buffered.
+		s0 := time.Now()
 		if err := wc.SyncInode(ctx, a.Ino); err != nil {
 			return fmt.Errorf("sync: %w", err)
 		}
+		syncTime = time.Since(s0)
 	}
 	wall := time.Since(start)
 	report(kind+" stores: write", size, wall, cpuTime()-cpu0, raw)
+	if buffered {
+		fmt.Printf("  (the Sync at the end took %.2f s of it)\n", syncTime.Seconds())
+	}
 	if diskLimit > 0 {
 		fmt.Printf("  (%.0f%% of what the disk takes at %d+%d)\n", 100*mbps(size, wall)/diskLimit, k, m)
 	}

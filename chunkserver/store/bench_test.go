@@ -113,3 +113,40 @@ func benchPutx8(b *testing.B, d *store.Disk) {
 		}
 	})
 }
+
+// The buffered write path: PutBuffered of 1 MiB shards with a Sync after
+// every 64 (a 64 MiB file fsynced), the Sync's cost spread over its Puts.
+// Without early writeback the Sync has to write all 64 MiB itself.
+func BenchmarkDiskPutBuffered1MiBSyncEvery64(b *testing.B) {
+	benchPutBuffered(b, openBenchDisk(b, store.WithFlushInterval(-1)))
+}
+
+func BenchmarkDiskPutBufferedNoEarlyWriteback1MiBSyncEvery64(b *testing.B) {
+	benchPutBuffered(b, openBenchDisk(b, store.WithFlushInterval(-1), store.WithoutEarlyWriteback()))
+}
+
+func benchPutBuffered(b *testing.B, d *store.Disk) {
+	data := randData(1 << 20)
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := d.PutBuffered(fmt.Sprintf("%016x.0", i), data); err != nil {
+			b.Fatal(err)
+		}
+		if i >= 128 {
+			if err := d.Delete(fmt.Sprintf("%016x.0", i-128)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i++
+		if i%64 == 0 {
+			if err := d.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := d.Sync(); err != nil {
+		b.Fatal(err)
+	}
+}
