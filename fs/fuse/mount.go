@@ -132,13 +132,16 @@ func Mount(ctx context.Context, dir string, c *dfs.Client, opt Options) (*Server
 		return nil, fmt.Errorf("mounting %s: %w", abs, err)
 	}
 	s := &Server{Dir: abs, srv: srv, root: root}
-	s.raiseReadAhead(gopt.MountOptions.MaxReadAhead)
+	if ra := opt.withDefaults().KernelReadAhead; ra > 0 {
+		s.raiseReadAhead(ra)
+	}
 	return s, nil
 }
 
 // raiseReadAhead lifts the kernel's per-device read-ahead (128 KiB by
-// default for FUSE) to the request size, so a sequential reader keeps whole
-// 1 MiB requests in flight. It needs root; without it the mount still works.
+// default for FUSE, and capped at max_readahead when the mount starts), so a
+// sequential reader keeps several whole 1 MiB requests in flight. It needs
+// root; without it the mount still works.
 func (s *Server) raiseReadAhead(bytes int) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(s.Dir, &st); err != nil {

@@ -35,6 +35,14 @@ const (
 	// of the round trips 256 KiB requests would, and a chunk of 4 MiB fills
 	// in four requests.
 	DefaultMaxWrite = 1 << 20
+	// DefaultKernelReadAhead is the device read-ahead the mount sets
+	// (read_ahead_kb): four 1 MiB READs in flight for a sequential reader
+	// rather than one or two, so the next request is already on its way
+	// while one is answered. It stays well inside the window within which
+	// the fs client still takes out-of-order requests for one stream (8
+	// MiB). Cold 1 GiB reads through the mount used less CPU per GiB at 4
+	// and 8 MiB than at 1 MiB (bench/fuse/run.sh).
+	DefaultKernelReadAhead = 4 << 20
 	// blockSize is what stat reports as st_blksize: the unit programs such as
 	// cp size their buffers by.
 	blockSize = 1 << 20
@@ -76,6 +84,11 @@ type Options struct {
 	Suid bool
 	// MaxWrite is the largest read or write request, default and most 1 MiB.
 	MaxWrite int
+	// KernelReadAhead is how far ahead of a sequential reader the kernel
+	// asks the mount for pages (the device's read_ahead_kb), default
+	// DefaultKernelReadAhead; negative leaves the kernel's default. Setting
+	// it needs root.
+	KernelReadAhead int
 	// FsName is shown as the source in /proc/mounts and df.
 	FsName string
 	// Debug logs every FUSE request.
@@ -107,6 +120,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxWrite <= 0 || o.MaxWrite > DefaultMaxWrite {
 		o.MaxWrite = DefaultMaxWrite
+	}
+	if o.KernelReadAhead == 0 {
+		o.KernelReadAhead = DefaultKernelReadAhead
 	}
 	if o.FsName == "" {
 		o.FsName = "dockyard"

@@ -3,10 +3,14 @@ package fuse
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,5 +71,41 @@ func TestPageCacheKeptForUnchangedFile(t *testing.T) {
 	waitFor(t, 5*time.Second, "B to read A's new bytes", func() bool { return bytes.Equal(readFile(t, path), v2) })
 	if after := srvB.Stats(); after.ReadBytes-before.ReadBytes < int64(len(v2)) {
 		t.Fatalf("after A rewrote the file B served only %d bytes through the mount", after.ReadBytes-before.ReadBytes)
+	}
+}
+
+// bdiReadAhead returns the mount's device read-ahead in KiB.
+func bdiReadAhead(t *testing.T, dir string) int {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	major, minor := (st.Dev>>8)&0xfff|(st.Dev>>32)&^0xfff, st.Dev&0xff|(st.Dev>>12)&^0xff
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kb
+}
+
+// TestKernelReadAhead: the mount sets the kernel's read-ahead for its device,
+// by default several 1 MiB requests deep.
+func TestKernelReadAhead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("setting a device's read_ahead_kb needs root")
+	}
+	c := newCluster(t)
+	def, _ := c.mount(t, Options{})
+	if got := bdiReadAhead(t, def); got != DefaultKernelReadAhead>>10 {
+		t.Errorf("default mount: read_ahead_kb %d, want %d", got, DefaultKernelReadAhead>>10)
+	}
+	two, _ := c.mount(t, Options{KernelReadAhead: 2 << 20})
+	if got := bdiReadAhead(t, two); got != 2048 {
+		t.Errorf("KernelReadAhead 2 MiB: read_ahead_kb %d, want 2048", got)
 	}
 }
