@@ -32,6 +32,7 @@ func mountCmd() *cobra.Command {
 		opt              fuse.Options
 		cacheMB          int64
 		readAheadMB      int64
+		kernelReadAhead  int
 		debug            bool
 		lazyOnSignal     bool
 		imageRef         string
@@ -78,6 +79,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			})
 			opt.Logger = log
 			opt.Debug = debug
+			opt.KernelReadAhead = kernelReadAhead << 10
 			// A mount made by root serves every user, as a local disk
 			// does; the kernel checks their permissions.
 			opt.AllowOther = os.Geteuid() == 0
@@ -142,6 +144,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.IntVar(&opt.MaxWrite, "max-write", fuse.DefaultMaxWrite, "largest read/write request in bytes (at most 1 MiB)")
 	f.Int64Var(&cacheMB, "cache-mb", dfs.DefaultCacheBytes>>20, "client block cache in MiB")
 	f.Int64Var(&readAheadMB, "read-ahead-mb", mountReadAheadMB, "sequential read-ahead window in MiB")
+	f.IntVar(&kernelReadAhead, "kernel-read-ahead-kb", fuse.DefaultKernelReadAhead>>10, "how far ahead of a sequential reader the kernel asks the mount for pages, in KiB (the device's read_ahead_kb; negative: the kernel's default)")
 	f.BoolVar(&lazyOnSignal, "lazy-on-signal", true, "on SIGINT/SIGTERM with files still open, detach and serve them until closed")
 	f.BoolVar(&durableWrites, "durable-writes", false, "make every shard durable before a write completes, instead of "+
 		"at fsync as a local file system does (slower; only for programs that never fsync yet need their data to survive a power loss)")
