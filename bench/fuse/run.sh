@@ -144,7 +144,13 @@ phase() {
 	local name=$1 key=$2 m0 s0 rate bytes
 	shift 2
 	if [ "$name" = dockyard ]; then m0=$(cpu_s "$dy_mount_pid"); s0=$(cpu_s "$dy_serve_pid"); fi
+	local d0 d1
+	d0=$(awk '$1 == "drop_pagecache" { print $2 }' /proc/vmstat)
 	read -r rate bytes < <(fio_run "$1" "$name-$key" "${@:2}")
+	d1=$(awk '$1 == "drop_pagecache" { print $2 }' /proc/vmstat)
+	# Another process dropping the kernel's caches makes a warm read a cold
+	# one; say so rather than report it as a warm figure.
+	[ "$d0" = "$d1" ] || echo "fusebench: the page cache was dropped by another process during $name $key" >&2
 	R[$name.$key]=$rate
 	if [ "$name" = dockyard ]; then
 		CPU[$key]=$(awk -v m0="$m0" -v m1="$(cpu_s "$dy_mount_pid")" -v s0="$s0" -v s1="$(cpu_s "$dy_serve_pid")" \
@@ -217,3 +223,5 @@ for row in "write:seq write MB/s" "cold:seq read cold MB/s" "warm:seq read warm 
 done
 printf '\ndockyard CPU per GiB moved:\n'
 for k in write cold warm rand; do printf '  %-6s %s\n' "$k" "${CPU[$k]}"; done
+printf '\ndockyard mount sessions so far (write; then cold + warm read):\n'
+grep -h 'unmounted' "$work/mount.log" | sed 's/^/  /' || true
