@@ -61,6 +61,9 @@ func (r *Registry) getBlob(c echo.Context, name, ref string) error {
 	h.Set("ETag", `"`+d.String()+`"`)
 	// Blobs are immutable: a client may cache them for good.
 	h.Set("Cache-Control", "max-age=31536000")
+	if plainGet(c.Request()) {
+		return sendWhole(c.Response(), br, br.Size())
+	}
 	// ServeContent handles Range, If-Range, If-None-Match, HEAD and 416.
 	http.ServeContent(bigWriter{c.Response()}, c.Request(), "", time.Time{}, io.NewSectionReader(br, 0, br.Size()))
 	return nil

@@ -1,0 +1,109 @@
+package registry
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// sendPiece is the unit a whole blob is read and written in: the file
+// system's chunk size, so each read is one chunk's data shards fetched in
+// parallel, straight into the buffer that is then written to the socket.
+const sendPiece = 4 << 20
+
+// plainGet reports whether a GET asks for the whole body unconditionally,
+// which is how clients pull layers; ranges and conditional requests go
+// through http.ServeContent, which implements their rules.
+func plainGet(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	for _, h := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// sendDepth is how many pieces are read ahead of the one being written. A
+// piece takes about as long to read from the chunkservers as to write to a
+// loopback socket, so a few in flight keep both busy; 4 x 4 MiB bounds a
+// download's memory at 16 MiB.
+const sendDepth = 4
+
+var sendBufs = sync.Pool{New: func() any { b := make([]byte, sendPiece); return &b }}
+
+// sendWhole writes all of br as a 200 response body, reading sendDepth
+// pieces ahead in parallel. It replaces http.ServeContent for whole-blob GETs,
+// where ServeContent's single-threaded read-then-write loop leaves the
+// socket idle while each piece is read and the reader idle while it is
+// written. The caller has set every header but Content-Length. It returns
+// only read errors: once the status is sent, a failed read can only cut the
+// body short (the client sees fewer bytes than Content-Length), which is
+// all the caller can do too.
+func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	if size == 0 {
+		return nil
+	}
+	type piece struct {
+		buf  *[]byte
+		n    int
+		err  error
+		done chan struct{}
+	}
+	n := int((size + sendPiece - 1) / sendPiece)
+	pieces := make([]*piece, n)
+	start := func(i int) {
+		p := &piece{buf: sendBufs.Get().(*[]byte), done: make(chan struct{})}
+		pieces[i] = p
+		off := int64(i) * sendPiece
+		want := min(int64(sendPiece), size-off)
+		go func() {
+			defer close(p.done)
+			p.n, p.err = br.ReadAt((*p.buf)[:want], off)
+			switch {
+			case int64(p.n) == want && p.err == io.EOF:
+				p.err = nil
+			case int64(p.n) < want && (p.err == nil || p.err == io.EOF):
+				// The blob is shorter than its size said.
+				p.err = io.ErrUnexpectedEOF
+			}
+		}()
+	}
+	for i := 0; i < min(sendDepth, n); i++ {
+		start(i)
+	}
+	var err error
+	next := min(sendDepth, n)
+	i := 0
+	for ; i < n; i++ {
+		p := pieces[i]
+		<-p.done
+		if p.err != nil {
+			err = fmt.Errorf("reading blob at %d: %w", int64(i)*sendPiece, p.err)
+			break
+		}
+		if next < n {
+			start(next)
+			next++
+		}
+		if _, werr := w.Write((*p.buf)[:p.n]); werr != nil {
+			break // the client went away: nothing to report to it
+		}
+		sendBufs.Put(p.buf)
+		pieces[i] = nil
+	}
+	// Pieces still being read go back to the pool once their read ends.
+	for ; i < next; i++ {
+		if p := pieces[i]; p != nil {
+			<-p.done
+			sendBufs.Put(p.buf)
+		}
+	}
+	return err
+}
