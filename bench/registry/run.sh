@@ -5,7 +5,12 @@
 # (distribution v3.1.2, filesystem driver), side by side in one run. Every
 # round writes a new image (new digests), so no client can skip an upload by
 # mounting or reusing blobs it pushed in an earlier round. Prints a Markdown
-# table of MB/s (median of RUNS) and every round's raw seconds.
+# table of MB/s (median of RUNS), the registry processes' CPU seconds per GiB,
+# and every round's raw seconds. After each `dockyard serve` round it waits
+# until the pushed image is converted for lazy mounts (conversion waits for
+# transfers to pause, so it runs right after the pull) and reports how long
+# that took and what it cost: conversion never runs during another registry's
+# round, and its CPU is counted, not hidden.
 #
 #   bench/registry/run.sh                  # RUNS=5 LAYERS=8 LAYER_MB=128
 #
@@ -132,6 +137,30 @@ for v in $VARIANTS; do
 done
 wait_up "127.0.0.1:$REF_PORT" "$ref_pid" "$work/reference.log"
 
+# cpu PID: the process's user+system CPU seconds so far.
+tick=$(getconf CLK_TCK)
+cpu() { awk -v t="$tick" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$1/stat"; }
+
+# converted ADDR META REPO: wait until `dockyard serve` on ADDR has converted
+# the image just pushed to REPO (its merged tree exists), so that conversion,
+# which waits for transfers to pause and so runs right after a pull, never
+# runs during the next registry's rounds. Prints the seconds it waited.
+converted() {
+	local d start
+	d=$(curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/$3/manifests/bench" |
+		tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}')
+	[ -n "$d" ] || die "no manifest digest for $3 on $1"
+	start=$(date +%s.%N)
+	for _ in $(seq 1200); do
+		if "$DOCKYARD_BIN" stat --meta "$2" "dfs:/.dockyard/images/sha256/${d#sha256:}/rootfs" >/dev/null 2>&1; then
+			awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.3f\n", b - a}'
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "$1 did not convert $3 within 120 s"
+}
+
 # seconds CMD...: run CMD quietly, print its wall-clock seconds.
 seconds() {
 	local start end
@@ -159,7 +188,13 @@ pull() { # tool addr repo
 	esac
 }
 
-declare -A times
+declare -A times cpus
+declare -A dy_meta
+i=0
+for v in $VARIANTS; do
+	dy_meta[$v]=127.0.0.1:$((META_PORT + 2 * i))
+	i=$((i + 1))
+done
 for run in $(seq "$RUNS"); do
 	rm -rf "$work/image"
 	log "run $run: writing a new test image (${LAYERS} x ${LAYER_MB} MiB)"
@@ -168,14 +203,27 @@ for run in $(seq "$RUNS"); do
 	for tool in $TOOLS; do
 		for reg in $VARIANTS reference; do
 			addr=${dy_addr[$reg]:-}
-			[ "$reg" = reference ] && addr=127.0.0.1:$REF_PORT
+			pid=${dy_pid[$reg]:-}
+			if [ "$reg" = reference ]; then addr=127.0.0.1:$REF_PORT pid=$ref_pid; fi
 			repo=bench/$tool-run$run
+			c0=$(cpu "$pid")
 			t=$(seconds push "$tool" "$addr" "$repo")
+			c1=$(cpu "$pid")
 			times[$tool.$reg.push]+="$t "
 			t=$(seconds pull "$tool" "$addr" "$repo")
+			c2=$(cpu "$pid")
 			times[$tool.$reg.pull]+="$t "
+			cpus[$tool.$reg.push]+="$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}') "
+			cpus[$tool.$reg.pull]+="$(awk -v a="$c1" -v b="$c2" 'BEGIN {print b - a}') "
 			rm -rf "$work/pull"
-			log "run $run $tool $reg: push $(echo "${times[$tool.$reg.push]}" | awk '{print $NF}')s pull $t s"
+			extra=
+			if [ "$reg" != reference ]; then
+				w=$(converted "$addr" "${dy_meta[$reg]}" "$repo")
+				times[$tool.$reg.convert-wait]+="$w "
+				cpus[$tool.$reg.convert]+="$(awk -v a="$c2" -v b="$(cpu "$pid")" 'BEGIN {print b - a}') "
+				extra=", converted ${w} s after the pull"
+			fi
+			log "run $run $tool $reg: push $(echo "${times[$tool.$reg.push]}" | awk '{print $NF}') s pull $t s$extra"
 		done
 	done
 done
@@ -199,7 +247,21 @@ for tool in $TOOLS; do
 	done
 done
 echo
-echo "Raw seconds per run:"
+echo "Registry process CPU seconds per GiB (user + system, median of $RUNS runs; convert: the conversion after the pull):"
+echo
+echo "| client | operation | registry | CPU-s/GiB |"
+echo "|---|---|---|---|"
+for k in $(printf '%s\n' "${!cpus[@]}" | sort); do
+	IFS=. read -r tool reg op <<<"$k"
+	printf '| %s | %s | %s | %s |\n' "$tool" "$op" "$reg" \
+		"$(echo "${cpus[$k]}" | median | awk -v b="$bytes" '{printf "%.2f", $1 / (b / 1073741824)}')"
+done
+echo
+echo "Raw seconds per run (convert-wait: from the end of the pull until the image was converted):"
 for k in $(printf '%s\n' "${!times[@]}" | sort); do
 	echo "  $k: ${times[$k]}"
+done
+echo "Raw registry CPU seconds per run:"
+for k in $(printf '%s\n' "${!cpus[@]}" | sort); do
+	echo "  $k: ${cpus[$k]}"
 done
