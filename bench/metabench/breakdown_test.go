@@ -37,3 +37,25 @@ dockyard_meta_commit_seconds_count 7
 		t.Fatal("a malformed value parsed")
 	}
 }
+
+// FuzzParseMetrics: whatever a node serves, the parser returns an error or
+// a sample, never a panic, and keeps only the series the breakdown reads.
+func FuzzParseMetrics(f *testing.F) {
+	f.Add("dockyard_meta_commit_seconds_count 7\n# x\n\n")
+	f.Add(`dockyard_meta_op_seconds_sum{op="create"} 1e-3` + "\nother 1\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		s, err := parseMetrics(strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		known := map[string]bool{}
+		for _, k := range breakdownSeries {
+			known[k] = true
+		}
+		for k := range s {
+			if !known[k] {
+				t.Fatalf("kept series %q the breakdown does not read", k)
+			}
+		}
+	})
+}
