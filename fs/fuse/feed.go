@@ -1,6 +1,8 @@
 package fuse
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,7 +40,30 @@ type kernelFeed struct {
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
+
+	// kept are the names of files with cached pages that invalidateAll
+	// left in the kernel after checking them against the metaserver; they
+	// are checked again every recheckEvery until the cache follows the feed
+	// again, and once more then (only run touches it).
+	kept map[keptEntry]metaserver.Ino
 }
+
+// keptEntry is a name the kernel holds: a child of dir.
+type keptEntry struct {
+	dir  *node
+	name string
+}
+
+const (
+	// recheckEvery is how often names kept across a drop of the metadata
+	// cache are checked while the cache does not follow the feed: as often
+	// as the short attribute timeout would have had the kernel ask.
+	recheckEvery = time.Second
+	// maxKept bounds the names checked one by one at a drop; past it the
+	// rest are invalidated, as before, so a drop never turns into
+	// thousands of lookups.
+	maxKept = 1024
+)
 
 // notifyQueue bounds the batches of changes waiting for the kernel; past it
 // the feed gives up on precision and invalidates everything once.
@@ -109,6 +134,7 @@ func (k *kernelFeed) run() {
 	// notice came after.
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	lastCheck := time.Now()
 	for {
 		select {
 		case <-k.stop:
@@ -116,6 +142,7 @@ func (k *kernelFeed) run() {
 		case changes := <-k.notices:
 			if changes == nil {
 				k.invalidateAll()
+				lastCheck = time.Now()
 			} else {
 				k.apply(changes)
 			}
@@ -123,6 +150,19 @@ func (k *kernelFeed) run() {
 		}
 		if k.overflow.Swap(false) {
 			k.invalidateAll()
+			lastCheck = time.Now()
+		}
+		if len(k.kept) > 0 {
+			_, following := k.cache.Epoch()
+			if following || time.Since(lastCheck) >= recheckEvery {
+				k.recheck()
+				lastCheck = time.Now()
+				if following {
+					// From here on the feed brings every change: this
+					// last check covers the time it did not.
+					clear(k.kept)
+				}
+			}
 		}
 	}
 }
@@ -152,8 +192,21 @@ func (k *kernelFeed) apply(changes []metaserver.Change) {
 	}
 }
 
-// invalidateAll makes the kernel ask again for every name and attribute it
-// holds.
+// invalidateAll makes the kernel ask again for every attribute it holds,
+// and for every name but those of files whose pages it caches and which the
+// metaserver confirms.
+//
+// Why those are spared: invalidating a name unhashes the kernel's dentry,
+// and FUSE evicts an inode as soon as nothing refers to it, so every closed
+// file would lose its page cache with its name, and the next read of an
+// unchanged file would fetch it all again. A drop happens whenever the feed
+// lags by more than MaxLag, which a loaded host sees. The kernel cannot be
+// told to merely revalidate a name (FUSE's EXPIRE_ONLY, which go-fuse does
+// not offer), so such a name is checked here instead: still the same inode,
+// it stays, and it is checked again every recheckEvery until the cache
+// follows the feed, and once more then. A change made meanwhile is seen
+// within about a second, as the short timeouts would have it; a lookup that
+// fails invalidates the name.
 func (k *kernelFeed) invalidateAll() {
 	k.mu.Lock()
 	nodes := make([]*node, 0, len(k.nodes))
@@ -161,12 +214,72 @@ func (k *kernelFeed) invalidateAll() {
 		nodes = append(nodes, n)
 	}
 	k.mu.Unlock()
+	if k.kept == nil {
+		k.kept = map[keptEntry]metaserver.Ino{}
+	}
+	reachable := true
 	for _, n := range nodes {
 		_ = n.NotifyContent(-1, 0)
-		for name := range n.Children() {
+		for name, ch := range n.Children() {
+			c, ok := ch.Operations().(*node)
+			if ok && reachable && len(k.kept) < maxKept && c.cachesPages() {
+				same, err := k.confirm(n, name, c.ino)
+				if err != nil {
+					// The metaserver does not answer: forget names as
+					// before rather than wait on it name by name.
+					reachable = false
+				} else if same {
+					k.kept[keptEntry{n, name}] = c.ino
+					continue
+				}
+			}
 			_ = n.NotifyEntry(name)
 		}
 	}
+}
+
+// recheck checks the kept names again, invalidating those that changed, and
+// all of them once the metaserver fails to answer.
+func (k *kernelFeed) recheck() {
+	reachable := true
+	for e, ino := range k.kept {
+		if reachable {
+			same, err := k.confirm(e.dir, e.name, ino)
+			reachable = err == nil
+			if same {
+				continue
+			}
+		}
+		_ = e.dir.NotifyEntry(e.name)
+		delete(k.kept, e)
+	}
+}
+
+// confirm reports whether the metaserver itself, not the dropped cache,
+// still resolves name in dir to ino. Only a failure to ask is an error; a
+// name that is gone is not the same.
+func (k *kernelFeed) confirm(dir *node, name string, ino metaserver.Ino) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), recheckEvery)
+	defer cancel()
+	a, err := k.cache.API.Lookup(ctx, dir.ino, name)
+	if errors.Is(err, syscall.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return a.Ino == ino, nil
+}
+
+// cachesPages reports whether the kernel may hold pages of n: a regular file
+// opened through this mount.
+func (n *node) cachesPages() bool {
+	if n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.genKnown
 }
 
 // feedMark is where the cache stood when a request started.

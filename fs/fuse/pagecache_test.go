@@ -3,8 +3,10 @@ package fuse
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,8 +22,10 @@ import (
 
 // TestPageCacheKeptForUnchangedFile: a file read once through the mount is
 // read again from the kernel's page cache, with no READ reaching the mount,
-// as long as its content is unchanged. Once another host rewrites the file,
-// the next open reads the new bytes through the mount.
+// as long as its content is unchanged: across opens, and across a failure of
+// the change feed, which makes the kernel forget names and attributes but
+// need not cost the pages. Once another host rewrites the file, the next
+// open reads the new bytes through the mount.
 func TestPageCacheKeptForUnchangedFile(t *testing.T) {
 	c := newCluster(t)
 	a, _ := c.mount(t, Options{})
@@ -64,9 +68,45 @@ func TestPageCacheKeptForUnchangedFile(t *testing.T) {
 	}
 	reread("reopened")
 
+	// The feed fails: the kernel is told to forget what it kept, which
+	// need not include the pages of a file whose name the metaserver
+	// confirms, neither while the feed is down nor after it recovered.
+	breakFeed := func() {
+		t.Helper()
+		feed.broken.Store(true)
+		waitFor(t, 5*time.Second, "B's cache to stop following", func() bool { return !cacheB.Stats().Live })
+	}
+	mendFeed := func() {
+		t.Helper()
+		feed.broken.Store(false)
+		if err := cacheB.WaitLive(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	breakFeed()
+	reread("while the feed is down")
+	mendFeed()
+	reread("after the feed recovered")
+
+	// A name kept across a drop is still checked: A's rename while B's feed
+	// is down reaches B's kernel within about a second.
+	breakFeed()
+	if err := os.Rename(filepath.Join(a, "f"), filepath.Join(a, "g")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "B to see the rename made while its feed was down", func() bool {
+		_, err := os.Stat(path)
+		return errors.Is(err, fs.ErrNotExist)
+	})
+	mendFeed()
+	path = filepath.Join(b, "g")
+	if got := readFile(t, path); !bytes.Equal(got, v1) {
+		t.Fatal("B reads the renamed file wrong")
+	}
+
 	// Same size, new content: only the content generation changed.
 	v2 := randomBytes(t, len(v1))
-	overwrite(t, filepath.Join(a, "f"), v2)
+	overwrite(t, filepath.Join(a, "g"), v2)
 	before := srvB.Stats()
 	waitFor(t, 5*time.Second, "B to read A's new bytes", func() bool { return bytes.Equal(readFile(t, path), v2) })
 	if after := srvB.Stats(); after.ReadBytes-before.ReadBytes < int64(len(v2)) {
