@@ -151,13 +151,17 @@ func (bc *blockCache) putLocked(k blockKey, data []byte, s *slab) {
 	bc.items[k] = bc.lru.PushFront(&cacheEntry{key: k, data: data, slab: s})
 	bc.used += int64(len(data))
 	for bc.used > bc.max {
-		el := bc.lru.Back()
-		e := el.Value.(*cacheEntry)
-		bc.lru.Remove(el)
-		delete(bc.items, e.key)
-		bc.used -= int64(len(e.data))
-		e.slab.release()
+		bc.removeLocked(bc.lru.Back())
 	}
+}
+
+// removeLocked drops a cache entry and its reference to its slab.
+func (bc *blockCache) removeLocked(el *list.Element) {
+	e := el.Value.(*cacheEntry)
+	bc.lru.Remove(el)
+	delete(bc.items, e.key)
+	bc.used -= int64(len(e.data))
+	e.slab.release()
 }
 
 // finish completes flights with the fetched blocks, held in slab s, (or the
@@ -234,4 +238,20 @@ func (bc *blockCache) endPrefetch(n int64) {
 	bc.raBytes -= n
 	bc.raMu.Unlock()
 	bc.raCond.Broadcast()
+}
+
+// dropRead removes from the cache the blocks wholly inside the chunk ranges
+// of exts, which a reader that keeps them has just read (ReadDataKept).
+// Readers holding references keep their blocks until they let go.
+func (bc *blockCache) dropRead(exts []metaserver.Extent) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	for _, e := range exts {
+		lo, hi := int64(e.ChunkOff), int64(e.ChunkOff+e.Len)
+		for i := (lo + blockSize - 1) / blockSize; (i+1)*blockSize <= hi; i++ {
+			if el, ok := bc.items[blockKey{e.Chunk, i}]; ok {
+				bc.removeLocked(el)
+			}
+		}
+	}
 }

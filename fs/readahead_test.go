@@ -277,3 +277,72 @@ func TestReadDataLends(t *testing.T) {
 	}
 	d.Release()
 }
+
+// TestReadDataKeptDropsBehind: a sequential stream read with ReadDataKept
+// leaves in the cache only what was read ahead of it, where ReadData keeps
+// every block; random reads keep theirs either way.
+func TestReadDataKeptDropsBehind(t *testing.T) {
+	const size = 32 * testChunk
+	const ra = 4 * testChunk
+	opt := Options{ChunkSize: testChunk, CacheBytes: 64 << 20, ReadAhead: ra}
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(opt), "/f", size)
+	stream := func(kept bool) int64 {
+		t.Helper()
+		c := cl.client(opt)
+		f, err := c.OpenPath(context.Background(), "/f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		// Whole blocks, as the kernel's 1 MiB requests are: only blocks
+		// a read covers whole are dropped.
+		buf := make([]byte, 2*blockSize)
+		for off := int64(0); off < size; off += int64(len(buf)) {
+			read := f.ReadData
+			if kept {
+				read = f.ReadDataKept
+			}
+			d, err := read(buf, off)
+			if err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			var got []byte
+			for _, b := range d.Bufs {
+				got = append(got, b...)
+			}
+			d.Release()
+			if !bytes.Equal(got, want[off:off+int64(len(buf))]) {
+				t.Fatalf("kept=%v: read at %d differs", kept, off)
+			}
+		}
+		waitFor(t, "read-ahead to finish", func() bool { return raState(f).workers == 0 })
+		used, _ := c.cache.stats()
+		return used
+	}
+	if used := stream(false); used != size {
+		t.Fatalf("ReadData left %d bytes cached, want the whole file (%d)", used, size)
+	}
+	if used := stream(true); used > ra {
+		t.Fatalf("ReadDataKept left %d bytes cached after a sequential read, want at most the window (%d)", used, ra)
+	}
+
+	// Random reads are not dropped: they are what the cache is for.
+	c := cl.client(opt)
+	f, err := c.OpenPath(context.Background(), "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4<<10)
+	for _, off := range []int64{5 * testChunk, 20 * testChunk, 9 * testChunk, 27 * testChunk} {
+		d, err := f.ReadDataKept(buf, off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Release()
+	}
+	if _, blocks := c.cache.stats(); blocks != 4 {
+		t.Fatalf("four random reads left %d blocks cached, want 4", blocks)
+	}
+}

@@ -152,9 +152,12 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *gofu
 	return ch, fh, fuseFlags, 0
 }
 
+// Read lends the bytes from the client's cache (see lentData). The kernel
+// keeps what it reads in its page cache, so the client need not keep a
+// second copy of what a sequential reader consumed (ReadDataKept).
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
 	h.n.m.reads.Add(1)
-	d, err := h.f.ReadData(dest, off)
+	d, err := h.f.ReadDataKept(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.n.m.fail("read", h.n.ino, err)
 	}
