@@ -56,7 +56,7 @@ func (s leaderLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft
 
 func (s leaderLogStore) StoreLogs(logs []*raft.Log) error {
 	start := time.Now()
-	deferred := s.deferrable(logs)
+	leader, deferred := s.mode(logs)
 	var err error
 	if deferred {
 		err = s.Store.StoreLogsDeferred(logs)
@@ -65,7 +65,7 @@ func (s leaderLogStore) StoreLogs(logs []*raft.Log) error {
 	}
 	if s.met != nil && err == nil {
 		role := "follower"
-		if deferred {
+		if leader {
 			role = "leader"
 		}
 		s.met.logAppend.WithLabelValues(role).Observe(time.Since(start).Seconds())
@@ -74,21 +74,21 @@ func (s leaderLogStore) StoreLogs(logs []*raft.Log) error {
 	return err
 }
 
-// deferrable reports whether the append is the leader's own and so may
+// mode reports whether the append is the leader's own and whether it may
 // return before its fdatasync. raft appends as leader only from its leader
 // loop; a leader that accepts a newer leader's entries becomes a follower
-// before it stores them, so a follower's append never takes this path.
-func (s leaderLogStore) deferrable(logs []*raft.Log) bool {
+// before it stores them, so a follower's append is never deferred.
+func (s leaderLogStore) mode(logs []*raft.Log) (leader, deferred bool) {
 	r := s.raft.Load()
 	if r == nil || r.State() != raft.Leader {
-		return false
+		return false, false
 	}
 	for _, l := range logs {
 		if l.Type == raft.LogConfiguration {
-			return false
+			return true, false
 		}
 	}
-	return true
+	return true, true
 }
 
 // durableTransport is the Raft transport with the commit index it sends to

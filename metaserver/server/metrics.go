@@ -42,7 +42,7 @@ func newMetrics(n *Node) *metrics {
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
 	})
 	m.logAppend = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "dockyard_meta_log_append_seconds", Help: "Raft log appends by role; a follower's include the fdatasync, a leader's do not.",
+		Name: "dockyard_meta_log_append_seconds", Help: "Raft log appends by role; a follower's include the fdatasync, a leader's (but for membership changes) do not.",
 		Buckets: prometheus.ExponentialBuckets(5e-6, 2, 20),
 	}, []string{"role"})
 	m.logEntries = prometheus.NewHistogramVec(prometheus.HistogramOpts{
