@@ -46,13 +46,19 @@
 // a file fetches its inode afresh from the metaserver (close-to-open): when
 // the content generation (Attr.Gen) is the one the kernel's page cache was
 // filled from, the open keeps the page cache (FOPEN_KEEP_CACHE); otherwise the
-// kernel drops it and is told that the cached size is stale. Within one mount
+// kernel drops it and is told that the cached size is stale.
+// When the metadata cache drops itself the kernel is told to forget names,
+// except those of files with cached pages that the metaserver confirms (see
+// kernelFeed.invalidateAll): forgetting a name would cost the file its pages. Within one mount
 // every open of an inode shares one *fs.File, so readers see the writes of
 // other descriptors before they are flushed, as on a local disk.
 //
 // Data path: requests are up to 1 MiB (max_write, max_read) and the
-// device's read-ahead is raised to match, so a sequential stream costs few
-// round trips. The kernel's writeback cache is off: with it the kernel, not
+// device's read-ahead is raised to 4 MiB, so a sequential stream costs few
+// round trips and has several in flight. READ replies lend the client's
+// cached blocks to go-fuse, which writes them to the kernel with one writev
+// (no copy into a reply buffer); blocks a sequential reader consumed whole
+// then leave the client's cache, since the kernel's page cache has them. The kernel's writeback cache is off: with it the kernel, not
 // the metaserver, owns a file's size and mtime, which two hosts writing one
 // file cannot agree on. Passthrough needs a local file to pass through to,
 // which a network file system has not. Reads do not update atime (the mount
