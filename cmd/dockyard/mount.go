@@ -19,9 +19,11 @@ import (
 // mountReadAheadMB is the mount's read-ahead window, larger than the fs
 // client's default: a mount serves whole-file sequential readers (cp, tar,
 // fio), and cold 1 GiB reads measured 397 MB/s at 8 MiB, 426–457 at 32 and
-// 452–465 at 64 on one disk (docs/benchmarks.md, FUSE mount). 32 MiB takes
-// most of the gain while eight concurrent readers still fit the 256 MiB
-// block cache.
+// 452–465 at 64 on one disk (docs/benchmarks.md, FUSE mount). With the
+// window now fetched chunk by chunk without pauses, alternating runs on a
+// loaded machine gave 273–324 MB/s at 16 MiB, 341–371 at 32 and 336–365 at
+// 64. 32 MiB takes the gain while eight concurrent readers still fit the
+// 256 MiB block cache.
 const mountReadAheadMB = 32
 
 func init() { subcommands = append(subcommands, mountCmd) }
