@@ -28,105 +28,118 @@ import (
 // instead, and File.Sync then calls no chunkserver.
 
 // maxSyncInodes bounds the inodes whose servers are remembered. Past it the
-// servers of an inode are moved to one set every Sync covers: correct, at the
-// price of syncing a few more servers than needed, while a client writes
+// needs of an evicted inode move to one set every Sync covers: correct, at
+// the price of syncing a few more servers than needed, while a client writes
 // tens of thousands of files without ever syncing them.
 const maxSyncInodes = 1 << 16
 
-// syncSet remembers, per inode, the chunkservers holding buffered shards
-// this client wrote for it that no Sync has covered yet. The zero value is
-// ready to use.
+// syncSet remembers which buffered shards no Sync has covered yet, with a
+// sequence number per chunkserver: every buffered Put acknowledged by a
+// server takes that server's next number, an inode remembers the highest
+// number of its own Puts per server, and a server's Sync that succeeds
+// covers every number given out before the Sync was sent. An inode's data is
+// durable once each of its servers is synced past the inode's number there.
+//
+// Numbers, rather than a set that a Sync takes away, keep concurrent Syncs
+// honest: two fsyncs of one file (or a Sync of a file whose servers another
+// file's Sync is flushing) each wait for a flush that covers their writes,
+// and a failed flush leaves the need in place for every caller. The zero
+// value is ready to use.
 type syncSet struct {
-	mu    sync.Mutex
-	byIno map[metaserver.Ino]map[string]struct{}
-	// overflow holds the servers of inodes evicted past maxSyncInodes;
-	// every Sync covers them.
-	overflow map[string]struct{}
+	mu      sync.Mutex
+	servers map[string]*serverSeq
+	byIno   map[metaserver.Ino]map[string]uint64
+	// overflow holds the needs of inodes evicted past maxSyncInodes; every
+	// Sync covers them.
+	overflow map[string]uint64
 }
+
+// serverSeq counts one chunkserver's buffered Puts: written is the last
+// number given out, synced the highest a successful Sync covered.
+type serverSeq struct{ written, synced uint64 }
 
 // add records that ch's shards went to their servers buffered for ino.
 func (s *syncSet) add(ino metaserver.Ino, ch metaserver.Chunk) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byIno == nil {
-		s.byIno = map[metaserver.Ino]map[string]struct{}{}
+		s.byIno = map[metaserver.Ino]map[string]uint64{}
+		s.servers = map[string]*serverSeq{}
 	}
-	set := s.byIno[ino]
-	if set == nil {
+	need := s.byIno[ino]
+	if need == nil {
 		if len(s.byIno) >= maxSyncInodes {
 			s.evictLocked()
 		}
-		set = map[string]struct{}{}
-		s.byIno[ino] = set
+		need = map[string]uint64{}
+		s.byIno[ino] = need
 	}
 	for _, sh := range ch.Shards {
-		set[sh.Addr] = struct{}{}
+		srv := s.servers[sh.Addr]
+		if srv == nil {
+			srv = &serverSeq{}
+			s.servers[sh.Addr] = srv
+		}
+		srv.written++
+		need[sh.Addr] = srv.written
 	}
 }
 
-// evictLocked moves one inode's servers (whichever the map yields first) to
-// the overflow set.
+// evictLocked moves one inode's needs (whichever the map yields first) to
+// the overflow.
 func (s *syncSet) evictLocked() {
 	if s.overflow == nil {
-		s.overflow = map[string]struct{}{}
+		s.overflow = map[string]uint64{}
 	}
-	for ino, set := range s.byIno {
-		for a := range set {
-			s.overflow[a] = struct{}{}
-		}
+	for ino, need := range s.byIno {
+		mergeNeed(s.overflow, need)
 		delete(s.byIno, ino)
 		return
 	}
 }
 
-// take removes and returns the servers a Sync of ino must cover: the
-// inode's own and the overflow's. shared marks those that came from the
-// overflow, so a failure puts them back where other inodes find them.
-func (s *syncSet) take(ino metaserver.Ino) (addrs []string, shared map[string]bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	own := s.byIno[ino]
-	delete(s.byIno, ino)
-	for a := range own {
-		addrs = append(addrs, a)
+func mergeNeed(dst, src map[string]uint64) {
+	for a, seq := range src {
+		dst[a] = max(dst[a], seq)
 	}
-	if len(s.overflow) > 0 {
-		shared = make(map[string]bool, len(s.overflow))
-		for a := range s.overflow {
-			// A server in both sets goes back to the overflow on
-			// failure, which every Sync covers, the inode's included.
-			shared[a] = true
-			if _, dup := own[a]; !dup {
-				addrs = append(addrs, a)
-			}
-		}
-		s.overflow = nil
-	}
-	return addrs, shared
 }
 
-// putBack records again servers whose Sync failed, so the next Sync asks
-// them again.
-func (s *syncSet) putBack(ino metaserver.Ino, failed []string, shared map[string]bool) {
+// due returns the servers a Sync of ino must flush (the inode's and the
+// overflow's not yet covered) with, for each, the number a successful flush
+// sent now covers.
+func (s *syncSet) due(ino metaserver.Ino) map[string]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, a := range failed {
-		if shared[a] {
-			if s.overflow == nil {
-				s.overflow = map[string]struct{}{}
+	var out map[string]uint64
+	for _, need := range []map[string]uint64{s.byIno[ino], s.overflow} {
+		for a, seq := range need {
+			srv := s.servers[a]
+			if srv.synced >= seq {
+				continue
 			}
-			s.overflow[a] = struct{}{}
-			continue
+			if out == nil {
+				out = map[string]uint64{}
+			}
+			out[a] = srv.written
 		}
-		if s.byIno == nil {
-			s.byIno = map[metaserver.Ino]map[string]struct{}{}
+	}
+	return out
+}
+
+// synced records a successful flush of addr covering Puts up to seq, and
+// forgets the needs it satisfied.
+func (s *syncSet) synced(ino metaserver.Ino, addr string, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	srv := s.servers[addr]
+	srv.synced = max(srv.synced, seq)
+	for _, need := range []map[string]uint64{s.byIno[ino], s.overflow} {
+		if need[addr] <= srv.synced {
+			delete(need, addr)
 		}
-		set := s.byIno[ino]
-		if set == nil {
-			set = map[string]struct{}{}
-			s.byIno[ino] = set
-		}
-		set[a] = struct{}{}
+	}
+	if need := s.byIno[ino]; need != nil && len(need) == 0 {
+		delete(s.byIno, ino)
 	}
 }
 
@@ -139,38 +152,44 @@ func (c *Client) noteBuffered(ino metaserver.Ino, ch metaserver.Chunk) {
 }
 
 // SyncInode makes durable every shard this client wrote buffered for ino
-// since the inode's last Sync: it syncs those chunkservers in parallel and
+// that no Sync has covered yet: it syncs those chunkservers in parallel and
 // returns their failures joined (each a *chunkserver.ShardError; a failed
 // flush wraps chunkserver.ErrSync). Servers that failed are asked again by
-// the next Sync. It does not flush open handles' buffers: File.Sync does
+// the next Sync, and a Sync running meanwhile for another caller does not
+// count until it has succeeded. It does not flush open handles' buffers: File.Sync does
 // that first. Writers outside File (the converter's WriteFile) call it
 // before they record a file as done.
 func (c *Client) SyncInode(ctx context.Context, ino metaserver.Ino) error {
-	addrs, shared := c.syncs.take(ino)
-	if len(addrs) == 0 {
+	due := c.syncs.due(ino)
+	if len(due) == 0 {
 		return nil
 	}
-	errs := make([]error, len(addrs))
-	var wg sync.WaitGroup
-	for i, a := range addrs {
+	var (
+		mu     sync.Mutex
+		errs   []error
+		failed int
+		wg     sync.WaitGroup
+	)
+	for a, seq := range due {
 		wg.Go(func() {
 			sctx, cancel := context.WithTimeout(ctx, c.opt.IOTimeout)
 			defer cancel()
-			errs[i] = c.shards.Sync(sctx, a)
-			c.health.note(a, errs[i])
+			err := c.shards.Sync(sctx, a)
+			c.health.note(a, err)
+			if err == nil {
+				c.syncs.synced(ino, a, seq)
+				return
+			}
+			mu.Lock()
+			errs = append(errs, err)
+			failed++
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	var failed []string
-	for i, err := range errs {
-		if err != nil {
-			failed = append(failed, addrs[i])
-		}
-	}
-	if len(failed) == 0 {
+	if failed == 0 {
 		return nil
 	}
-	c.syncs.putBack(ino, failed, shared)
 	return fmt.Errorf("inode %d: making data durable on %d of %d chunkservers failed: %w",
-		ino, len(failed), len(addrs), errors.Join(errs...))
+		ino, failed, len(due), errors.Join(errs...))
 }
