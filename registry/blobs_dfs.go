@@ -168,7 +168,17 @@ func (w *dfsWriter) ReadFrom(r io.Reader) (int64, error) {
 	return n, dfsErr(err)
 }
 
-func (w *dfsWriter) Close() error { return dfsErr(w.f.Close()) }
+// Close makes the bytes written durable, then releases the file. The
+// registry acknowledges each PATCH with the range it now holds, and the
+// upload may be finished by another registry process (or this one after a
+// restart), whose commit cannot know which chunkservers took these bytes.
+func (w *dfsWriter) Close() error {
+	err := w.f.Sync(w.ctx)
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	return dfsErr(err)
+}
 
 func (s *DFSBlobStore) WriteUpload(ctx context.Context, id string, offset int64) (io.WriteCloser, error) {
 	f, err := s.c.OpenPath(ctx, s.uploadPath(id))
@@ -209,7 +219,9 @@ func (s *DFSBlobStore) CommitUpload(ctx context.Context, id string, size int64, 
 		}
 	}
 	// Shards are written buffered: the blob must be durable before the
-	// rename makes it visible and the push is acknowledged.
+	// rename makes it visible and the push is acknowledged. Every writer
+	// syncs at Close, so this finds nothing left unless a truncate above
+	// rewrote the last chunk.
 	if err := s.c.SyncInode(ctx, a.Ino); err != nil {
 		return fmt.Errorf("upload %s: making it durable: %w", id, dfsErr(err))
 	}

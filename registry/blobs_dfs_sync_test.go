@@ -21,8 +21,10 @@ import (
 
 // TestCommitUploadMakesBlobDurable: the fs client writes shards buffered, so
 // an upload's bytes sit unsynced on the chunkservers' disks until the
-// registry finalizes it; by the time CommitUpload returns, and the blob is
-// visible, no chunkserver holds a shard that is not durable.
+// registry syncs them: when a PATCH's writer closes (the registry then
+// acknowledges the range) and again when the upload is committed, so that no
+// blob becomes visible while a chunkserver holds a shard of it that is not
+// durable.
 func TestCommitUploadMakesBlobDurable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -85,6 +87,8 @@ func TestCommitUploadMakesBlobDurable(t *testing.T) {
 		blob[i] = byte(r.Uint32())
 	}
 	d := digestOf("sha256", blob)
+	// Each PATCH is acknowledged with the range the registry holds, so the
+	// writer's Close makes its bytes durable.
 	if err := s.CreateUpload(ctx, "u1"); err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +96,33 @@ func TestCommitUploadMakesBlobDurable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.Copy(w, bytes.NewReader(blob)); err != nil {
+	if _, err := io.Copy(w, bytes.NewReader(blob[:300<<10])); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if n := unsynced(); n != 0 {
+		t.Fatalf("%d shards not durable after the upload's writer closed", n)
+	}
+
+	// The commit syncs too: here the rest of the upload is written past
+	// the writer (as a process that stopped before its Close would leave
+	// it; a plain Close leaves shards buffered, which also shows the
+	// writer's Close above is what synced), and CommitUpload must still not make the blob visible before
+	// those bytes are durable.
+	f, err := c.OpenPath(ctx, s.uploadPath("u1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(blob[300<<10:], 300<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if unsynced() == 0 {
-		t.Fatal("test set-up: the upload's shards were durable before the commit; nothing left to check")
+		t.Fatal("test set-up: the rest of the upload was durable before the commit; nothing left to check")
 	}
 	if err := s.CommitUpload(ctx, "u1", int64(len(blob)), d); err != nil {
 		t.Fatalf("CommitUpload: %v", err)
