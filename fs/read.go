@@ -863,7 +863,9 @@ func (f *File) readAheadLocked(off, n, size int64) *readAheadJob {
 	// first read, as the kernel's read-ahead does: that is how whole-file
 	// readers begin.
 	r.sequential = (r.reads >= 2 || r.start == 0) && 2*r.seen >= r.next-r.start
-	if ra <= 0 || f.c.cache == nil || !r.sequential {
+	// Only a read at the stream's front asks for more: a stream read
+	// backwards is dense too, but never reaches what lies ahead of it.
+	if ra <= 0 || f.c.cache == nil || !r.sequential || off+n < r.next-streamSlack {
 		return nil
 	}
 	r.window = min(ra, max(cs, int64(1)<<bits.Len64(uint64(r.seen-1))))

@@ -346,3 +346,35 @@ func TestReadDataKeptDropsBehind(t *testing.T) {
 		t.Fatalf("four random reads left %d blocks cached, want 4", blocks)
 	}
 }
+
+// TestBackwardStreamStopsReadingAhead: a file read backwards is dense, but
+// read-ahead, which only looks forward, stops once the reader is a stream
+// slack away from the front, before the window grows to ReadAhead: the
+// window is then at most twice the slack (it grows in powers of two).
+func TestBackwardStreamStopsReadingAhead(t *testing.T) {
+	const ra = 4 * streamSlack
+	const size = 8 * streamSlack
+	opt := Options{ChunkSize: testChunk, CacheBytes: 256 << 20, ReadAhead: ra}
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(opt), "/f", size)
+	c := cl.client(opt)
+	f, err := c.OpenPath(context.Background(), "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, blockSize)
+	// Start in the middle, so there is a whole window ahead to fetch.
+	var reads int64
+	for off := int64(size/2) - int64(len(buf)); off >= 0; off -= int64(len(buf)) {
+		if _, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		reads++
+	}
+	waitFor(t, "read-ahead to finish", func() bool { return raState(f).workers == 0 })
+	_, blocks := c.cache.stats()
+	if ahead := int64(blocks) - reads; ahead*blockSize > 2*streamSlack+testChunk {
+		t.Fatalf("reading backwards fetched %d bytes ahead of the stream; want at most twice the stream slack (%d)", ahead*blockSize, 2*streamSlack)
+	}
+}
