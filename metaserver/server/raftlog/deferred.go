@@ -2,6 +2,7 @@ package raftlog
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -62,6 +63,10 @@ func (s *Store) WaitDurable(index uint64, cancel <-chan struct{}) error {
 			return ErrClosed
 		}
 		select {
+		case s.urgent <- struct{}{}: // someone waits: no point delaying the sync
+		default:
+		}
+		select {
 		case <-d.ch:
 		case <-cancel:
 			return ErrCanceled
@@ -106,6 +111,7 @@ func (s *Store) writeDeferred(logs []*raft.Log, buf []byte, ends []int) (bool, e
 
 func (s *Store) startSyncer() {
 	s.kick = make(chan struct{}, 1)
+	s.urgent = make(chan struct{}, 1)
 	s.quit = make(chan struct{})
 	s.done = make(chan struct{})
 	go s.syncer()
@@ -116,17 +122,37 @@ func (s *Store) stopSyncer() {
 	<-s.done
 }
 
-// syncer syncs the tail segment whenever deferred appends wait for it. One
-// fdatasync covers every append written before it started, so appends
-// arriving during a sync share the next one.
+// syncer syncs the tail segment after deferred appends. A sync starts at
+// once unless the previous one started less than Options.SyncDelay ago;
+// then it waits for the rest of that interval, or until someone blocks in
+// WaitDurable. One fdatasync covers every append written before it
+// started, so appends arriving meanwhile share it.
 func (s *Store) syncer() {
 	defer close(s.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var lastStart time.Time
 	for {
+		urgent := false
 		select {
 		case <-s.quit:
 			return
 		case <-s.kick:
+		case <-s.urgent:
+			urgent = true
 		}
+		if wait := time.Until(lastStart.Add(s.opts.SyncDelay)); wait > 0 && !urgent {
+			timer.Reset(wait)
+			select {
+			case <-s.quit:
+				timer.Stop()
+				return
+			case <-s.urgent:
+				timer.Stop()
+			case <-timer.C:
+			}
+		}
+		lastStart = time.Now()
 		s.smu.Lock()
 		err := s.flushLocked()
 		s.smu.Unlock()

@@ -157,3 +157,40 @@ func TestDeferredAppendsWithWaiters(t *testing.T) {
 		t.Fatalf("Durable = %d, want %d", d, n)
 	}
 }
+
+// SyncDelay spaces deferred syncs, and a waiter cuts the wait short.
+func TestSyncDelay(t *testing.T) {
+	s := open(t, t.TempDir(), Options{SegmentSize: 1 << 20, SyncDelay: time.Hour})
+	store(t, s, entries(1, 1, 1)) // the first segment comes with a synced append
+	storeDeferred(t, s, entries(2, 3, 1))
+	// The first sync in a while starts at once.
+	waitFor(t, "entries 2..3 synced without a waiter", func() bool { return s.Durable() == 3 })
+	storeDeferred(t, s, entries(4, 6, 1))
+	time.Sleep(30 * time.Millisecond)
+	if d := s.Durable(); d != 3 {
+		t.Fatalf("Durable = %d within the sync delay, want 3 (the next sync waits)", d)
+	}
+	start := time.Now()
+	waitDurable(t, s, 6)
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("WaitDurable took %v: a waiter must start the delayed sync", el)
+	}
+
+	// Without a waiter the delayed sync still comes, once the delay is over.
+	s2 := open(t, t.TempDir(), Options{SegmentSize: 1 << 20, SyncDelay: 50 * time.Millisecond})
+	store(t, s2, entries(1, 1, 1))
+	storeDeferred(t, s2, entries(2, 2, 1))
+	storeDeferred(t, s2, entries(3, 4, 1))
+	waitFor(t, "entries 1..4 synced after the delay", func() bool { return s2.Durable() == 4 })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

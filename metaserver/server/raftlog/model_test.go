@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -15,7 +16,8 @@ import (
 func TestRandomOpsAgainstModel(t *testing.T) {
 	for seed := uint64(1); seed <= 4; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
-		opts := Options{SegmentSize: int64(1024 + rng.IntN(3072)), NoSync: true}
+		opts := Options{SegmentSize: int64(1024 + rng.IntN(3072)), NoSync: true,
+			SyncDelay: time.Duration(rng.IntN(2)) * time.Millisecond}
 		dir := t.TempDir()
 		s, err := Open(dir, opts)
 		if err != nil {

@@ -34,6 +34,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -49,6 +50,15 @@ type Options struct {
 	// NoSync skips every fsync: for tests and benchmarks that accept losing
 	// recent entries on power loss. Segments are then created sparse.
 	NoSync bool
+	// SyncDelay spaces the fdatasyncs of deferred appends
+	// (StoreLogsDeferred): one starts at once unless the previous one
+	// started less than SyncDelay ago, and then when that interval is over
+	// or as soon as a WaitDurable has to block. Zero syncs after every
+	// append. A Raft leader appends one or two entries at a time, each
+	// followed by replication that takes longer than a sync; syncing every
+	// one multiplies the flushes that the followers' fdatasyncs, which the
+	// commit does wait for, queue behind on a shared disk.
+	SyncDelay time.Duration
 }
 
 // DefaultSegmentSize is the segment size used when Options leave it zero.
@@ -79,12 +89,13 @@ type Store struct {
 	// every fdatasync of the tail and by everything that closes or cuts
 	// segments, so the syncer never syncs a file being removed; lock order
 	// is wmu, then smu, then mu or dmu.
-	smu  sync.Mutex
-	dmu  sync.Mutex
-	dur  durability // guarded by dmu
-	kick chan struct{}
-	quit chan struct{}
-	done chan struct{}
+	smu    sync.Mutex
+	dmu    sync.Mutex
+	dur    durability // guarded by dmu
+	kick   chan struct{}
+	urgent chan struct{} // a WaitDurable blocks
+	quit   chan struct{}
+	done   chan struct{}
 }
 
 var (
