@@ -49,6 +49,7 @@ func run() error {
 		lookups  = flag.Bool("lookups", true, "after the creates of each run, look every created name up")
 		stale    = flag.Bool("stale", false, "lookups are stale reads, answered by every node (metaserver.AllowStale)")
 		breakdn  = flag.Bool("breakdown", true, "after the table, where the creates' time went on each node (from its /metrics)")
+		syncWait = flag.Duration("leader-sync-delay", 0, "in-process cluster: server.Config.LeaderSyncDelay (0: the default; negative: sync each append at once)")
 	)
 	flag.Parse()
 	if *profile != "" {
@@ -72,7 +73,7 @@ func run() error {
 	}
 	addrs := splitAddrs(*meta)
 	if len(addrs) == 0 {
-		cluster, err := startCluster(*nodes, *noSync)
+		cluster, err := startCluster(*nodes, *noSync, *syncWait)
 		if err != nil {
 			return err
 		}
@@ -245,7 +246,7 @@ type cluster struct {
 	dir   string
 }
 
-func startCluster(size int, noSync bool) (*cluster, error) {
+func startCluster(size int, noSync bool, syncDelay time.Duration) (*cluster, error) {
 	dir, err := os.MkdirTemp("", "metabench-")
 	if err != nil {
 		return nil, err
@@ -255,6 +256,7 @@ func startCluster(size int, noSync bool) (*cluster, error) {
 		cfg := server.Config{
 			ID: fmt.Sprintf("m%d", i), DataDir: fmt.Sprintf("%s/m%d", dir, i),
 			APIAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0", NoSync: noSync, LogOutput: io.Discard,
+			LeaderSyncDelay: syncDelay,
 		}
 		if i > 1 {
 			cfg.Join = c.nodes[0].APIAddr()

@@ -22,6 +22,7 @@ const (
 	defaultSnapshotThresh   = 16384
 	defaultTrailingLogs     = 10240
 	defaultSnapshotsRetain  = 2
+	defaultLeaderSyncDelay  = time.Millisecond
 )
 
 // Config of a metaserver node. Zero values take the defaults above; the Raft
@@ -60,6 +61,12 @@ type Config struct {
 	// LogSegmentSize is the size of the Raft log's segment files
 	// (default raftlog.DefaultSegmentSize, 16 MiB).
 	LogSegmentSize int64
+	// LeaderSyncDelay is how long the leader lets its own log appends wait
+	// for their fdatasync so that several share one (raftlog
+	// Options.SyncDelay; default 1 ms, negative syncs each at once). The
+	// sync runs while replication does; a commit that arrives first starts
+	// it at once, so a write never waits longer than one sync for it.
+	LeaderSyncDelay time.Duration
 
 	// Auth, when set, makes the API and the Raft transport refuse peers
 	// without the cluster secret, and signs the node's own requests to
@@ -86,6 +93,7 @@ func (c *Config) setDefaults() {
 	set(&c.ChunkLease, defaultChunkLease)
 	set(&c.RepairTimeout, defaultRepairTimeout)
 	set(&c.MaintainInterval, defaultMaintainInterval)
+	set(&c.LeaderSyncDelay, defaultLeaderSyncDelay)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = defaultSnapshotThresh
 	}

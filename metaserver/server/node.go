@@ -99,7 +99,8 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("metaserver: opening raft state in %s (is another metaserver using it?): %w", cfg.DataDir, err)
 	}
 	// The bolt lock above keeps a second process out of the log too.
-	n.log, err = raftlog.Open(filepath.Join(cfg.DataDir, "raftlog"), raftlog.Options{NoSync: cfg.NoSync, SegmentSize: cfg.LogSegmentSize})
+	n.log, err = raftlog.Open(filepath.Join(cfg.DataDir, "raftlog"), raftlog.Options{NoSync: cfg.NoSync, SegmentSize: cfg.LogSegmentSize,
+		SyncDelay: max(cfg.LeaderSyncDelay, 0)})
 	if err != nil {
 		return nil, fmt.Errorf("metaserver: opening raft log: %w", err)
 	}
