@@ -733,7 +733,7 @@ func (f *File) readData(buf []byte, off int64, kept bool) (Data, error) {
 	}
 	f.mu.Lock()
 	ra := f.readAheadLocked(off, n, size)
-	sequential := f.ra.sequential
+	sequential := f.ra.sequential()
 	f.mu.Unlock()
 	if ra != nil {
 		go f.prefetch(ra)
@@ -789,8 +789,8 @@ func (c *Client) lendExtents(ctx context.Context, exts []metaserver.Extent, off,
 
 // Read-ahead
 //
-// A file follows one read stream. Reads belong to it while they start
-// within streamSlack of the range it spans: the kernel sends a sequential
+// A file follows up to maxStreams read streams. A read belongs to the stream
+// whose range it starts within streamSlack of: the kernel sends a sequential
 // reader's requests several at a time (its own read-ahead), so they arrive
 // slightly out of order. The stream counts as sequential once it has had two
 // reads (one, if it starts at offset 0) and they cover at least half the
@@ -804,9 +804,9 @@ func (c *Client) lendExtents(ctx context.Context, exts []metaserver.Extent, off,
 // fetched a chunk at a time by up to window/ChunkSize workers, each taking
 // the next chunk as soon as it finished one, so the chunkservers always have
 // the whole window's reads queued instead of a batch that drains before the
-// next one starts. A read outside the stream starts a new one: the window
-// shrinks back to one chunk and the old stream's workers stop after the
-// chunk they are fetching.
+// next one starts. A read near no stream starts a new one in place of the
+// least recently read, with a window of one chunk; the old stream's workers
+// stop after the chunk they are fetching.
 //
 // Memory: prefetched blocks live in the block cache, so they count against
 // Options.CacheBytes; the bytes being fetched before they get there are
@@ -818,29 +818,81 @@ func (c *Client) lendExtents(ctx context.Context, exts []metaserver.Extent, off,
 // device's read_ahead_kb, which the mount raises).
 const streamSlack = 8 << 20
 
+// maxStreams is how many read streams a file follows at once: every open of
+// a file in a FUSE mount shares one File, so two processes reading the same
+// file, or one reading two parts of it, must not keep resetting each other's
+// stream. The least recently read stream gives way to a new one.
+const maxStreams = 4
+
+// readAhead is a file's read streams.
 type readAhead struct {
-	start, next int64 // the stream's reads span [start, next)
-	seen        int64 // bytes they asked for
-	reads       int
-	window      int64
-	issued      int64  // prefetched (or being prefetched) up to here
-	gen         uint64 // bumped for each new stream; workers of older ones stop
-	workers     int    // prefetch workers running, of any stream
-	sequential  bool   // as of the last read
+	streams [maxStreams]stream
+	last    int    // the stream of the latest read
+	clock   uint64 // counts reads, for choosing the stream to give way
+	gens    uint64 // stream generations handed out
 }
 
-// restart forgets the stream, as after a truncate.
+// stream is one sequence of reads and its read-ahead.
+type stream struct {
+	start, next int64 // its reads span [start, next)
+	seen        int64 // bytes they asked for
+	reads       int   // 0: the slot is free
+	window      int64
+	issued      int64  // prefetched (or being prefetched) up to here
+	gen         uint64 // changes when the slot starts a new stream; workers of the old one stop
+	workers     int    // prefetch workers running in this slot, of any generation
+	sequential  bool   // as of its latest read
+	used        uint64 // readAhead.clock at its latest read
+}
+
+// restart forgets every stream, as after a truncate.
 func (r *readAhead) restart() {
-	*r = readAhead{gen: r.gen + 1, workers: r.workers}
+	for i := range r.streams {
+		r.gens++
+		r.streams[i] = stream{gen: r.gens, workers: r.streams[i].workers}
+	}
+}
+
+// sequential reports whether the latest read belonged to a sequential stream.
+func (r *readAhead) sequential() bool { return r.streams[r.last].sequential }
+
+// pick returns the stream a read at off belongs to: the one whose range it
+// starts nearest to, within streamSlack; else a free slot or the least
+// recently read one, restarted for a new stream.
+func (r *readAhead) pick(off int64) int {
+	best, bestDist := -1, int64(-1)
+	for i := range r.streams {
+		st := &r.streams[i]
+		if st.reads == 0 || off < st.start-streamSlack || off > st.next+streamSlack {
+			continue
+		}
+		d := max(off-st.next, st.next-off)
+		if best < 0 || d < bestDist {
+			best, bestDist = i, d
+		}
+	}
+	if best >= 0 {
+		return best
+	}
+	for i := range r.streams {
+		if r.streams[i].reads == 0 {
+			return i
+		}
+		if best < 0 || r.streams[i].used < r.streams[best].used {
+			best = i
+		}
+	}
+	return best
 }
 
 // target is where prefetching of the current window ends: a chunk boundary,
 // so chunks are fetched whole, or the end of the file.
-func (r *readAhead) target(size, cs int64) int64 {
-	return min((r.next+r.window+cs-1)/cs*cs, size)
+func (st *stream) target(size, cs int64) int64 {
+	return min((st.next+st.window+cs-1)/cs*cs, size)
 }
 
 type readAheadJob struct {
+	slot    int
 	gen     uint64
 	workers int
 }
@@ -849,64 +901,70 @@ type readAheadJob struct {
 // workers to start, if any; f.mu is held.
 func (f *File) readAheadLocked(off, n, size int64) *readAheadJob {
 	r := &f.ra
-	if r.reads > 0 && off >= r.start-streamSlack && off <= r.next+streamSlack {
-		r.start = min(r.start, off)
-		r.next = max(r.next, off+n)
-		r.seen += n
-		r.reads++
+	r.clock++
+	i := r.pick(off)
+	st := &r.streams[i]
+	r.last = i
+	if st.reads > 0 {
+		st.start = min(st.start, off)
+		st.next = max(st.next, off+n)
+		st.seen += n
+		st.reads++
 	} else {
-		r.restart()
-		r.start, r.next, r.seen, r.reads = off, off+n, n, 1
+		r.gens++
+		*st = stream{start: off, next: off + n, seen: n, reads: 1, gen: r.gens, workers: st.workers}
 	}
+	st.used = r.clock
 	ra, cs := f.c.opt.ReadAhead, f.c.opt.ChunkSize
 	// A stream from the start of the file is taken as sequential from its
 	// first read, as the kernel's read-ahead does: that is how whole-file
 	// readers begin.
-	r.sequential = (r.reads >= 2 || r.start == 0) && 2*r.seen >= r.next-r.start
+	st.sequential = (st.reads >= 2 || st.start == 0) && 2*st.seen >= st.next-st.start
 	// Only a read at the stream's front asks for more: a stream read
 	// backwards is dense too, but never reaches what lies ahead of it.
-	if ra <= 0 || f.c.cache == nil || !r.sequential || off+n < r.next-streamSlack {
+	if ra <= 0 || f.c.cache == nil || !st.sequential || off+n < st.next-streamSlack {
 		return nil
 	}
-	r.window = min(ra, max(cs, int64(1)<<bits.Len64(uint64(r.seen-1))))
-	from := max(r.issued, r.next)
-	target := r.target(size, cs)
+	st.window = min(ra, max(cs, int64(1)<<bits.Len64(uint64(st.seen-1))))
+	from := max(st.issued, st.next)
+	target := st.target(size, cs)
 	if from >= target {
 		return nil
 	}
 	units := int((target - from + cs - 1) / cs)
-	spawn := min(int((r.window+cs-1)/cs)-r.workers, units)
+	spawn := min(int((st.window+cs-1)/cs)-st.workers, units)
 	if spawn <= 0 {
 		return nil
 	}
-	r.workers += spawn
-	return &readAheadJob{gen: r.gen, workers: spawn}
+	st.workers += spawn
+	return &readAheadJob{slot: i, gen: st.gen, workers: spawn}
 }
 
-// prefetch runs the job's workers; each fetches the next chunk of the window
-// into the cache until the window is fetched or its stream ended.
+// prefetch runs the job's workers; each fetches the next chunk of its
+// stream's window into the cache until the window is fetched or the stream
+// ended.
 func (f *File) prefetch(job *readAheadJob) {
 	for range job.workers - 1 {
-		go f.prefetchWorker(job.gen)
+		go f.prefetchWorker(job.slot, job.gen)
 	}
-	f.prefetchWorker(job.gen)
+	f.prefetchWorker(job.slot, job.gen)
 }
 
-func (f *File) prefetchWorker(gen uint64) {
+func (f *File) prefetchWorker(slot int, gen uint64) {
 	cs := f.c.opt.ChunkSize
 	ctx, cancel := f.ioCtx()
 	defer cancel()
 	for {
 		f.mu.Lock()
-		r := &f.ra
-		from, to := max(r.issued, r.next), r.target(int64(f.size), cs)
-		if f.closed || r.gen != gen || from >= to {
-			r.workers--
+		st := &f.ra.streams[slot]
+		from, to := max(st.issued, st.next), st.target(int64(f.size), cs)
+		if f.closed || st.gen != gen || from >= to {
+			st.workers--
 			f.mu.Unlock()
 			return
 		}
 		to = min(to, (from/cs+1)*cs)
-		r.issued = to
+		st.issued = to
 		exts := overlapping(f.extents, from, to-from)
 		f.mu.Unlock()
 
@@ -918,7 +976,7 @@ func (f *File) prefetchWorker(gen uint64) {
 			// on its own; read-ahead only stops.
 			f.c.log.Debug("read-ahead failed", "ino", f.ino, "err", err)
 			f.mu.Lock()
-			f.ra.workers--
+			f.ra.streams[slot].workers--
 			f.mu.Unlock()
 			return
 		}

@@ -10,11 +10,17 @@ import (
 	"time"
 )
 
-// raState returns the file's read stream as it stands.
-func raState(f *File) readAhead {
+// raState returns the stream of the file's latest read as it stands, with
+// workers counting the prefetch workers of all its streams.
+func raState(f *File) stream {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.ra
+	st := f.ra.streams[f.ra.last]
+	st.workers = 0
+	for _, s := range f.ra.streams {
+		st.workers += s.workers
+	}
+	return st
 }
 
 // cached reports whether the block holding file offset off is in the cache.
@@ -376,5 +382,38 @@ func TestBackwardStreamStopsReadingAhead(t *testing.T) {
 	_, blocks := c.cache.stats()
 	if ahead := int64(blocks) - reads; ahead*blockSize > 2*streamSlack+testChunk {
 		t.Fatalf("reading backwards fetched %d bytes ahead of the stream; want at most twice the stream slack (%d)", ahead*blockSize, 2*streamSlack)
+	}
+}
+
+// TestInterleavedStreams: two readers taking turns on one File (two
+// processes reading one file through a mount share it) each keep their own
+// stream, whose window grows as if it were alone.
+func TestInterleavedStreams(t *testing.T) {
+	const ra = 8 * testChunk
+	const size = 4 * streamSlack
+	opt := Options{ChunkSize: testChunk, CacheBytes: 256 << 20, ReadAhead: ra}
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(opt), "/f", size)
+	c := cl.client(opt)
+	f, err := c.OpenPath(context.Background(), "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, blockSize)
+	a, b := int64(0), int64(size/2)
+	for range 48 {
+		for _, off := range []*int64{&a, &b} {
+			if _, err := f.ReadAt(buf, *off); err != nil || !bytes.Equal(buf, want[*off:*off+int64(len(buf))]) {
+				t.Fatalf("read at %d: %v", *off, err)
+			}
+			*off += int64(len(buf))
+			if st := raState(f); st.window != ra && st.seen > ra {
+				t.Fatalf("stream at %d read %d bytes and has a window of %d, want %d: the other reader reset it", st.next, st.seen, st.window, ra)
+			}
+		}
+	}
+	for _, off := range []int64{a, b} {
+		waitFor(t, "both streams' windows to be fetched", func() bool { return cached(t, cl, c, "/f", off+ra-1) })
 	}
 }
