@@ -102,6 +102,13 @@ func (s *Store) writeDeferred(logs []*raft.Log, buf []byte, ends []int) (bool, e
 	tail.end += int64(len(buf))
 	s.last = logs[len(logs)-1].Index
 	s.mu.Unlock()
+	now := time.Now().UnixNano()
+	if s.prevAppend != 0 {
+		// A moving average over about the last eight appends.
+		g := s.appendGap.Load()
+		s.appendGap.Store(g - g/8 + (now-s.prevAppend)/8)
+	}
+	s.prevAppend = now
 	select {
 	case s.kick <- struct{}{}:
 	default: // a sync is pending already; it will see these records
@@ -123,10 +130,12 @@ func (s *Store) stopSyncer() {
 }
 
 // syncer syncs the tail segment after deferred appends. A sync starts at
-// once unless the previous one started less than Options.SyncDelay ago;
-// then it waits for the rest of that interval, or until someone blocks in
-// WaitDurable. One fdatasync covers every append written before it
-// started, so appends arriving meanwhile share it.
+// once, unless appends come densely (on average less than half of
+// Options.SyncDelay apart) and the previous sync started less than
+// SyncDelay ago: then it waits for the rest of that interval, or until
+// someone blocks in WaitDurable. Sparse appends (one client, say) thus
+// sync at once and their commit finds them durable; dense ones share a
+// sync. One fdatasync covers every append written before it started.
 func (s *Store) syncer() {
 	defer close(s.done)
 	timer := time.NewTimer(time.Hour)
@@ -141,7 +150,8 @@ func (s *Store) syncer() {
 		case <-s.urgent:
 			urgent = true
 		}
-		if wait := time.Until(lastStart.Add(s.opts.SyncDelay)); wait > 0 && !urgent {
+		dense := s.appendGap.Load() < int64(s.opts.SyncDelay/2)
+		if wait := time.Until(lastStart.Add(s.opts.SyncDelay)); wait > 0 && dense && !urgent {
 			timer.Reset(wait)
 			select {
 			case <-s.quit:

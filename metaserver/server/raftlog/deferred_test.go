@@ -158,30 +158,41 @@ func TestDeferredAppendsWithWaiters(t *testing.T) {
 	}
 }
 
-// SyncDelay spaces deferred syncs, and a waiter cuts the wait short.
+// SyncDelay spaces the syncs of dense deferred appends, a waiter cuts the
+// wait short, and sparse appends sync at once.
 func TestSyncDelay(t *testing.T) {
+	// Sparse: each append is synced at once, even within the delay.
 	s := open(t, t.TempDir(), Options{SegmentSize: 1 << 20, SyncDelay: time.Hour})
 	store(t, s, entries(1, 1, 1)) // the first segment comes with a synced append
-	storeDeferred(t, s, entries(2, 3, 1))
-	// The first sync in a while starts at once.
-	waitFor(t, "entries 2..3 synced without a waiter", func() bool { return s.Durable() == 3 })
-	storeDeferred(t, s, entries(4, 6, 1))
+	storeDeferred(t, s, entries(2, 2, 1))
+	waitFor(t, "entry 2 synced without a waiter", func() bool { return s.Durable() == 2 })
+	storeDeferred(t, s, entries(3, 3, 1))
+	waitFor(t, "entry 3 synced without a waiter", func() bool { return s.Durable() == 3 })
+
+	// Dense: a burst makes the average gap far shorter than the delay.
+	for i := uint64(4); i <= 20; i++ {
+		storeDeferred(t, s, entries(i, i, 1))
+	}
+	waitDurable(t, s, 20) // a sync has just started
+	storeDeferred(t, s, entries(21, 23, 1))
 	time.Sleep(30 * time.Millisecond)
-	if d := s.Durable(); d != 3 {
-		t.Fatalf("Durable = %d within the sync delay, want 3 (the next sync waits)", d)
+	if d := s.Durable(); d != 20 {
+		t.Fatalf("Durable = %d within the sync delay of dense appends, want 20 (the next sync waits)", d)
 	}
 	start := time.Now()
-	waitDurable(t, s, 6)
+	waitDurable(t, s, 23)
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("WaitDurable took %v: a waiter must start the delayed sync", el)
 	}
 
-	// Without a waiter the delayed sync still comes, once the delay is over.
+	// Dense without a waiter: the delayed sync still comes, once the delay
+	// is over.
 	s2 := open(t, t.TempDir(), Options{SegmentSize: 1 << 20, SyncDelay: 50 * time.Millisecond})
 	store(t, s2, entries(1, 1, 1))
-	storeDeferred(t, s2, entries(2, 2, 1))
-	storeDeferred(t, s2, entries(3, 4, 1))
-	waitFor(t, "entries 1..4 synced after the delay", func() bool { return s2.Durable() == 4 })
+	for i := uint64(2); i <= 30; i++ {
+		storeDeferred(t, s2, entries(i, i, 1))
+	}
+	waitFor(t, "entries up to 30 synced after the delay", func() bool { return s2.Durable() == 30 })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

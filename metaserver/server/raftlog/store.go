@@ -34,6 +34,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -51,10 +52,11 @@ type Options struct {
 	// recent entries on power loss. Segments are then created sparse.
 	NoSync bool
 	// SyncDelay spaces the fdatasyncs of deferred appends
-	// (StoreLogsDeferred): one starts at once unless the previous one
+	// (StoreLogsDeferred) when they come densely (less than half of it
+	// apart on average): one starts at once unless the previous one
 	// started less than SyncDelay ago, and then when that interval is over
-	// or as soon as a WaitDurable has to block. Zero syncs after every
-	// append. A Raft leader appends one or two entries at a time, each
+	// or as soon as a WaitDurable has to block. Sparse appends sync at
+	// once. Zero syncs after every append. A Raft leader appends one or two entries at a time, each
 	// followed by replication that takes longer than a sync; syncing every
 	// one multiplies the flushes that the followers' fdatasyncs, which the
 	// commit does wait for, queue behind on a shared disk.
@@ -94,8 +96,13 @@ type Store struct {
 	dur    durability // guarded by dmu
 	kick   chan struct{}
 	urgent chan struct{} // a WaitDurable blocks
-	quit   chan struct{}
-	done   chan struct{}
+	// prevAppend (guarded by wmu) and appendGap (nanos, an average) time
+	// deferred appends, so the syncer delays syncs only when they are
+	// dense.
+	prevAppend int64
+	appendGap  atomic.Int64
+	quit       chan struct{}
+	done       chan struct{}
 }
 
 var (
@@ -138,6 +145,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	s.dur.index = s.last
+	s.appendGap.Store(int64(opts.SyncDelay)) // sparse until appends show otherwise
 	s.startSyncer()
 	return s, nil
 }
