@@ -61,8 +61,8 @@ type Config struct {
 	// LogSegmentSize is the size of the Raft log's segment files
 	// (default raftlog.DefaultSegmentSize, 16 MiB).
 	LogSegmentSize int64
-	// LeaderSyncDelay is how long the leader lets its own log appends wait
-	// for their fdatasync so that several share one (raftlog
+	// LeaderSyncDelay spaces the fdatasyncs of the leader's own log
+	// appends when they come densely, so that several share one (raftlog
 	// Options.SyncDelay; default 1 ms, negative syncs each at once). The
 	// sync runs while replication does; a commit that arrives first starts
 	// it at once, so a write never waits longer than one sync for it.
