@@ -667,7 +667,7 @@ func (f *File) readAt(p []byte, off int64, readAhead bool) (int, error) {
 
 	ctx, cancel := f.ioCtx()
 	defer cancel()
-	clear(p[:n])
+	clearHoles(p[:n], off, exts)
 	err := f.c.readExtents(ctx, exts, p[:n], off)
 
 	f.mu.Lock()

@@ -747,6 +747,18 @@ func (f *File) readData(buf []byte, off int64, kept bool) (Data, error) {
 	return d, nil
 }
 
+// clearHoles zeroes the parts of p (file bytes from off) that no extent of
+// exts covers, the holes: the rest is about to be overwritten by the chunks'
+// bytes, and clearing all of p first cost a pass over every byte read.
+func clearHoles(p []byte, off int64, exts []metaserver.Extent) {
+	at := off
+	for _, e := range exts {
+		clear(p[at-off : int64(e.Off)-off])
+		at = int64(e.Off + e.Len)
+	}
+	clear(p[at-off:])
+}
+
 // lendExtents lends file bytes [off, off+n) from the chunks of exts, which
 // lie inside that range in order; the gaps between them are holes. Chunks
 // are read in parallel.

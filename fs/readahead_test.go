@@ -417,3 +417,40 @@ func TestInterleavedStreams(t *testing.T) {
 		waitFor(t, "both streams' windows to be fetched", func() bool { return cached(t, cl, c, "/f", off+ra-1) })
 	}
 }
+
+// TestHolesZeroedInDirtyBuffer: ReadAt no longer clears the whole buffer
+// before filling it, so the holes, and only they, must be cleared: a buffer
+// full of old bytes reads a sparse file exactly.
+func TestHolesZeroedInDirtyBuffer(t *testing.T) {
+	ctx := context.Background()
+	opt := Options{ChunkSize: testChunk}
+	cl := newCluster(t, 6)
+	w := cl.client(opt)
+	f, err := w.CreateFile(ctx, "/sparse", 0o644, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := 5*testChunk + 300
+	want := make([]byte, size)
+	for _, piece := range []struct{ off, n int }{{100, 1000}, {2*testChunk - 10, 50}, {4 * testChunk, testChunk}, {size - 300, 300}} {
+		b := randBytes(uint64(piece.off), piece.n)
+		copy(want[piece.off:], b)
+		if _, err := f.WriteAt(b, int64(piece.off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := cl.client(opt).OpenPath(ctx, "/sparse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for _, off := range []int{0, 50, testChunk + 7, 3 * testChunk} {
+		buf := bytes.Repeat([]byte{0xff}, size-off)
+		if n, err := g.ReadAt(buf, int64(off)); err != nil || n != len(buf) || !bytes.Equal(buf, want[off:]) {
+			t.Fatalf("read at %d: n=%d err=%v, differs at %d", off, n, err, firstDiff(buf, want[off:]))
+		}
+	}
+}
