@@ -34,16 +34,23 @@ func plainGet(r *http.Request) bool {
 // download's memory at 16 MiB.
 const sendDepth = 4
 
+// sendSlots bounds the pieces held by all downloads together (64 x 4 MiB =
+// 256 MiB, the fs client's default block cache), so many slow clients cannot
+// make the registry hold 16 MiB each. A download always gets its next piece
+// (it waits for a slot while holding none, so downloads never wait on each
+// other in a cycle); read-ahead beyond it takes only free slots.
+var sendSlots = make(chan struct{}, 64)
+
 var sendBufs = sync.Pool{New: func() any { b := make([]byte, sendPiece); return &b }}
 
-// sendWhole writes all of br as a 200 response body, reading sendDepth
-// pieces ahead in parallel. It replaces http.ServeContent for whole-blob GETs,
-// where ServeContent's single-threaded read-then-write loop leaves the
-// socket idle while each piece is read and the reader idle while it is
-// written. The caller has set every header but Content-Length. It returns
-// only read errors: once the status is sent, a failed read can only cut the
-// body short (the client sees fewer bytes than Content-Length), which is
-// all the caller can do too.
+// sendWhole writes all of br as a 200 response body, reading up to
+// sendDepth pieces ahead in parallel. It replaces http.ServeContent for
+// whole-blob GETs, where ServeContent's single-threaded read-then-write loop
+// leaves the socket idle while each piece is read and the reader idle while
+// it is written. The caller has set every header but Content-Length. It
+// returns only read errors: once the status is sent, a failed read can only
+// cut the body short (the client sees fewer bytes than Content-Length), which
+// is all the caller can do too.
 func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.WriteHeader(http.StatusOK)
@@ -58,7 +65,10 @@ func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 	}
 	n := int((size + sendPiece - 1) / sendPiece)
 	pieces := make([]*piece, n)
-	start := func(i int) {
+	next := 0 // the first piece not started
+	start := func() {
+		i := next
+		next++
 		p := &piece{buf: sendBufs.Get().(*[]byte), done: make(chan struct{})}
 		pieces[i] = p
 		off := int64(i) * sendPiece
@@ -75,34 +85,44 @@ func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 			}
 		}()
 	}
-	for i := 0; i < min(sendDepth, n); i++ {
-		start(i)
+	release := func(p *piece) {
+		sendBufs.Put(p.buf)
+		<-sendSlots
 	}
 	var err error
-	next := min(sendDepth, n)
 	i := 0
 	for ; i < n; i++ {
+		if next == i {
+			sendSlots <- struct{}{} // holding no piece: safe to wait
+			start()
+		}
+	ahead:
+		for next < n && next < i+sendDepth {
+			select {
+			case sendSlots <- struct{}{}:
+				start()
+			default:
+				break ahead
+			}
+		}
 		p := pieces[i]
 		<-p.done
 		if p.err != nil {
 			err = fmt.Errorf("reading blob at %d: %w", int64(i)*sendPiece, p.err)
 			break
 		}
-		if next < n {
-			start(next)
-			next++
-		}
-		if _, werr := w.Write((*p.buf)[:p.n]); werr != nil {
+		_, werr := w.Write((*p.buf)[:p.n])
+		release(p)
+		pieces[i] = nil
+		if werr != nil {
 			break // the client went away: nothing to report to it
 		}
-		sendBufs.Put(p.buf)
-		pieces[i] = nil
 	}
-	// Pieces still being read go back to the pool once their read ends.
+	// Pieces still being read are released once their read ends.
 	for ; i < next; i++ {
 		if p := pieces[i]; p != nil {
 			<-p.done
-			sendBufs.Put(p.buf)
+			release(p)
 		}
 	}
 	return err

@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // failingReaderAt serves data but fails every read at or past failAt, and
@@ -83,6 +85,49 @@ func TestSendWhole(t *testing.T) {
 	src = &failingReaderAt{data: make([]byte, sendPiece+10), failAt: -1}
 	if err := sendWhole(httptest.NewRecorder(), src, 2*sendPiece); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("truncated blob: %v", err)
+	}
+}
+
+// Many downloads sharing few slots all finish (none waits for a slot while
+// holding one) and give every slot back.
+func TestSendWholeSharesSlots(t *testing.T) {
+	old := sendSlots
+	sendSlots = make(chan struct{}, 3)
+	defer func() { sendSlots = old }()
+	data := make([]byte, 6*sendPiece+7)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	src := &failingReaderAt{data: data, failAt: -1}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := httptest.NewRecorder()
+			if err := sendWhole(rec, src, int64(len(data))); err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(rec.Body.Bytes(), data) {
+				errs <- errors.New("body differs")
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("downloads sharing 3 slots did not finish: deadlock")
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(sendSlots) != 0 {
+		t.Errorf("%d slots still held after every download ended", len(sendSlots))
 	}
 }
 
