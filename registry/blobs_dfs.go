@@ -76,8 +76,11 @@ type dfsReader struct {
 }
 
 func (r dfsReader) ReadAt(p []byte, off int64) (int, error) { return r.f.ReadAt(p, off) }
-func (r dfsReader) Size() int64                             { return r.size }
-func (r dfsReader) Close() error                            { return r.f.Close() }
+
+// ReadData lends the bytes from the fs block cache (see sendWhole).
+func (r dfsReader) ReadData(p []byte, off int64) (fs.Data, error) { return r.f.ReadDataKept(p, off) }
+func (r dfsReader) Size() int64                                   { return r.size }
+func (r dfsReader) Close() error                                  { return r.f.Close() }
 
 func (s *DFSBlobStore) open(ctx context.Context, p, what string) (BlobReader, error) {
 	f, err := s.c.OpenPath(ctx, p)

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+
+	"github.com/dockyard/dockyard/fs"
 )
 
 // sendPiece is the unit a whole blob is read and written in: the file
@@ -41,6 +43,14 @@ const sendDepth = 4
 // other in a cycle); read-ahead beyond it takes only free slots.
 var sendSlots = make(chan struct{}, 64)
 
+// dataReader is a blob reader that can lend its bytes instead of copying
+// them into the piece's buffer (fs.File.ReadDataKept): they are written to
+// the socket straight from the file system's block cache, which then lets
+// them go, since a pull reads each blob once.
+type dataReader interface {
+	ReadData(buf []byte, off int64) (fs.Data, error)
+}
+
 var sendBufs = sync.Pool{New: func() any { b := make([]byte, sendPiece); return &b }}
 
 // sendWhole writes all of br as a 200 response body, reading up to
@@ -59,7 +69,7 @@ func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 	}
 	type piece struct {
 		buf  *[]byte
-		n    int
+		data fs.Data // the bytes read: in buf, or lent by a dataReader
 		err  error
 		done chan struct{}
 	}
@@ -75,17 +85,24 @@ func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 		want := min(int64(sendPiece), size-off)
 		go func() {
 			defer close(p.done)
-			p.n, p.err = br.ReadAt((*p.buf)[:want], off)
-			switch {
-			case int64(p.n) == want && p.err == io.EOF:
+			if dr, ok := br.(dataReader); ok {
+				p.data, p.err = dr.ReadData((*p.buf)[:want], off)
+			} else {
+				var n int
+				n, p.err = br.ReadAt((*p.buf)[:want], off)
+				p.data = fs.Data{Bufs: [][]byte{(*p.buf)[:n]}, N: n}
+			}
+			switch n := p.data.N; {
+			case int64(n) == want && p.err == io.EOF:
 				p.err = nil
-			case int64(p.n) < want && (p.err == nil || p.err == io.EOF):
+			case int64(n) < want && (p.err == nil || p.err == io.EOF):
 				// The blob is shorter than its size said.
 				p.err = io.ErrUnexpectedEOF
 			}
 		}()
 	}
 	release := func(p *piece) {
+		p.data.Release()
 		sendBufs.Put(p.buf)
 		<-sendSlots
 	}
@@ -111,7 +128,12 @@ func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 			err = fmt.Errorf("reading blob at %d: %w", int64(i)*sendPiece, p.err)
 			break
 		}
-		_, werr := w.Write((*p.buf)[:p.n])
+		var werr error
+		for _, b := range p.data.Bufs {
+			if _, werr = w.Write(b); werr != nil {
+				break
+			}
+		}
 		release(p)
 		pieces[i] = nil
 		if werr != nil {
