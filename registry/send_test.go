@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -149,6 +150,55 @@ func TestPlainGet(t *testing.T) {
 		}
 		if got := plainGet(req); got != c.want {
 			t.Errorf("%s with %q: plainGet = %v", c.method, c.header, got)
+		}
+	}
+}
+
+// Through the file system the bytes are lent from the block cache
+// (dataReader), several chunks per piece and a short last one; the body must
+// still be the blob, and reading it again (the blocks let go after the first
+// send) must give it again.
+func TestSendWholeFromDFS(t *testing.T) {
+	s := newDFSStore(t)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(5, 6))
+	data := make([]byte, 2*sendPiece+777)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	d := digestOf("sha256", data)
+	if err := s.CreateUpload(ctx, "send"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.WriteUpload(ctx, "send", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitUpload(ctx, "send", int64(len(data)), d); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		br, err := s.Open(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := br.(dataReader); !ok {
+			t.Fatal("the DFS blob reader does not lend its bytes")
+		}
+		rec := httptest.NewRecorder()
+		err = sendWhole(rec, br, br.Size())
+		br.Close()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if !bytes.Equal(rec.Body.Bytes(), data) {
+			t.Fatalf("round %d: body of %d bytes differs from the blob", round, rec.Body.Len())
 		}
 	}
 }
