@@ -24,9 +24,16 @@ func main() {
 		SilenceErrors: true,
 		// Flags not given on the command line come from DOCKYARD_* variables
 		// or the config file (config.go).
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyConfig(cmd) },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfig(cmd); err != nil {
+				return err
+			}
+			addr, _ := cmd.Flags().GetString(debugFlag)
+			return startDebug(addr)
+		},
 	}
 	root.PersistentFlags().String("config", "", "YAML config file (default $"+configEnv+"); flags and DOCKYARD_* variables override it")
+	root.PersistentFlags().String(debugFlag, "", "serve Go profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; unauthenticated, keep it on loopback")
 	root.AddCommand(versionCmd())
 	for _, add := range subcommands {
 		root.AddCommand(add())
