@@ -76,17 +76,24 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 	if err != nil || dst == nil {
 		return err
 	}
+	blockSpans(blocks, a, n, func(_ int, b []byte, at int64) { copy(dst[at-a:], b) })
+	// The copies are made: the slabs may go back to their pools once the
+	// cache lets go of them too.
+	c.cache.leave(slabs, nil)
+	return nil
+}
+
+// blockSpans calls fn, in order, with the part of each cached block that
+// falls within [a, a+n) of its chunk and that part's offset in the chunk;
+// blocks are the chunk's blocks from the one holding a on.
+func blockSpans(blocks [][]byte, a, n int64, fn func(i int, b []byte, at int64)) {
 	first := a / blockSize
 	for i, b := range blocks {
 		bStart := (first + int64(i)) * blockSize
 		lo := max(a, bStart)
 		hi := min(a+n, bStart+int64(len(b)))
-		copy(dst[lo-a:hi-a], b[lo-bStart:hi-bStart])
+		fn(i, b[lo-bStart:hi-bStart], lo)
 	}
-	// The copies are made: the slabs may go back to their pools once the
-	// cache lets go of them too.
-	c.cache.leave(slabs, nil)
-	return nil
 }
 
 // lendChunk appends [a, a+n) of a chunk to l as slices of cached blocks, with
@@ -102,13 +109,7 @@ func (c *Client) lendChunk(ctx context.Context, ch *metaserver.Chunk, l *Data, a
 	if err != nil {
 		return err
 	}
-	first := a / blockSize
-	for i, b := range blocks {
-		bStart := (first + int64(i)) * blockSize
-		lo := max(a, bStart)
-		hi := min(a+n, bStart+int64(len(b)))
-		l.add(b[lo-bStart:hi-bStart], slabs[i])
-	}
+	blockSpans(blocks, a, n, func(i int, b []byte, _ int64) { l.add(b, slabs[i]) })
 	return nil
 }
 

@@ -41,14 +41,7 @@ func TestReadAheadWindowGrowsAndResets(t *testing.T) {
 	const ra = 8 * testChunk
 	const size = 2*streamSlack + 16*testChunk
 	opt := Options{ChunkSize: testChunk, CacheBytes: 64 << 20, ReadAhead: ra}
-	cl := newCluster(t, 6)
-	want := writeRandom(t, cl.client(opt), "/f", size)
-	c := cl.client(opt)
-	f, err := c.OpenPath(context.Background(), "/f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	cl, c, f, want := streamReader(t, opt, size)
 	buf := make([]byte, testChunk/2)
 	read := func(off int64) {
 		t.Helper()
@@ -102,14 +95,7 @@ func TestReadAheadWindowGrowsAndResets(t *testing.T) {
 func TestRandomReadsDoNotReadAhead(t *testing.T) {
 	const size = 4 << 20 // well inside streamSlack: every read is near the last
 	opt := Options{ChunkSize: testChunk, CacheBytes: 64 << 20, ReadAhead: 8 * testChunk}
-	cl := newCluster(t, 6)
-	want := writeRandom(t, cl.client(opt), "/f", size)
-	c := cl.client(opt)
-	f, err := c.OpenPath(context.Background(), "/f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	_, c, f, want := streamReader(t, opt, size)
 	r := rand.New(rand.NewPCG(3, 4))
 	buf := make([]byte, 4<<10)
 	const reads = 200
@@ -361,14 +347,7 @@ func TestBackwardStreamStopsReadingAhead(t *testing.T) {
 	const ra = 4 * streamSlack
 	const size = 8 * streamSlack
 	opt := Options{ChunkSize: testChunk, CacheBytes: 256 << 20, ReadAhead: ra}
-	cl := newCluster(t, 6)
-	want := writeRandom(t, cl.client(opt), "/f", size)
-	c := cl.client(opt)
-	f, err := c.OpenPath(context.Background(), "/f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	_, c, f, want := streamReader(t, opt, size)
 	buf := make([]byte, blockSize)
 	// Start in the middle, so there is a whole window ahead to fetch.
 	var reads int64
@@ -392,14 +371,7 @@ func TestInterleavedStreams(t *testing.T) {
 	const ra = 8 * testChunk
 	const size = 4 * streamSlack
 	opt := Options{ChunkSize: testChunk, CacheBytes: 256 << 20, ReadAhead: ra}
-	cl := newCluster(t, 6)
-	want := writeRandom(t, cl.client(opt), "/f", size)
-	c := cl.client(opt)
-	f, err := c.OpenPath(context.Background(), "/f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	cl, c, f, want := streamReader(t, opt, size)
 	buf := make([]byte, blockSize)
 	a, b := int64(0), int64(size/2)
 	for range 48 {
@@ -453,4 +425,20 @@ func TestHolesZeroedInDirtyBuffer(t *testing.T) {
 			t.Fatalf("read at %d: n=%d err=%v, differs at %d", off, n, err, firstDiff(buf, want[off:]))
 		}
 	}
+}
+
+// streamReader writes size random bytes to /f of a new six-server cluster
+// through one client and opens the file with another (fresh caches, as a
+// reader elsewhere), closing it when the test ends.
+func streamReader(t *testing.T, opt Options, size int) (*cluster, *Client, *File, []byte) {
+	t.Helper()
+	cl := newCluster(t, 6)
+	want := writeRandom(t, cl.client(opt), "/f", size)
+	c := cl.client(opt)
+	f, err := c.OpenPath(context.Background(), "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return cl, c, f, want
 }
