@@ -107,23 +107,33 @@ func (f *breakableFeed) Watch(ctx context.Context, since uint64, wait time.Durat
 	return f.w.Watch(ctx, since, wait)
 }
 
+// mountBreakable mounts the cluster again behind a metadata cache whose
+// change feed the test can break (feed.broken), with short poll and lag
+// bounds so a failure is noticed within a fraction of a second. It returns
+// once the cache follows the feed.
+func (c *testCluster) mountBreakable(t *testing.T) (string, *Server, *dfs.MetaCache, *breakableFeed) {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mc := c.meta.API()
+	feed := &breakableFeed{w: mc}
+	cache := dfs.NewMetaCache(mc, feed, dfs.MetaCacheOptions{PollWait: 100 * time.Millisecond, MaxLag: 100 * time.Millisecond, Logger: quiet})
+	t.Cleanup(func() { cache.Close() })
+	dir, srv := c.mountWith(t, dfs.New(cache, chunkserver.NewClient(nil), dfs.Options{Logger: quiet}), Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cache.WaitLive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return dir, srv, cache, feed
+}
+
 // TestKernelForgetsWhenFeedFails: once the feed fails, B's kernel must not
 // go on answering from what it kept for the long timeout, since changes may
 // now go unseen.
 func TestKernelForgetsWhenFeedFails(t *testing.T) {
 	c := newCluster(t)
 	a, _ := c.mount(t, Options{})
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mc := c.meta.API()
-	feed := &breakableFeed{w: mc}
-	cacheB := dfs.NewMetaCache(mc, feed, dfs.MetaCacheOptions{PollWait: 100 * time.Millisecond, MaxLag: 100 * time.Millisecond, Logger: quiet})
-	t.Cleanup(func() { cacheB.Close() })
-	b, _ := c.mountWith(t, dfs.New(cacheB, chunkserver.NewClient(nil), dfs.Options{Logger: quiet}), Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := cacheB.WaitLive(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b, _, cacheB, feed := c.mountBreakable(t)
 	if err := os.WriteFile(filepath.Join(a, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dockyard/dockyard/chunkserver"
-	dfs "github.com/dockyard/dockyard/fs"
 )
 
 // TestPageCacheKeptForUnchangedFile: a file read once through the mount is
@@ -29,17 +25,9 @@ import (
 func TestPageCacheKeptForUnchangedFile(t *testing.T) {
 	c := newCluster(t)
 	a, _ := c.mount(t, Options{})
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mc := c.meta.API()
-	feed := &breakableFeed{w: mc}
-	cacheB := dfs.NewMetaCache(mc, feed, dfs.MetaCacheOptions{PollWait: 100 * time.Millisecond, MaxLag: 100 * time.Millisecond, Logger: quiet})
-	t.Cleanup(func() { cacheB.Close() })
-	b, srvB := c.mountWith(t, dfs.New(cacheB, chunkserver.NewClient(nil), dfs.Options{Logger: quiet}), Options{})
+	b, srvB, cacheB, feed := c.mountBreakable(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := cacheB.WaitLive(ctx); err != nil {
-		t.Fatal(err)
-	}
 
 	v1 := randomBytes(t, 3<<20)
 	if err := os.WriteFile(filepath.Join(a, "f"), v1, 0o644); err != nil {
