@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // TestPageCacheKeptForUnchangedFile: a file read once through the mount is
