@@ -40,6 +40,11 @@ type Config struct {
 	// reach the page cache only, as the reference registry's files do, and
 	// the last seconds of writes are lost if the machine loses power.
 	NoSync bool
+	// FlushInterval is how often each chunkserver makes shards written
+	// buffered durable when no client asked (csserver.Config.FlushInterval):
+	// 0 is the default (5 s), negative leaves it to the clients' Syncs and
+	// shutdown.
+	FlushInterval time.Duration
 	// HTTPOnly makes the cluster's own clients reach its chunkservers over
 	// loopback HTTP, as other processes do, instead of calling them in
 	// process. For measuring the difference and testing the HTTP path.
@@ -148,6 +153,7 @@ func (c *Cluster) startChunkserver(i int) error {
 		Listen:            c.addrs[i],
 		Capacity:          c.cfg.ChunkCapacity,
 		NoSync:            c.cfg.NoSync,
+		FlushInterval:     c.cfg.FlushInterval,
 		Cluster:           c.Meta,
 		Chunks:            c.Meta,
 		HeartbeatInterval: c.cfg.HeartbeatInterval,

@@ -111,7 +111,8 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.StringArrayVar(&labels, "label", nil, "failure-domain label k=v, e.g. zone=a (repeatable)")
 	f.StringVar(&capacity, "capacity", "0", "most bytes to store; 0 = the disk's free space (the smaller of the two applies)")
 	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")
-	f.BoolVar(&fsync, "fsync", true, "fsync every shard before acknowledging it; false trades crash durability of the newest writes for speed")
+	f.BoolVar(&fsync, "fsync", true, "make shards durable: a durable write before it is acknowledged, a buffered one at the "+
+		"client's fsync or within --flush-interval; false never syncs them (a power loss can lose the last seconds of writes)")
 	f.DurationVar(&flushInterval, "flush-interval", store.DefaultFlushInterval, "how often shards written buffered "+
 		"(acknowledged before they are durable; made durable by a client's fsync) are flushed without one: "+
 		"the most a power loss can take from writers that never fsync; 0 leaves it to fsync and shutdown")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dockyard/dockyard/chunkserver/store"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/local"
 	"github.com/dockyard/dockyard/metaserver"
@@ -27,7 +29,7 @@ func serveCmd() *cobra.Command {
 		data, listen, metaListen, raftListen, ec, logLevel string
 		chunkservers, chunkBasePort                        int
 		chunkCapacityMB                                    int64
-		gcInterval, convertMaxDefer                        time.Duration
+		gcInterval, convertMaxDefer, flushInterval         time.Duration
 		fsync, shardHTTP, durableWrites                    bool
 	)
 	cmd := &cobra.Command{
@@ -90,6 +92,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				ChunkBasePort: chunkBasePort,
 				ChunkCapacity: chunkCapacityMB << 20,
 				NoSync:        !fsync,
+				FlushInterval: cmp.Or(flushInterval, -1),
 				HTTPOnly:      shardHTTP,
 				Meta:          nodeMeta{node},
 				Auth:          secret,
@@ -125,8 +128,12 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	f.IntVar(&chunkBasePort, "chunkserver-base-port", 9600, "chunkserver i listens on this port + i (0 = free ports)")
 	f.Int64Var(&chunkCapacityMB, "chunkserver-capacity-mb", 0, "bytes each chunkserver may hold, in MiB (0 = the disk's free space)")
 	f.StringVar(&ec, "ec", "4+2", "erasure coding of file chunks, data+parity")
-	f.BoolVar(&fsync, "fsync", true, "fsync every shard before acknowledging it; false keeps shards in the page cache only "+
-		"(faster; a power loss can lose the last seconds of writes)")
+	f.BoolVar(&fsync, "fsync", true, "make shards durable: at a client's fsync, within --flush-interval, or before each "+
+		"write is acknowledged with --durable-writes; false never syncs them, not even at fsync (a power loss can lose "+
+		"the last seconds of writes)")
+	f.DurationVar(&flushInterval, "flush-interval", store.DefaultFlushInterval, "how often the chunkservers flush shards "+
+		"written buffered that no client fsync made durable yet: the most a power loss can take from writers that "+
+		"never fsync; 0 leaves it to fsync and shutdown")
 	f.BoolVar(&shardHTTP, "shard-http", false, "send this process's own shard traffic over loopback HTTP instead of "+
 		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
