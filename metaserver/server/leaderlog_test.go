@@ -187,3 +187,40 @@ func TestAppliedNeverAheadOfDurable(t *testing.T) {
 		}
 	}
 }
+
+// blockedFuture is a raft future nobody answers, as a proposal still queued
+// for the FSM when raft shuts down is; done answers it.
+type blockedFuture struct{ done chan error }
+
+func (f blockedFuture) Error() error { return <-f.done }
+
+// A proposal whose future raft never answers must not hold the node: await
+// gives up once the node stops (Close used to hang on the node's own
+// maintenance proposal, queued behind the FSM's wait for the log sync).
+func TestAwaitReturnsWhenNodeStops(t *testing.T) {
+	n := &Node{stop: make(chan struct{})}
+	answered := blockedFuture{done: make(chan error, 1)}
+	answered.done <- raft.ErrLeadershipLost
+	if err := n.await(answered); !errors.Is(err, raft.ErrLeadershipLost) {
+		t.Fatalf("await of an answered future: %v, want its error", err)
+	}
+
+	stuck := blockedFuture{done: make(chan error)}
+	got := make(chan error, 1)
+	go func() { got <- n.await(stuck) }()
+	select {
+	case err := <-got:
+		t.Fatalf("await returned %v before the future was answered or the node stopped", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(n.stop)
+	select {
+	case err := <-got:
+		if !errors.Is(err, raft.ErrRaftShutdown) {
+			t.Fatalf("await after stop: %v, want raft.ErrRaftShutdown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("await still blocked 5 s after the node stopped")
+	}
+	close(stuck.done) // lets the waiting goroutine end
+}

@@ -378,11 +378,38 @@ func (n *Node) propose(op, reqID string, args []byte) ([]byte, error) {
 	return r.Value, nil
 }
 
+// await returns the error of a future the FSM answers (an Apply or a
+// Barrier), or raft.ErrRaftShutdown once the node stops. hashicorp/raft
+// answers such a future only when its FSM goroutine processes the batch
+// holding it; a batch still queued for the FSM when raft shuts down is never
+// answered, and those futures do not watch for the shutdown themselves. The
+// FSM waits for the leader's own log sync (leaderlog.go), so batches do queue
+// there, and a stopping node would otherwise hang in Close on a proposal that
+// can never finish. The goroutine left waiting on such a future ends with the
+// process.
+func (n *Node) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.stop:
+		// The entry may still commit elsewhere: callers report the node
+		// unavailable, and clients retry with the same request id.
+		select {
+		case err := <-done:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
+}
+
 func (n *Node) apply(c *command) (*result, error) {
 	b := encodeCommand(c)
 	start := time.Now()
 	f := n.raft.Apply(b, n.cfg.ApplyTimeout)
-	err := f.Error()
+	err := n.await(f)
 	n.met.commit.Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
@@ -412,7 +439,7 @@ func (n *Node) ensureReadable(ctx context.Context) error {
 	if n.readyTerm.Load() != term {
 		n.readyMu.Lock()
 		if n.readyTerm.Load() != term {
-			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+			if err := n.await(n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
 				n.readyMu.Unlock()
 				if errors.Is(err, raft.ErrNotLeader) {
 					return n.notLeader()
@@ -442,7 +469,7 @@ func (n *Node) ensureReadable(ctx context.Context) error {
 	// The entries up to idx could not be shown applied (they left the log
 	// for a snapshot, say). A barrier returns once the FSM has processed
 	// everything before it, which settles it either way.
-	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+	if err := n.await(n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return n.notLeader()
 		}
