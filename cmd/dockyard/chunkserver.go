@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dockyard/dockyard/chunkserver/server"
 	"github.com/dockyard/dockyard/chunkserver/store"
@@ -83,7 +84,7 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 				NoSync:      !fsync,
 				GroupCommit: groupCommit,
 				// The flag's 0 means off; the config's 0 means default.
-				FlushInterval: cmp.Or(flushInterval, -1),
+				FlushInterval: flushIntervalConfig(flushInterval),
 				Cluster:       mc,
 				Chunks:        mc,
 				Auth:          secret,
@@ -113,13 +114,24 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")
 	f.BoolVar(&fsync, "fsync", true, "make shards durable: a durable write before it is acknowledged, a buffered one at the "+
 		"client's fsync or within --flush-interval; false never syncs them (a power loss can lose the last seconds of writes)")
-	f.DurationVar(&flushInterval, "flush-interval", store.DefaultFlushInterval, "how often shards written buffered "+
-		"(acknowledged before they are durable; made durable by a client's fsync) are flushed without one: "+
-		"the most a power loss can take from writers that never fsync; 0 leaves it to fsync and shutdown")
+	addFlushIntervalFlag(f, &flushInterval)
 	f.BoolVar(&groupCommit, "group-commit", false, "concurrent shard writes share file-system flushes (syncfs) instead of an fsync each: less CPU, "+
 		"same durability, but it also flushes everything else written to that file system; only for a disk the chunkserver has to itself")
 	return cmd
 }
+
+// addFlushIntervalFlag adds --flush-interval, shared by chunkserver and
+// serve; pass its value through flushIntervalConfig.
+func addFlushIntervalFlag(f *pflag.FlagSet, every *time.Duration) {
+	f.DurationVar(every, "flush-interval", store.DefaultFlushInterval, "how often shards written buffered "+
+		"(acknowledged before they are durable; made durable by a client's fsync) are flushed without one: "+
+		"the most a power loss can take from writers that never fsync; 0 leaves it to fsync and shutdown")
+}
+
+// flushIntervalConfig turns --flush-interval into the servers' setting: on
+// the command line 0 turns the background flush off, in the configuration
+// 0 means the default and a negative value turns it off.
+func flushIntervalConfig(every time.Duration) time.Duration { return cmp.Or(every, -1) }
 
 // chunkserverLabels parses repeated k=v flags.
 func chunkserverLabels(kvs []string) (map[string]string, error) {

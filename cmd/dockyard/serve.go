@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dockyard/dockyard/chunkserver/store"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/local"
 	"github.com/dockyard/dockyard/metaserver"
@@ -92,7 +90,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				ChunkBasePort: chunkBasePort,
 				ChunkCapacity: chunkCapacityMB << 20,
 				NoSync:        !fsync,
-				FlushInterval: cmp.Or(flushInterval, -1),
+				FlushInterval: flushIntervalConfig(flushInterval),
 				HTTPOnly:      shardHTTP,
 				Meta:          nodeMeta{node},
 				Auth:          secret,
@@ -131,9 +129,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	f.BoolVar(&fsync, "fsync", true, "make shards durable: at a client's fsync, within --flush-interval, or before each "+
 		"write is acknowledged with --durable-writes; false never syncs them, not even at fsync (a power loss can lose "+
 		"the last seconds of writes)")
-	f.DurationVar(&flushInterval, "flush-interval", store.DefaultFlushInterval, "how often the chunkservers flush shards "+
-		"written buffered that no client fsync made durable yet: the most a power loss can take from writers that "+
-		"never fsync; 0 leaves it to fsync and shutdown")
+	addFlushIntervalFlag(f, &flushInterval)
 	f.BoolVar(&shardHTTP, "shard-http", false, "send this process's own shard traffic over loopback HTTP instead of "+
 		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
