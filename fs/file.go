@@ -749,26 +749,34 @@ func overlapping(exts []metaserver.Extent, off, n int64) []metaserver.Extent {
 }
 
 // readExtents fills p (file bytes from off) from the chunks of exts, which
-// lie inside that range; the chunks are read in parallel.
+// lie inside that range; the chunks are read in parallel. With p nil it only
+// warms the cache.
 func (c *Client) readExtents(ctx context.Context, exts []metaserver.Extent, p []byte, off int64) error {
-	if len(exts) == 1 && p != nil {
-		e := exts[0]
-		return c.readChunkData(ctx, e.Chunk, p[int64(e.Off)-off:int64(e.Off+e.Len)-off], int64(e.ChunkOff), int64(e.Len))
+	return eachExtent(exts, func(_ int, e metaserver.Extent) error {
+		var dst []byte
+		if p != nil {
+			dst = p[int64(e.Off)-off : int64(e.Off+e.Len)-off]
+		}
+		return c.readChunkData(ctx, e.Chunk, dst, int64(e.ChunkOff), int64(e.Len))
+	})
+}
+
+// eachExtent runs read for every extent of exts, in parallel (at most eight
+// at once; a lone extent in the caller's goroutine), and returns the first
+// error in extent order once all have finished.
+func eachExtent(exts []metaserver.Extent, read func(i int, e metaserver.Extent) error) error {
+	if len(exts) == 1 {
+		return read(0, exts[0])
 	}
 	errs := make([]error, len(exts))
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	for i, e := range exts {
-		wg.Add(1)
 		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			var dst []byte
-			if p != nil {
-				dst = p[int64(e.Off)-off : int64(e.Off+e.Len)-off]
-			}
-			errs[i] = c.readChunkData(ctx, e.Chunk, dst, int64(e.ChunkOff), int64(e.Len))
-		}()
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = read(i, e)
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {

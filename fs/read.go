@@ -60,11 +60,8 @@ func sameLocations(a, b *metaserver.Chunk) bool {
 // missing blocks in runs (one ranged request per shard per run) and sharing
 // fetches already in flight. With dst nil it only warms the cache.
 func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte, a, n int64) error {
-	if a < 0 || a+n > ch.Size {
-		return fmt.Errorf("chunk %d: read [%d,%d) outside its %d bytes", ch.ID, a, a+n, ch.Size)
-	}
-	if n == 0 {
-		return nil
+	if err := checkChunkRange(ch, a, n); err != nil || n == 0 {
+		return err
 	}
 	if c.cache == nil {
 		if dst == nil {
@@ -80,6 +77,14 @@ func (c *Client) readChunk(ctx context.Context, ch *metaserver.Chunk, dst []byte
 	// The copies are made: the slabs may go back to their pools once the
 	// cache lets go of them too.
 	c.cache.leave(slabs, nil)
+	return nil
+}
+
+// checkChunkRange refuses a read of [a, a+n) outside the chunk's bytes.
+func checkChunkRange(ch *metaserver.Chunk, a, n int64) error {
+	if a < 0 || a+n > ch.Size {
+		return fmt.Errorf("chunk %d: read [%d,%d) outside its %d bytes", ch.ID, a, a+n, ch.Size)
+	}
 	return nil
 }
 
@@ -99,11 +104,8 @@ func blockSpans(blocks [][]byte, a, n int64, fn func(i int, b []byte, at int64))
 // lendChunk appends [a, a+n) of a chunk to l as slices of cached blocks, with
 // a reference to each block's slab. It needs the cache.
 func (c *Client) lendChunk(ctx context.Context, ch *metaserver.Chunk, l *Data, a, n int64) error {
-	if a < 0 || a+n > ch.Size {
-		return fmt.Errorf("chunk %d: read [%d,%d) outside its %d bytes", ch.ID, a, a+n, ch.Size)
-	}
-	if n == 0 {
-		return nil
+	if err := checkChunkRange(ch, a, n); err != nil || n == 0 {
+		return err
 	}
 	blocks, slabs, err := c.cachedBlocks(ctx, ch, a, n, true)
 	if err != nil {
@@ -765,28 +767,16 @@ func clearHoles(p []byte, off int64, exts []metaserver.Extent) {
 // are read in parallel.
 func (c *Client) lendExtents(ctx context.Context, exts []metaserver.Extent, off, n int64) (Data, error) {
 	parts := make([]Data, len(exts))
-	errs := make([]error, len(exts))
-	if len(exts) == 1 {
-		e := exts[0]
-		errs[0] = c.lendChunkData(ctx, e.Chunk, &parts[0], int64(e.ChunkOff), int64(e.Len))
-	} else {
-		var wg sync.WaitGroup
-		for i, e := range exts {
-			wg.Go(func() {
-				errs[i] = c.lendChunkData(ctx, e.Chunk, &parts[i], int64(e.ChunkOff), int64(e.Len))
-			})
-		}
-		wg.Wait()
-	}
+	err := eachExtent(exts, func(i int, e metaserver.Extent) error {
+		return c.lendChunkData(ctx, e.Chunk, &parts[i], int64(e.ChunkOff), int64(e.Len))
+	})
 	var d Data
 	for _, p := range parts {
 		d.slabs = append(d.slabs, p.slabs...)
 	}
-	for _, err := range errs {
-		if err != nil {
-			d.Release()
-			return Data{}, err
-		}
+	if err != nil {
+		d.Release()
+		return Data{}, err
 	}
 	at := off
 	for i, e := range exts {
