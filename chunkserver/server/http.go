@@ -154,11 +154,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request, name string) 
 			return
 		}
 	}
-	put := s.store.Put
-	if buffered {
-		put = s.store.PutBuffered
-	}
-	sum, err := put(name, data)
+	sum, err := s.storeShard(name, data, buffered)
 	if err != nil {
 		s.writeStoreError(w, name, err)
 		return
@@ -326,6 +322,14 @@ func (s *Server) handleDelete(w http.ResponseWriter, name string) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// storeShard writes a shard to the store, durably or buffered.
+func (s *Server) storeShard(name string, data []byte, buffered bool) (uint64, error) {
+	if buffered {
+		return s.store.PutBuffered(name, data)
+	}
+	return s.store.Put(name, data)
 }
 
 // handleSync answers 204 once every shard PUT buffered before the request is

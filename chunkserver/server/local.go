@@ -63,11 +63,7 @@ func (s *Server) putShard(name string, data []byte, buffered bool) (uint64, int,
 		return 0, http.StatusRequestEntityTooLarge, chunkserver.NewStatusError(http.StatusRequestEntityTooLarge, "", err.Error())
 	}
 	s.metrics.bytesIn.Add(int64(len(data)))
-	put := s.store.Put
-	if buffered {
-		put = s.store.PutBuffered
-	}
-	sum, err := put(name, data)
+	sum, err := s.storeShard(name, data, buffered)
 	if err != nil {
 		code, err := s.localError(name, err)
 		return 0, code, err
