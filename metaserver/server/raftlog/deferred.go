@@ -28,6 +28,12 @@ type durability struct {
 	closed bool
 }
 
+// wake tells the waiters of WaitDurable that something changed; dmu is held.
+func (d *durability) wake() {
+	close(d.ch)
+	d.ch = make(chan struct{})
+}
+
 // StoreLogsDeferred appends entries like StoreLogs but does not wait for
 // the fdatasync: it returns once they are written and readable, and a
 // background sync makes them durable (Durable, WaitDurable). An append
@@ -196,8 +202,7 @@ func (s *Store) flushLocked() error {
 	if err := s.sync(tail); err != nil {
 		s.dmu.Lock()
 		s.dur.err = err
-		close(s.dur.ch)
-		s.dur.ch = make(chan struct{})
+		s.dur.wake()
 		s.dmu.Unlock()
 		return err
 	}
@@ -211,8 +216,7 @@ func (s *Store) setDurable(index uint64) {
 	defer s.dmu.Unlock()
 	if index > s.dur.index {
 		s.dur.index = index
-		close(s.dur.ch)
-		s.dur.ch = make(chan struct{})
+		s.dur.wake()
 	}
 }
 
@@ -229,8 +233,7 @@ func (s *Store) closeDurable() {
 	defer s.dmu.Unlock()
 	if !s.dur.closed {
 		s.dur.closed = true
-		close(s.dur.ch)
-		s.dur.ch = make(chan struct{})
+		s.dur.wake()
 	}
 }
 
