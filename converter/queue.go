@@ -153,11 +153,16 @@ func (q *Queue) add(j queueJob, bounded bool) bool {
 		return false
 	}
 	q.jobs = append(q.jobs, j)
+	q.signal()
+	return true
+}
+
+// signal wakes one idle worker; a token already waiting covers it.
+func (q *Queue) signal() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 func journalKey(d string) string { return journalPrefix + d }
@@ -221,10 +226,7 @@ func (q *Queue) next() (queueJob, bool) {
 			q.jobs[0] = queueJob{}
 			q.jobs = q.jobs[1:]
 			if len(q.jobs) > 0 { // let another worker take the next one
-				select {
-				case q.wake <- struct{}{}:
-				default:
-				}
+				q.signal()
 			}
 			q.mu.Unlock()
 			return j, true
