@@ -406,11 +406,7 @@ func TestWatchOnFollower(t *testing.T) {
 func BenchmarkFeedCreate(b *testing.B) {
 	f := NewFSM()
 	f.feed.limit = 1 << 12
-	cmds := make([]command, b.N)
-	for i := range cmds {
-		p, _ := json.Marshal(ms.CreateIn{Parent: ms.RootIno, Name: fmt.Sprintf("f%09d", i), Mode: syscall.S_IFREG | 0o644})
-		cmds[i] = command{Type: ms.OpCreate, Time: 1, Payload: p}
-	}
+	cmds := benchCreates(b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range cmds {
@@ -428,14 +424,20 @@ func BenchmarkFeedCreate(b *testing.B) {
 	}
 }
 
-// BenchmarkCreateWithoutFeed is the same apply without the feed, to compare.
-func BenchmarkCreateWithoutFeed(b *testing.B) {
-	f := NewFSM()
-	cmds := make([]command, b.N)
+// benchCreates returns n create commands of distinct files in the root.
+func benchCreates(n int) []command {
+	cmds := make([]command, n)
 	for i := range cmds {
 		p, _ := json.Marshal(ms.CreateIn{Parent: ms.RootIno, Name: fmt.Sprintf("f%09d", i), Mode: syscall.S_IFREG | 0o644})
 		cmds[i] = command{Type: ms.OpCreate, Time: 1, Payload: p}
 	}
+	return cmds
+}
+
+// BenchmarkCreateWithoutFeed is the same apply without the feed, to compare.
+func BenchmarkCreateWithoutFeed(b *testing.B) {
+	f := NewFSM()
+	cmds := benchCreates(b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range cmds {
