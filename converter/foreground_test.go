@@ -3,6 +3,7 @@ package converter
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"sort"
@@ -318,5 +319,42 @@ func TestQueueJournalSurvivesRestart(t *testing.T) {
 	}
 	if n := kv.len(); n != 0 {
 		t.Errorf("journal keeps %d records after the conversion finished", n)
+	}
+}
+
+// A journal record nobody can run (damaged, or filed under another digest)
+// is dropped at Resume instead of failing the start or being retried at
+// every start; the readable records next to it still run.
+func TestQueueResumeDropsUnreadableRecords(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{}}
+	s := newMemStore()
+	m := manifestFor(t, s, []byte(`{"os":"linux","architecture":"amd64"}`), bigLayer(t, 64<<10))
+	md := digest.FromBytes(m)
+	good, err := json.Marshal(queueJob{Repo: "r", Digest: md.String(), MediaType: ocispec.MediaTypeImageManifest, Body: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string, v []byte) {
+		if err := kv.KVTxn(context.Background(), nil, []metaserver.KVOp{{Bucket: JournalBucket, Key: key, Value: v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(journalKey(md.String()), good)
+	put(journalKey("sha256:broken"), []byte("{not json"))
+	put(journalKey("sha256:elsewhere"), good) // a record filed under another digest
+
+	q := NewQueue(NewIndexer(s, IndexerOptions{Logger: quietLog}), 1, 8, WithJournal(kv))
+	n, err := q.Resume(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("Resume = %d, %v; want the one readable record queued", n, err)
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Done != 1 {
+		t.Fatalf("queue after resume: %+v, want the readable record converted", st)
+	}
+	if n := kv.len(); n != 0 {
+		t.Errorf("journal keeps %d records; the unreadable ones should be dropped and the finished one removed", n)
 	}
 }
