@@ -26,6 +26,10 @@ type Client struct {
 
 	localMu sync.Mutex // serialises Attach and Detach
 	local   atomic.Pointer[map[string]LocalServer]
+
+	// probe finds chunkservers on this host (EnableShortCircuit); nil
+	// until enabled.
+	probe atomic.Pointer[scProber]
 }
 
 // NewClient returns a client using hc, or a tuned default when hc is nil.
@@ -166,6 +170,9 @@ func (c *Client) ReadAt(ctx context.Context, addr, name string, p []byte, off in
 			return 0, &ShardError{"read", addr, name, err}
 		}
 		return len(p), nil
+	}
+	if pr := c.probe.Load(); pr != nil {
+		pr.maybeProbe(addr)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, shardURL(addr, name), nil)
 	if err != nil {
