@@ -88,6 +88,12 @@ type Config struct {
 	// MaxShardSize bounds a PUT body; default 64 MiB.
 	MaxShardSize int64
 
+	// ShortCircuit makes the server also listen on a Unix socket in
+	// DataDir through which clients on this host open shard files and read
+	// them themselves (see unixsock.go). Only with a disk store; if the
+	// socket cannot be made the server logs why and serves without it.
+	ShortCircuit bool
+
 	// Auth, when set, makes the API refuse requests without the cluster
 	// secret (except /healthz and /metrics). The Cluster and Client given
 	// here must then sign their requests with it too.
@@ -124,6 +130,7 @@ type Server struct {
 	metrics  *metrics
 	bufs     sync.Pool // *[]byte shard buffers for PUT and GET
 
+	sc       *shortCircuit // nil unless Config.ShortCircuit and the socket is up
 	repairs  chan metaserver.RepairTask
 	inflight sync.Map // shard name -> struct{}: repairs queued or running
 
@@ -221,10 +228,17 @@ func New(cfg Config) (*Server, error) {
 	s.ln = ln
 	s.log = cfg.Logger.With("chunkserver", string(s.id), "addr", s.Addr())
 	s.http = &http.Server{
-		Handler:           cfg.Auth.Middleware(s.Handler()),
+		Handler:           cfg.Auth.Middleware(s.withShortCircuit(s.Handler())),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if cfg.ShortCircuit {
+		sc, err := s.listenShortCircuit()
+		if err != nil {
+			s.log.Warn("short-circuit reads off", "err", err)
+		}
+		s.sc = sc
 	}
 	return s, nil
 }
@@ -262,6 +276,9 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("API server stopped", "err", err)
 		}
 	})
+	if s.sc != nil {
+		s.wg.Go(s.serveShortCircuit)
+	}
 	if s.cfg.Cluster != nil {
 		s.wg.Go(func() { s.heartbeatLoop(ctx) })
 		for range s.cfg.RepairWorkers {
@@ -306,6 +323,7 @@ func (s *Server) Close() error {
 	} else if err := s.ln.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	s.closeShortCircuit()
 	s.wg.Wait()
 	if s.ownStore {
 		if err := s.store.Close(); err != nil {

@@ -1,0 +1,229 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/chunkserver/store"
+)
+
+// The short-circuit socket: clients on this host open shard files through it
+// and read them without the HTTP API copying every byte through loopback (see
+// chunkserver.ShortCircuit for the client and the protocol, and
+// docs/chunkserver.md). The socket is owner-only and a connecting process
+// must run as the server's user (or root), who can read the shard files
+// anyway; a descriptor handed out reads that one shard file and nothing else.
+
+// maxSocketPath is the longest path a Unix socket can be bound to (sun_path
+// holds 108 bytes with the terminating NUL on Linux).
+const maxSocketPath = 107
+
+type shortCircuit struct {
+	ln       *net.UnixListener
+	path     string
+	instance string
+	opener   store.ShardOpener
+
+	mu     sync.Mutex
+	conns  map[*net.UnixConn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// listenShortCircuit binds the socket in the data directory. It fails when
+// the store's shards are not files, the path is too long for a socket, or a
+// live server already answers on it.
+func (s *Server) listenShortCircuit() (*shortCircuit, error) {
+	opener, ok := s.store.(store.ShardOpener)
+	if !ok {
+		return nil, errors.New("the shard store keeps no files to hand out")
+	}
+	if s.cfg.DataDir == "" {
+		return nil, errors.New("no data directory for the socket")
+	}
+	dir, err := filepath.Abs(s.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, chunkserver.ShortCircuitSocket)
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("socket path %s is longer than %d bytes", path, maxSocketPath)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	// Until this chmod the socket has the umask's mode; the peer check on
+	// every connection covers that moment.
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	var rnd [16]byte
+	_, _ = rand.Read(rnd[:])
+	return &shortCircuit{ln: ln, path: path, instance: hex.EncodeToString(rnd[:]), opener: opener,
+		conns: map[*net.UnixConn]struct{}{}}, nil
+}
+
+// removeStaleSocket removes a socket left by a server that died without
+// closing it, and refuses to touch anything else at path.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		_ = c.Close()
+		return fmt.Errorf("another chunkserver answers on %s", path)
+	}
+	return os.Remove(path)
+}
+
+// withShortCircuit adds the endpoint describing the socket to the API.
+func (s *Server) withShortCircuit(api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+chunkserver.ShortCircuitPath, s.handleShortCircuitInfo)
+	mux.Handle("/", api)
+	return mux
+}
+
+func (s *Server) handleShortCircuitInfo(w http.ResponseWriter, _ *http.Request) {
+	if s.sc == nil {
+		http.Error(w, "short-circuit reads are off on this chunkserver", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(chunkserver.ShortCircuitInfo{ID: string(s.id), Socket: s.sc.path, Instance: s.sc.instance})
+}
+
+// ShortCircuitSocket is the path of the server's short-circuit socket, or ""
+// when it offers none.
+func (s *Server) ShortCircuitSocket() string {
+	if s.sc == nil {
+		return ""
+	}
+	return s.sc.path
+}
+
+func (s *Server) serveShortCircuit() {
+	sc := s.sc
+	for {
+		c, err := sc.ln.AcceptUnix()
+		if err != nil {
+			sc.mu.Lock()
+			closed := sc.closed
+			sc.mu.Unlock()
+			if !closed {
+				s.log.Error("short-circuit socket stopped", "err", err)
+			}
+			return
+		}
+		sc.mu.Lock()
+		if sc.closed {
+			sc.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		sc.conns[c] = struct{}{}
+		sc.wg.Add(1)
+		sc.mu.Unlock()
+		go func() {
+			defer sc.wg.Done()
+			s.serveShortCircuitConn(c)
+			sc.mu.Lock()
+			delete(sc.conns, c)
+			sc.mu.Unlock()
+			_ = c.Close()
+		}()
+	}
+}
+
+// closeShortCircuit stops accepting, cuts every connection (descriptors
+// already handed out stay valid) and removes the socket file.
+func (s *Server) closeShortCircuit() {
+	sc := s.sc
+	if sc == nil {
+		return
+	}
+	sc.mu.Lock()
+	sc.closed = true
+	for c := range sc.conns {
+		_ = c.Close()
+	}
+	sc.mu.Unlock()
+	_ = sc.ln.Close() // unlinks the socket file
+	sc.wg.Wait()
+}
+
+func (s *Server) serveShortCircuitConn(c *net.UnixConn) {
+	if err := checkPeer(c); err != nil {
+		s.log.Warn("refused a short-circuit connection", "err", err)
+		return
+	}
+	hello := chunkserver.ShortCircuitHello{Version: chunkserver.ShortCircuitVersion, ID: string(s.id), Instance: s.sc.instance}
+	if err := chunkserver.WriteShortCircuitFrame(c, hello, nil); err != nil {
+		return
+	}
+	for {
+		var req chunkserver.ShortCircuitRequest
+		f, err := chunkserver.ReadShortCircuitFrame(c, &req)
+		if f != nil {
+			_ = f.Close() // clients send none
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("short-circuit connection ended", "err", err)
+			}
+			return
+		}
+		if err := s.answerShortCircuit(c, req); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) answerShortCircuit(c *net.UnixConn, req chunkserver.ShortCircuitRequest) error {
+	switch req.Op {
+	case chunkserver.SCOpen:
+		if err := s.checkOpen(); err != nil {
+			return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: http.StatusServiceUnavailable, Msg: err.Error()}, nil)
+		}
+		f, l, err := s.sc.opener.OpenShard(req.Name)
+		if err != nil {
+			code, kind := s.storeFailure(req.Name, err)
+			return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: code, Kind: kind, Msg: err.Error()}, nil)
+		}
+		defer f.Close()
+		return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Layout: &l}, f)
+	case chunkserver.SCCorrupt:
+		if !chunkserver.ValidName(req.Name) {
+			return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: http.StatusBadRequest, Kind: chunkserver.ErrorName, Msg: "invalid shard name"}, nil)
+		}
+		// Counted and reported exactly as a corrupt read over HTTP.
+		s.storeFailure(req.Name, fmt.Errorf("read %s by a short-circuit client: %w", req.Name, store.ErrCorrupt))
+		return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{}, nil)
+	default:
+		return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: http.StatusBadRequest, Msg: fmt.Sprintf("unknown operation %q", req.Op)}, nil)
+	}
+}
