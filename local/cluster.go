@@ -49,6 +49,11 @@ type Config struct {
 	// loopback HTTP, as other processes do, instead of calling them in
 	// process. For measuring the difference and testing the HTTP path.
 	HTTPOnly bool
+	// ShortCircuit makes the chunkservers also serve short-circuit reads
+	// to other processes on this host, such as `dockyard mount`, through a
+	// Unix socket in each one's directory (csserver.Config.ShortCircuit).
+	// The cluster's own clients call the servers in process anyway.
+	ShortCircuit bool
 	// Meta is the metaserver to use. Nil runs an in-memory metaserver (tests).
 	Meta Meta
 	// FS tunes the fs client (K, M, chunk size...). MaxUploads defaults to
@@ -154,6 +159,7 @@ func (c *Cluster) startChunkserver(i int) error {
 		Capacity:          c.cfg.ChunkCapacity,
 		NoSync:            c.cfg.NoSync,
 		FlushInterval:     c.cfg.FlushInterval,
+		ShortCircuit:      c.cfg.ShortCircuit,
 		Cluster:           c.Meta,
 		Chunks:            c.Meta,
 		HeartbeatInterval: c.cfg.HeartbeatInterval,

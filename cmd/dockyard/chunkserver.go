@@ -22,11 +22,11 @@ func init() { subcommands = append(subcommands, chunkserverCmd) }
 
 func chunkserverCmd() *cobra.Command {
 	var (
-		data, listen, advertise, meta string
-		labels                        []string
-		capacity, scrubRate           string
-		fsync, groupCommit            bool
-		flushInterval                 time.Duration
+		data, listen, advertise, meta    string
+		labels                           []string
+		capacity, scrubRate              string
+		fsync, groupCommit, shortCircuit bool
+		flushInterval                    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "chunkserver --data DIR --listen ADDR --meta ADDR[,ADDR...] [--label k=v ...]",
@@ -83,6 +83,8 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 				ScrubRate:   rate,
 				NoSync:      !fsync,
 				GroupCommit: groupCommit,
+				// Mounts on this host read shard files themselves.
+				ShortCircuit: shortCircuit,
 				// The flag's 0 means off; the config's 0 means default.
 				FlushInterval: flushIntervalConfig(flushInterval),
 				Cluster:       mc,
@@ -115,9 +117,17 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.BoolVar(&fsync, "fsync", true, "make shards durable: a durable write before it is acknowledged, a buffered one at the "+
 		"client's fsync or within --flush-interval; false never syncs them (a power loss can lose the last seconds of writes)")
 	addFlushIntervalFlag(f, &flushInterval)
+	addShortCircuitServerFlag(f, &shortCircuit)
 	f.BoolVar(&groupCommit, "group-commit", false, "concurrent shard writes share file-system flushes (syncfs) instead of an fsync each: less CPU, "+
 		"same durability, but it also flushes everything else written to that file system; only for a disk the chunkserver has to itself")
 	return cmd
+}
+
+// addShortCircuitServerFlag adds --short-circuit, shared by chunkserver and
+// serve.
+func addShortCircuitServerFlag(f *pflag.FlagSet, on *bool) {
+	f.BoolVar(on, "short-circuit", true, "let clients on this host (dockyard mount) read shard files themselves: "+
+		"an owner-only Unix socket in the data directory hands them read-only descriptors, and they check every block")
 }
 
 // addFlushIntervalFlag adds --flush-interval, shared by chunkserver and

@@ -28,7 +28,7 @@ func serveCmd() *cobra.Command {
 		chunkservers, chunkBasePort                        int
 		chunkCapacityMB                                    int64
 		gcInterval, convertMaxDefer, flushInterval         time.Duration
-		fsync, shardHTTP, durableWrites                    bool
+		fsync, shardHTTP, durableWrites, shortCircuit      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -92,6 +92,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				NoSync:        !fsync,
 				FlushInterval: flushIntervalConfig(flushInterval),
 				HTTPOnly:      shardHTTP,
+				ShortCircuit:  shortCircuit,
 				Meta:          nodeMeta{node},
 				Auth:          secret,
 				FS:            dfs.Options{K: k, M: m, DurableWrites: durableWrites, Logger: log},
@@ -132,6 +133,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	addFlushIntervalFlag(f, &flushInterval)
 	f.BoolVar(&shardHTTP, "shard-http", false, "send this process's own shard traffic over loopback HTTP instead of "+
 		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
+	addShortCircuitServerFlag(f, &shortCircuit)
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	addConvertFlag(f, &convertMaxDefer)
