@@ -14,8 +14,10 @@
 #
 #   bench/fuse/run.sh            # SIZE=1G RAND_SECS=20 FILES=10000 WEED=$(command -v weed) DY_MOUNT_ARGS=
 #
-# DY_MOUNT_ARGS is passed to `dockyard mount`, to compare its options (e.g. --max-write 131072). DY names a
-# dockyard binary to use instead of building this tree, for A/B runs of two builds back to back.
+# DY_MOUNT_ARGS is passed to `dockyard mount`, to compare its options (e.g. --max-write 131072), and
+# DY_SERVE_ARGS to `dockyard serve` (e.g. --fsync=false, which leaves shards in the page cache as weed's volume
+# server does: its fsync reaches no disk). DY names a dockyard binary to use instead of building this tree, for
+# A/B runs of two builds back to back.
 #
 # For the dockyard column it also prints the CPU seconds the mount process and the serve process (metaserver and
 # chunkservers) spent in each fio phase, per GiB moved: on a shared machine CPU per byte is steadier than MB/s.
@@ -27,6 +29,7 @@ FILES=${FILES:-10000}
 WEED=${WEED:-$(command -v weed || true)}
 TMP_BASE=${TMP_BASE:-/var/tmp}
 DY_MOUNT_ARGS=${DY_MOUNT_ARGS:-}
+DY_SERVE_ARGS=${DY_SERVE_ARGS:-}
 DY=${DY:-}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d "$TMP_BASE/fusebench.XXXXXX")
@@ -68,7 +71,8 @@ fi
 
 # --- dockyard
 meta=127.0.0.1:$(freeport)
-"$dy" serve --data "$work/dy-data" --listen "127.0.0.1:$(freeport)" --meta-listen "$meta" \
+# shellcheck disable=SC2086 # DY_SERVE_ARGS is a list of flags
+"$dy" serve $DY_SERVE_ARGS --data "$work/dy-data" --listen "127.0.0.1:$(freeport)" --meta-listen "$meta" \
 	--raft-listen "127.0.0.1:$(freeport)" --chunkserver-base-port 0 --log-level warn >"$work/serve.log" 2>&1 &
 dy_serve_pid=$!
 pids+=("$dy_serve_pid")
