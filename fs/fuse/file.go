@@ -17,6 +17,9 @@ import (
 type handle struct {
 	n *node
 	f *dfs.File
+	// writer: opened for writing (or O_TRUNC); counted by the file cache,
+	// which copies nothing while such a handle is open.
+	writer bool
 }
 
 var (
@@ -38,10 +41,26 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // created, when set, is the reply of the create this open belongs to: an
 // empty file is opened from it without asking the metaserver again.
 func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.Attr) (gofs.FileHandle, uint32, syscall.Errno) {
-	if n.m.opt.ReadOnly && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+	if n.m.opt.ReadOnly && write {
 		return nil, 0, syscall.EROFS
 	}
 	st := n.m.lockIno(n.ino)
+	if st.pt > 0 {
+		// The kernel takes nothing but passthrough opens of the inode
+		// now; see passthrough.go.
+		if h, errno, ok := n.sharePassthrough(ctx, st, write); ok {
+			n.m.unlockIno(n.ino, st)
+			if errno != 0 {
+				return nil, 0, errno
+			}
+			return h, 0, 0
+		}
+		var errno syscall.Errno
+		if st, errno = n.waitPassthroughGone(ctx, st, "open"); errno != 0 {
+			return nil, 0, errno
+		}
+	}
 	fresh := st.open == nil
 	if fresh {
 		var f *dfs.File
@@ -59,11 +78,26 @@ func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.
 	}
 	f := st.open.f
 	st.open.refs++
+	files := n.m.files.Load()
+	if write && files != nil {
+		files.addWriter(n.ino)
+	}
+	h := &handle{n: n, f: f, writer: write && files != nil}
 	if flags&syscall.O_TRUNC != 0 && f.Attr().Size > 0 {
 		if err := f.Truncate(ctx, 0); err != nil {
-			n.releaseLocked(ctx, st)
+			h.releaseLocked(ctx, st)
 			n.m.unlockIno(n.ino, st)
 			return nil, 0, n.m.fail("open", n.ino, err)
+		}
+	}
+	var pt *ptHandle
+	if fresh && !write && files != nil {
+		// No other handle is open here, so the kernel has no cached-I/O
+		// open of the inode either: it may pass through.
+		if cp, fd := files.pin(n.ino, f.Attr().Gen); cp != nil {
+			pt = &ptHandle{handle: h, fd: fd, cp: cp}
+			st.pt, st.ptCopy, st.ptGone = 1, cp, make(chan struct{})
+			n.m.ptOpens.Add(1)
 		}
 	}
 	n.m.unlockIno(n.ino, st)
@@ -93,17 +127,31 @@ func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.
 	if flags&syscall.O_DIRECT != 0 {
 		fuseFlags |= gofuse.FOPEN_DIRECT_IO
 	}
-	return &handle{n: n, f: f}, fuseFlags, 0
+	if pt != nil {
+		// go-fuse adds FOPEN_PASSTHROUGH and drops KEEP_CACHE, which a
+		// passthrough open may not carry.
+		return pt, fuseFlags, 0
+	}
+	return h, fuseFlags, 0
 }
 
-// releaseLocked drops one reference to the open file; the last one closes it
-// (flushing) and removes the orphan link of a file unlinked while open.
-// st is locked.
-func (n *node) releaseLocked(ctx context.Context, st *inoState) error {
+// releaseLocked drops the handle's reference to the open file; the last one
+// closes it (flushing) and removes the orphan link of a file unlinked while
+// open. st is locked.
+func (h *handle) releaseLocked(ctx context.Context, st *inoState) syscall.Errno {
+	n := h.n
+	if h.writer {
+		if files := n.m.files.Load(); files != nil {
+			files.removeWriter(n.ino)
+		}
+	}
+	if st.open == nil || st.open.f != h.f {
+		return 0
+	}
 	o := st.open
 	o.refs--
 	if o.refs > 0 {
-		return nil
+		return 0
 	}
 	st.open = nil
 	err := o.f.Close()
@@ -111,7 +159,10 @@ func (n *node) releaseLocked(ctx context.Context, st *inoState) error {
 	if rerr := n.m.orphans.release(ctx, n.ino); rerr != nil && err == nil {
 		err = rerr
 	}
-	return err
+	if err != nil {
+		return n.m.fail("release", n.ino, err)
+	}
+	return 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -162,6 +213,10 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadR
 		return nil, h.n.m.fail("read", h.n.ino, err)
 	}
 	h.n.m.readBytes.Add(int64(d.N))
+	if files := h.n.m.files.Load(); files != nil && d.N > 0 {
+		a := h.f.Attr()
+		files.fill(h.n.ino, a.Gen, int64(a.Size), off, d.Bufs, d.N)
+	}
 	return &lentData{d}, 0
 }
 
@@ -238,13 +293,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	n := h.n
 	st := n.m.lockIno(n.ino)
 	defer n.m.unlockIno(n.ino, st)
-	if st.open == nil || st.open.f != h.f {
-		return 0
-	}
-	if err := n.releaseLocked(ctx, st); err != nil {
-		return n.m.fail("release", n.ino, err)
-	}
-	return 0
+	return h.releaseLocked(ctx, st)
 }
 
 // Allocate implements fallocate(2) as far as a file system of shared chunks

@@ -20,6 +20,11 @@ type inoState struct {
 	mu    sync.Mutex
 	// open is the file shared by every handle of the inode in this mount.
 	open *openFile
+	// pt counts the passthrough handles among them, all reading ptCopy;
+	// ptGone is closed when the last one is released (passthrough.go).
+	pt     int
+	ptCopy *fileCopy
+	ptGone chan struct{}
 }
 
 // openFile is the one *fs.File an inode has in this mount while any handle

@@ -132,6 +132,9 @@ func Mount(ctx context.Context, dir string, c *dfs.Client, opt Options) (*Server
 		return nil, fmt.Errorf("mounting %s: %w", abs, err)
 	}
 	s := &Server{Dir: abs, srv: srv, root: root}
+	if n, ok := root.(*node); ok && n.m.opt.Passthrough {
+		n.m.startFileCache(srv)
+	}
 	if ra := opt.withDefaults().KernelReadAhead; ra > 0 {
 		s.raiseReadAhead(ra)
 	}
@@ -164,6 +167,13 @@ func (s *Server) close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		s.closeErr = closeTree(ctx, s.root)
+		if n, ok := s.root.(*node); ok {
+			if files := n.m.files.Swap(nil); files != nil {
+				if err := files.close(); err != nil && s.closeErr == nil {
+					s.closeErr = fmt.Errorf("removing the file cache: %w", err)
+				}
+			}
+		}
 	})
 	return s.closeErr
 }
@@ -305,6 +315,10 @@ type Stats struct {
 	// bytes they returned. Reads the kernel answers from its page cache
 	// never get here: a file read twice, unchanged, costs them once.
 	ReadRequests, ReadBytes int64
+	// PassthroughOpens counts the opens the kernel was told to serve from
+	// a local copy; FileCopies the copies completed, FileCacheBytes the
+	// bytes the copies hold now.
+	PassthroughOpens, FileCopies, FileCacheBytes int64
 }
 
 // Stats returns the counts since the mount started.
@@ -313,5 +327,25 @@ func (s *Server) Stats() Stats {
 	if !ok {
 		return Stats{}
 	}
-	return Stats{ReadRequests: n.m.reads.Load(), ReadBytes: n.m.readBytes.Load()}
+	st := Stats{ReadRequests: n.m.reads.Load(), ReadBytes: n.m.readBytes.Load(), PassthroughOpens: n.m.ptOpens.Load()}
+	if files := n.m.files.Load(); files != nil {
+		st.FileCacheBytes, st.FileCopies = files.stats()
+	}
+	return st
+}
+
+// startFileCache turns passthrough on when the kernel allows it; otherwise
+// the mount runs without it and says why once.
+func (m *mountState) startFileCache(srv *gofuse.Server) {
+	files, err := newFileCache(m.opt.FileCacheDir, m.opt.FileCacheBytes, m.opt.FileCacheMinSize, m.log)
+	if err != nil {
+		m.log.Warn("passthrough off: no local file cache", "err", err)
+		return
+	}
+	if err := probePassthrough(srv, files.dir); err != nil {
+		m.log.Info("passthrough off: the kernel does not allow it for this mount", "err", err)
+		files.close()
+		return
+	}
+	m.files.Store(files)
 }

@@ -201,6 +201,17 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *gofuse.SetAt
 		// An open file buffers writes, so it must see the truncation too;
 		// through it the buffer and the extents agree.
 		st := n.m.lockIno(n.ino)
+		if st.pt > 0 {
+			// Passthrough readers read a copy this cannot change;
+			// see passthrough.go.
+			var errno syscall.Errno
+			if st, errno = n.waitPassthroughGone(ctx, st, "truncate"); errno != 0 {
+				return errno
+			}
+		}
+		if files := n.m.files.Load(); files != nil {
+			files.drop(n.ino)
+		}
 		var err error
 		open := st.open != nil
 		if open {

@@ -3,6 +3,8 @@ package fuse
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -89,6 +91,23 @@ type Options struct {
 	// DefaultKernelReadAhead; negative leaves the kernel's default. Setting
 	// it needs root.
 	KernelReadAhead int
+	// Passthrough keeps a local copy of each file read whole from offset
+	// 0 and serves later read-only opens of the same content generation
+	// from it with FUSE passthrough: the kernel reads the local file and no
+	// READ reaches the mount. It needs Linux 6.9+ and root; where the
+	// kernel refuses, the mount goes on without it. See passthrough.go for
+	// what it means for writers.
+	Passthrough bool
+	// FileCacheDir holds the copies, in files/<pid>/ (emptied at mount,
+	// removed at unmount); "" means DefaultFileCacheDir.
+	FileCacheDir string
+	// FileCacheBytes bounds the copies (least recently used ones are
+	// dropped first); 0 means DefaultFileCacheBytes or a tenth of the
+	// cache's file system, whichever is less.
+	FileCacheBytes int64
+	// FileCacheMinSize: smaller files are not copied; 0 means
+	// DefaultFileCacheMinSize.
+	FileCacheMinSize int64
 	// FsName is shown as the source in /proc/mounts and df.
 	FsName string
 	// Debug logs every FUSE request.
@@ -124,6 +143,9 @@ func (o Options) withDefaults() Options {
 	if o.KernelReadAhead == 0 {
 		o.KernelReadAhead = DefaultKernelReadAhead
 	}
+	if o.FileCacheDir == "" {
+		o.FileCacheDir = DefaultFileCacheDir()
+	}
 	if o.FsName == "" {
 		o.FsName = "dockyard"
 	}
@@ -151,6 +173,23 @@ type mountState struct {
 	// READ requests that reached the mount and the bytes they returned: a
 	// file the kernel keeps in its page cache costs none (Server.Stats).
 	reads, readBytes atomic.Int64
+
+	// files holds the local copies passthrough opens read; nil while
+	// passthrough is off or the kernel refused it (passthrough.go).
+	files atomic.Pointer[fileCache]
+	// ptOpens counts the opens answered with passthrough.
+	ptOpens atomic.Int64
+}
+
+// DefaultFileCacheDir is where a mount keeps its copies unless told
+// otherwise: /var/tmp, which lives on disk where /tmp may be memory, or the
+// system's temporary directory when there is no /var/tmp.
+func DefaultFileCacheDir() string {
+	const varTmp = "/var/tmp"
+	if st, err := os.Stat(varTmp); err == nil && st.IsDir() {
+		return filepath.Join(varTmp, "dockyard")
+	}
+	return filepath.Join(os.TempDir(), "dockyard")
 }
 
 // hideReserved reports whether name, looked up in dir, is the hidden
