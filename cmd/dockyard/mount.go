@@ -43,6 +43,8 @@ func mountCmd() *cobra.Command {
 		metaCacheEntries int
 		durableWrites    bool
 		shortCircuit     bool
+		passthrough      bool
+		fileCacheMB      int64
 	)
 	cmd := &cobra.Command{
 		Use:   "mount [--meta ADDRS] [--image REF] DIR",
@@ -93,6 +95,9 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			// A mount made by root serves every user, as a local disk
 			// does; the kernel checks their permissions.
 			opt.AllowOther = os.Geteuid() == 0
+			// Passthrough needs root; a user's mount goes without it.
+			opt.Passthrough = passthrough && os.Geteuid() == 0
+			opt.FileCacheBytes = fileCacheMB << 20
 			// Mounting talks to the metaserver; an unreachable one must
 			// fail the command, not hang it.
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -117,8 +122,8 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 				if cacheDrops != nil {
 					drops = cacheDrops()
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: unmounted %s: %d READ requests (%d bytes) reached the mount; metadata cache dropped %d times\n",
-					srv.Dir, st.ReadRequests, st.ReadBytes, drops)
+				fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: unmounted %s: %d READ requests (%d bytes) reached the mount; %d opens served by passthrough; metadata cache dropped %d times\n",
+					srv.Dir, st.ReadRequests, st.ReadBytes, st.PassthroughOpens, drops)
 			}()
 			done := make(chan error, 1)
 			go func() { done <- srv.Wait() }()
@@ -163,6 +168,10 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.BoolVar(&debug, "debug", false, "log every FUSE request")
 	f.BoolVar(&metaCache, "meta-cache", true, "answer lookups and stats from a metadata cache kept fresh by the metaserver's change feed")
 	f.IntVar(&metaCacheEntries, "meta-cache-entries", dfs.DefaultMetaCacheEntries, "names plus attributes the metadata cache holds at most")
+	f.BoolVar(&passthrough, "passthrough", true, "keep a local copy of each file read whole and serve later opens of the unchanged file "+
+		"from it through FUSE passthrough (root, Linux 6.9+; while such a reader is open, opening the file for writing on this host fails with ETXTBSY)")
+	f.StringVar(&opt.FileCacheDir, "file-cache-dir", fuse.DefaultFileCacheDir(), "directory for the passthrough copies (in a files/PID subdirectory, emptied at mount, removed at unmount)")
+	f.Int64Var(&fileCacheMB, "file-cache-mb", 0, "bound on the passthrough copies in MiB (0: 10 GiB or a tenth of the cache directory's file system, whichever is less)")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
 	return cmd
 }
