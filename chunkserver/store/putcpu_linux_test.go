@@ -1,0 +1,116 @@
+package store_test
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dockyard/dockyard/chunkserver/store"
+)
+
+// benchPushPattern writes shards the way `dockyard serve` stores a pushed
+// layer: six disk stores (one per chunkserver), chunks of six 1 MiB shards
+// (4 MiB chunks at 4+2, or larger) each put on all six stores at once, up to 24 chunks in
+// flight, and a Sync of every store after each 32 chunks (one 128 MiB PATCH).
+// Besides the wall-clock rate it reports the process's CPU time, user and
+// system, per GiB of shard bytes: on a machine whose cores are shared with
+// the client, CPU per byte is what bounds a push.
+func benchPushPattern(b *testing.B, shard int, opts ...store.DiskOption) {
+	const width, inFlight = 6, 24
+	perSync := (128 << 20) / (4 * shard) // chunks per 128 MiB PATCH
+	stores := make([]*store.Disk, width)
+	for i := range stores {
+		stores[i] = openBenchDisk(b, append([]store.DiskOption{store.WithFlushInterval(0)}, opts...)...)
+	}
+	data := make([][]byte, inFlight*width)
+	for i := range data {
+		data[i] = randData(shard)
+		data[i][0] = byte(i)
+	}
+	var (
+		sem  = make(chan struct{}, inFlight)
+		wg   sync.WaitGroup
+		errs = make(chan error, 1)
+	)
+	fail := func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}
+	sync6 := func() {
+		var sw sync.WaitGroup
+		for _, s := range stores {
+			sw.Go(func() {
+				if err := s.Sync(); err != nil {
+					fail(err)
+				}
+			})
+		}
+		sw.Wait()
+	}
+	written := 0
+	b.SetBytes(int64(shard * width))
+	b.ReportAllocs()
+	u0, s0 := cpuTimes()
+	for i := 0; b.Loop(); i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var cw sync.WaitGroup
+			for j, s := range stores {
+				cw.Go(func() {
+					if _, err := s.PutBuffered(fmt.Sprintf("%016x.%d", i, j), data[(i%inFlight)*width+j]); err != nil {
+						fail(err)
+					}
+				})
+			}
+			cw.Wait()
+		}()
+		if written++; written%perSync == 0 {
+			wg.Wait()
+			sync6()
+			// Keep the disk from filling: the chunks of the PATCH before
+			// this one go, as a registry's garbage would.
+			if written >= 2*perSync {
+				for c := written - 2*perSync; c < written-perSync; c++ {
+					for j, s := range stores {
+						if err := s.Delete(fmt.Sprintf("%016x.%d", c, j)); err != nil {
+							fail(err)
+						}
+					}
+				}
+			}
+		}
+	}
+	wg.Wait()
+	sync6()
+	u1, s1 := cpuTimes()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	gib := float64(written*width*shard) / (1 << 30)
+	b.ReportMetric((u1-u0).Seconds()/gib, "user-s/GiB")
+	b.ReportMetric((s1-s0).Seconds()/gib, "sys-s/GiB")
+}
+
+func cpuTimes() (user, sys time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+func BenchmarkDiskPushPattern4x2x1MiB(b *testing.B) { benchPushPattern(b, 1<<20) }
+func BenchmarkDiskPushPatternNoEarlyWriteback4x2x1MiB(b *testing.B) {
+	benchPushPattern(b, 1<<20, store.WithoutEarlyWriteback())
+}
+
+// With 16 MiB chunks (4 MiB shards) a push makes a quarter of the files.
+func BenchmarkDiskPushPattern4x2x4MiB(b *testing.B) { benchPushPattern(b, 4<<20) }
