@@ -62,6 +62,9 @@ func (r *Registry) getBlob(c echo.Context, name, ref string) error {
 	// Blobs are immutable: a client may cache them for good.
 	h.Set("Cache-Control", "max-age=31536000")
 	if plainGet(c.Request()) {
+		// Said on every GET, as ServeContent does, so a client whose
+		// download breaks knows it can resume with a Range request.
+		h.Set("Accept-Ranges", "bytes")
 		return sendWhole(c.Response(), br, br.Size())
 	}
 	// ServeContent handles Range, If-Range, If-None-Match, HEAD and 416.

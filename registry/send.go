@@ -106,6 +106,18 @@ func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 		sendBufs.Put(p.buf)
 		<-sendSlots
 	}
+	// readAhead starts the pieces after i, up to sendDepth in all, as far
+	// as free slots allow.
+	readAhead := func(i int) {
+		for next < n && next < i+sendDepth {
+			select {
+			case sendSlots <- struct{}{}:
+				start()
+			default:
+				return
+			}
+		}
+	}
 	var err error
 	i := 0
 	for ; i < n; i++ {
@@ -113,17 +125,19 @@ func sendWhole(w http.ResponseWriter, br io.ReaderAt, size int64) error {
 			sendSlots <- struct{}{} // holding no piece: safe to wait
 			start()
 		}
-	ahead:
-		for next < n && next < i+sendDepth {
-			select {
-			case sendSlots <- struct{}{}:
-				start()
-			default:
-				break ahead
-			}
-		}
 		p := pieces[i]
+		if i > 0 {
+			readAhead(i)
+		}
 		<-p.done
+		if i == 0 {
+			// The first piece is read alone: started together with its
+			// read-ahead, it would share the disk and CPU with three
+			// pieces the client does not need yet, and a client that
+			// opens several downloads at once (skopeo: six) would wait
+			// for all of them before its first byte.
+			readAhead(i)
+		}
 		if p.err != nil {
 			err = fmt.Errorf("reading blob at %d: %w", int64(i)*sendPiece, p.err)
 			break
