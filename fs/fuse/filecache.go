@@ -50,17 +50,30 @@ var errCopyGivenUp = errors.New("local copy given up")
 // the mount: the directory is emptied when the mount starts and removed
 // when it ends, so a copy is never trusted across sessions.
 type fileCache struct {
-	dir      string
-	budget   int64
-	maxFile  int64
-	minFile  int64
-	log      *slog.Logger
-	mu       sync.Mutex
-	copies   map[metaserver.Ino]*fileCopy
-	lru      *list.List // of *fileCopy, most recently used at the front
-	used     int64      // bytes reserved by copies (their full size)
-	writers  map[metaserver.Ino]int
+	dir     string
+	budget  int64
+	maxFile int64
+	minFile int64
+	log     *slog.Logger
+	mu      sync.Mutex
+	copies  map[metaserver.Ino]*fileCopy
+	lru     *list.List // of *fileCopy, most recently used at the front
+	used    int64      // bytes reserved by copies (their full size)
+	writers map[metaserver.Ino]int
+	// gaveUp remembers the generation whose copy a reader's pattern
+	// made us give up: it is started again only by a READ at offset 0,
+	// not by every random read that lands near the start.
+	gaveUp   map[metaserver.Ino]uint64
 	complete int64 // copies completed, for Stats
+}
+
+// maxGaveUp bounds gaveUp; when full it is simply forgotten.
+const maxGaveUp = 4096
+
+// gaveUpOn reports whether a copy of ino at gen was given up.
+func (c *fileCache) gaveUpOn(ino metaserver.Ino, gen uint64) bool {
+	g, ok := c.gaveUp[ino]
+	return ok && g == gen
 }
 
 // fileCopy is the local copy of one generation of one file.
@@ -113,7 +126,7 @@ func newFileCache(dir string, budget, minFile int64, log *slog.Logger) (*fileCac
 	}
 	return &fileCache{
 		dir: own, budget: budget, maxFile: budget, minFile: minFile, log: log,
-		copies: map[metaserver.Ino]*fileCopy{}, lru: list.New(), writers: map[metaserver.Ino]int{},
+		copies: map[metaserver.Ino]*fileCopy{}, lru: list.New(), writers: map[metaserver.Ino]int{}, gaveUp: map[metaserver.Ino]uint64{},
 	}, nil
 }
 
@@ -164,7 +177,7 @@ func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [
 	if cp == nil {
 		// A pass from the start: the kernel's first read-ahead
 		// requests may be answered before the one at offset 0.
-		if off >= copyWindow || c.writers[ino] > 0 {
+		if off >= copyWindow || c.writers[ino] > 0 || (off != 0 && c.gaveUpOn(ino, gen)) {
 			c.mu.Unlock()
 			return
 		}
@@ -184,6 +197,10 @@ func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [
 	end := off + int64(n)
 	if err := cp.admit(off, end); err != nil {
 		c.dropLocked(cp)
+		if len(c.gaveUp) >= maxGaveUp {
+			clear(c.gaveUp)
+		}
+		c.gaveUp[ino] = gen
 		c.mu.Unlock()
 		c.log.Debug("giving up a local copy", "ino", uint64(ino), "err", err)
 		return
@@ -245,6 +262,7 @@ func (c *fileCache) startLocked(ino metaserver.Ino, gen uint64, size int64) (*fi
 		os.Remove(path)
 		return nil, err
 	}
+	delete(c.gaveUp, ino)
 	cp := &fileCopy{ino: ino, gen: gen, size: size, path: path, f: f}
 	cp.elem = c.lru.PushFront(cp)
 	c.copies[ino] = cp

@@ -216,3 +216,28 @@ func keys(m map[metaserver.Ino]*fileCopy) []metaserver.Ino {
 	slices.Sort(ks)
 	return ks
 }
+
+// TestFileCacheGivenUpRestartsAtZero: once a reader's jump made us give a
+// copy up, random reads near the start do not begin another one each; a
+// new pass from offset 0 does.
+func TestFileCacheGivenUpRestartsAtZero(t *testing.T) {
+	c := newTestFileCache(t, 1<<40)
+	const size = 2 * copyWindow
+	piece := make([]byte, 4096)
+	c.fill(1, 1, size, 8192, [][]byte{piece}, len(piece))
+	if c.copies[1] == nil {
+		t.Fatal("a read near the start began no copy")
+	}
+	c.fill(1, 1, size, size-4096, [][]byte{piece}, len(piece))
+	if c.copies[1] != nil {
+		t.Fatal("a jump past the window kept the copy")
+	}
+	c.fill(1, 1, size, 8192, [][]byte{piece}, len(piece))
+	if c.copies[1] != nil {
+		t.Fatal("a random read near the start began another copy")
+	}
+	c.fill(1, 1, size, 0, [][]byte{piece}, len(piece))
+	if c.copies[1] == nil {
+		t.Fatal("a read at offset 0 began no copy")
+	}
+}
