@@ -23,6 +23,30 @@ var skipPosix = map[string]string{
 func TestPosix(t *testing.T) {
 	c := newCluster(t)
 	mnt, _ := c.mount(t, Options{})
+	runPosix(t, mnt, nil)
+}
+
+// skipPosixPassthrough lists the cases that cannot pass with passthrough
+// on, with the reason.
+var skipPosixPassthrough = map[string]string{}
+
+// TestPosixPassthrough runs the suite with passthrough on and every file,
+// however small, copied once read whole: readers opened after that are
+// passthrough ones, beside which writers wait and may get ETXTBSY.
+func TestPosixPassthrough(t *testing.T) {
+	c := newCluster(t)
+	opt := ptOptions(t, 0)
+	opt.FileCacheMinSize = 1
+	mnt, srv := c.mount(t, opt)
+	if srv.root.(*node).m.files.Load() == nil {
+		t.Skip("the kernel refuses FUSE passthrough here (needs Linux 6.9+ and root)")
+	}
+	runPosix(t, mnt, skipPosixPassthrough)
+	st := srv.Stats()
+	t.Logf("%d copies made, %d passthrough opens", st.FileCopies, st.PassthroughOpens)
+}
+
+func runPosix(t *testing.T, mnt string, skip map[string]string) {
 	names := make([]string, 0, len(posixtest.All))
 	for name := range posixtest.All {
 		names = append(names, name)
@@ -32,6 +56,9 @@ func TestPosix(t *testing.T) {
 		fn := posixtest.All[name]
 		t.Run(name, func(t *testing.T) {
 			if why, ok := skipPosix[name]; ok {
+				t.Skip(why)
+			}
+			if why, ok := skip[name]; ok {
 				t.Skip(why)
 			}
 			dir := filepath.Join(mnt, name)
