@@ -20,6 +20,9 @@ type handle struct {
 	// writer: opened for writing (or O_TRUNC); counted by the file cache,
 	// which copies nothing while such a handle is open.
 	writer bool
+	// pt: the handle of a passthrough open (ptHandle), whose reads the
+	// kernel should never send here.
+	pt bool
 }
 
 var (
@@ -95,6 +98,7 @@ func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.
 		// No other handle is open here, so the kernel has no cached-I/O
 		// open of the inode either: it may pass through.
 		if cp, fd := files.pin(n.ino, f.Attr().Gen); cp != nil {
+			h.pt = true
 			pt = &ptHandle{handle: h, fd: fd, cp: cp}
 			st.pt, st.ptCopy, st.ptGone = 1, cp, make(chan struct{})
 			n.m.ptOpens.Add(1)
@@ -208,6 +212,9 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *gofu
 // second copy of what a sequential reader consumed (ReadDataKept).
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
 	h.n.m.reads.Add(1)
+	if h.pt {
+		h.n.m.passthroughRefused()
+	}
 	d, err := h.f.ReadDataKept(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.n.m.fail("read", h.n.ino, err)

@@ -97,7 +97,24 @@ func (n *node) sharePassthrough(ctx context.Context, st *inoState, write bool) (
 	st.open.refs++
 	st.pt++
 	n.m.ptOpens.Add(1)
-	return &ptHandle{handle: &handle{n: n, f: st.open.f}, fd: fd, cp: cp}, 0, true
+	return &ptHandle{handle: &handle{n: n, f: st.open.f, pt: true}, fd: fd, cp: cp}, 0, true
+}
+
+// passthroughRefused turns passthrough off for the rest of the mount: a
+// READ reached a passthrough handle, so the kernel did not take its backing
+// file (go-fuse then stops offering backing files for good). The handles
+// already open keep working as ordinary ones; writers beside them still
+// wait for them, as the bookkeeping cannot know which opens the kernel
+// accepted.
+func (m *mountState) passthroughRefused() {
+	files := m.files.Swap(nil)
+	if files == nil {
+		return
+	}
+	m.log.Warn("passthrough off: the kernel served a passthrough open through the mount; no more local copies are made")
+	if err := files.close(); err != nil {
+		m.log.Warn("removing the file cache", "err", err)
+	}
 }
 
 // waitPassthroughGone waits, with st unlocked, for the inode's passthrough
