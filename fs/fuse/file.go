@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -220,18 +221,29 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadR
 		return nil, h.n.m.fail("read", h.n.ino, err)
 	}
 	h.n.m.readBytes.Add(int64(d.N))
+	r := &lentData{d: d}
 	if files := h.n.m.files.Load(); files != nil && d.N > 0 {
+		// The copy's writer holds the blocks too, until it has
+		// written them.
 		a := h.f.Attr()
-		files.fill(h.n.ino, a.Gen, int64(a.Size), off, d.Bufs, d.N)
+		r.refs.Store(1)
+		if !files.fill(h.n.ino, a.Gen, int64(a.Size), off, d.Bufs, d.N, r.Done) {
+			r.refs.Store(0)
+		}
 	}
-	return &lentData{d}, 0
+	return r, 0
 }
 
 // lentData is a read reply whose bytes are lent from the client's block
 // cache: go-fuse writes the pieces to the kernel as they are (writev) and
 // calls Done after, when the blocks may be reused. That saves copying every
 // byte read into the request's buffer.
-type lentData struct{ d dfs.Data }
+type lentData struct {
+	d dfs.Data
+	// refs counts the holders besides go-fuse (the file cache's writer);
+	// the last Done releases the blocks.
+	refs atomic.Int32
+}
 
 var _ interface {
 	gofuse.ReadResult
@@ -256,7 +268,11 @@ func (r *lentData) Bytes(buf []byte) ([]byte, gofuse.Status) {
 // Slices makes go-fuse write the pieces with one writev, uncopied.
 func (r *lentData) Slices() ([][]byte, gofuse.Status) { return r.d.Bufs, gofuse.OK }
 
-func (r *lentData) Done() { r.d.Release() }
+func (r *lentData) Done() {
+	if r.refs.Add(-1) < 0 {
+		r.d.Release()
+	}
+}
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if h.n.m.opt.ReadOnly {

@@ -83,8 +83,9 @@ type fileCopy struct {
 	size int64
 	path string
 	// f is open for writing while the copy fills; nil once complete or
-	// dropped.
-	f *os.File
+	// dropped, when jobs, the writer goroutine's queue, is closed too.
+	f    *os.File
+	jobs chan copyJob
 	// filled is the sorted, disjoint list of byte ranges written.
 	filled []span
 	done   bool
@@ -162,11 +163,18 @@ func (c *fileCache) close() error {
 }
 
 // fill records that a READ of ino returned bufs at off from generation gen
-// of a file of size bytes, and writes them into the copy. A READ at offset
-// near the start begins a copy when none exists. Failures only give the copy up.
-func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [][]byte, n int) {
+// of a file of size bytes, and has them written into the copy. A READ
+// near the start begins a copy when none exists. Failures only give the
+// copy up.
+//
+// The write is queued for the copy's writer goroutine, so the READ reply is
+// not held up by it; fill then returns true and calls done once bufs are
+// no longer needed. With the queue full it writes them itself, and returns
+// false (as when it copies nothing): done is not called and bufs are free
+// when fill returns.
+func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [][]byte, n int, done func()) bool {
 	if n <= 0 {
-		return
+		return false
 	}
 	c.mu.Lock()
 	cp := c.copies[ino]
@@ -179,7 +187,7 @@ func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [
 		// requests may be answered before the one at offset 0.
 		if off >= copyWindow || c.writers[ino] > 0 || (off != 0 && c.gaveUpOn(ino, gen)) {
 			c.mu.Unlock()
-			return
+			return false
 		}
 		var err error
 		if cp, err = c.startLocked(ino, gen, size); cp == nil {
@@ -187,12 +195,12 @@ func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [
 			if err != nil {
 				c.log.Debug("not copying a file", "ino", uint64(ino), "err", err)
 			}
-			return
+			return false
 		}
 	}
 	if cp.done || cp.dropped {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	end := off + int64(n)
 	if err := cp.admit(off, end); err != nil {
@@ -203,39 +211,81 @@ func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [
 		c.gaveUp[ino] = gen
 		c.mu.Unlock()
 		c.log.Debug("giving up a local copy", "ino", uint64(ino), "err", err)
-		return
+		return false
 	}
 	if cp.covered(off, end) {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.lru.MoveToFront(cp.elem)
-	f := cp.f
+	j := copyJob{off: off, end: end, bufs: bufs, done: done}
+	select {
+	case cp.jobs <- j:
+		c.mu.Unlock()
+		return true
+	default:
+	}
 	c.mu.Unlock()
+	j.done = nil
+	c.write(cp, j)
+	return false
+}
 
-	err := pwritev(f, bufs, off)
+// copyJob is one READ reply to write into a copy.
+type copyJob struct {
+	off, end int64
+	bufs     [][]byte
+	done     func()
+}
+
+// copyQueue is how many READ replies may wait for a copy's writer before
+// READs write their bytes themselves: a few read-ahead requests' worth.
+const copyQueue = 8
+
+// writer writes the queued replies of cp until it is complete or dropped.
+func (c *fileCache) writer(cp *fileCopy) {
+	for j := range cp.jobs {
+		c.write(cp, j)
+		j.done()
+	}
+}
+
+// write writes one reply into cp and records it; the copy is complete when
+// every byte is written.
+func (c *fileCache) write(cp *fileCopy, j copyJob) {
+	c.mu.Lock()
+	f := cp.f
+	skip := cp.done || cp.dropped || cp.covered(j.off, j.end)
+	c.mu.Unlock()
+	if skip {
+		return
+	}
+	err := pwritev(f, j.bufs, j.off)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cp.dropped {
+	if cp.done || cp.dropped {
+		// Another write completed or gave the copy up meanwhile, and
+		// may have closed f under this one.
 		return
 	}
 	if err != nil {
-		c.log.Warn("writing a local copy failed; giving it up", "ino", uint64(ino), "err", err)
+		c.log.Warn("writing a local copy failed; giving it up", "ino", uint64(cp.ino), "err", err)
 		c.dropLocked(cp)
 		return
 	}
-	cp.add(off, end)
+	cp.add(j.off, j.end)
 	if len(cp.filled) == 1 && cp.filled[0].lo == 0 && cp.filled[0].hi >= cp.size {
 		cp.done = true
 		c.complete++
+		close(cp.jobs)
 		// Readers open the copy read-only for themselves.
-		if err := cp.f.Close(); err != nil {
-			c.log.Warn("closing a local copy failed; giving it up", "ino", uint64(ino), "err", err)
-			c.dropLocked(cp)
-			return
-		}
+		err := cp.f.Close()
 		cp.f = nil
+		if err != nil {
+			c.log.Warn("closing a local copy failed; giving it up", "ino", uint64(cp.ino), "err", err)
+			c.dropLocked(cp)
+		}
 	}
 }
 
@@ -263,7 +313,8 @@ func (c *fileCache) startLocked(ino metaserver.Ino, gen uint64, size int64) (*fi
 		return nil, err
 	}
 	delete(c.gaveUp, ino)
-	cp := &fileCopy{ino: ino, gen: gen, size: size, path: path, f: f}
+	cp := &fileCopy{ino: ino, gen: gen, size: size, path: path, f: f, jobs: make(chan copyJob, copyQueue)}
+	go c.writer(cp)
 	cp.elem = c.lru.PushFront(cp)
 	c.copies[ino] = cp
 	c.used += size
@@ -296,6 +347,8 @@ func (c *fileCache) dropLocked(cp *fileCopy) {
 	c.lru.Remove(cp.elem)
 	c.used -= cp.size
 	if cp.f != nil {
+		// Not complete: the writer still reads jobs.
+		close(cp.jobs)
 		cp.f.Close()
 		cp.f = nil
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/dockyard/dockyard/metaserver"
@@ -24,14 +25,30 @@ func newTestFileCache(t *testing.T, budget int64) *fileCache {
 }
 
 // fillAll feeds data to c as READ replies of piece bytes, in the order of
-// the offsets given (pieces are data[off:off+piece]).
+// the offsets given (pieces are data[off:off+piece]), and waits for the
+// copy's writer to be done with them.
 func fillAll(c *fileCache, ino metaserver.Ino, gen uint64, data []byte, piece int, offs ...int) {
+	var wg sync.WaitGroup
 	for _, off := range offs {
 		end := min(off+piece, len(data))
 		// Two buffers per reply, as lent cache blocks come.
 		mid := off + (end-off)/2
-		c.fill(ino, gen, int64(len(data)), int64(off), [][]byte{data[off:mid], data[mid:end]}, end-off)
+		wg.Add(1)
+		if !c.fill(ino, gen, int64(len(data)), int64(off), [][]byte{data[off:mid], data[mid:end]}, end-off, wg.Done) {
+			wg.Done()
+		}
 	}
+	wg.Wait()
+}
+
+// fillOne is fillAll for one reply of bytes at off in a file of size.
+func fillOne(c *fileCache, ino metaserver.Ino, size, off int64, b []byte) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	if !c.fill(ino, 1, size, off, [][]byte{b}, len(b), wg.Done) {
+		wg.Done()
+	}
+	wg.Wait()
 }
 
 func readPinned(t *testing.T, c *fileCache, ino metaserver.Ino, gen uint64) ([]byte, *fileCopy) {
@@ -224,19 +241,19 @@ func TestFileCacheGivenUpRestartsAtZero(t *testing.T) {
 	c := newTestFileCache(t, 1<<40)
 	const size = 2 * copyWindow
 	piece := make([]byte, 4096)
-	c.fill(1, 1, size, 8192, [][]byte{piece}, len(piece))
+	fillOne(c, 1, size, 8192, piece)
 	if c.copies[1] == nil {
 		t.Fatal("a read near the start began no copy")
 	}
-	c.fill(1, 1, size, size-4096, [][]byte{piece}, len(piece))
+	fillOne(c, 1, size, size-4096, piece)
 	if c.copies[1] != nil {
 		t.Fatal("a jump past the window kept the copy")
 	}
-	c.fill(1, 1, size, 8192, [][]byte{piece}, len(piece))
+	fillOne(c, 1, size, 8192, piece)
 	if c.copies[1] != nil {
 		t.Fatal("a random read near the start began another copy")
 	}
-	c.fill(1, 1, size, 0, [][]byte{piece}, len(piece))
+	fillOne(c, 1, size, 0, piece)
 	if c.copies[1] == nil {
 		t.Fatal("a read at offset 0 began no copy")
 	}
