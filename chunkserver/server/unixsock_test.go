@@ -361,3 +361,51 @@ func TestShortCircuitOffAnswers404(t *testing.T) {
 		t.Errorf("DialShortCircuit to a server without the socket = %v, want a 404 (ErrNotFound)", err)
 	}
 }
+
+func TestShortCircuitConcurrentReadsWithFewDescriptors(t *testing.T) {
+	s := scServer(t, nil)
+	ctx := context.Background()
+	hc := chunkserver.NewClient(nil)
+	sc, err := chunkserver.DialShortCircuit(ctx, hc, s.Addr(), chunkserver.ShortCircuitOptions{MaxOpen: 2, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sc.Close)
+	c := chunkserver.NewClient(nil)
+	c.Attach(s.Addr(), sc)
+	const shards = 8
+	datas := make([][]byte, shards)
+	for i := range shards {
+		datas[i] = randBytes(uint64(100+i), store.BlockSize+1000*i)
+		putShard(t, hc, s.Addr(), chunkserver.FormatSum(uint64(0x100+i))+".0", datas[i])
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for n := range 50 {
+				i := (g + n) % shards
+				p := make([]byte, len(datas[i])-g)
+				if _, err := c.ReadAt(ctx, s.Addr(), chunkserver.FormatSum(uint64(0x100+i))+".0", p, int64(g)); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(p, datas[i][g:]) {
+					errs <- errors.New("wrong bytes")
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := sc.Open(); n > 2 {
+		t.Errorf("%d descriptors cached, want at most MaxOpen 2", n)
+	}
+	if st := sc.Stats(); st.Fallbacks != 0 || st.Reads != 400 {
+		t.Errorf("stats %+v, want all 400 reads through descriptors", st)
+	}
+}
