@@ -194,12 +194,14 @@ func TestFileCacheBudget(t *testing.T) {
 }
 
 // TestFileCacheSweepsDeadMounts: copies left by a mount whose process is
-// gone are removed; the directory of a running one is kept.
+// gone, or by an earlier cache of this process, are removed; the directory
+// of another running mount is kept.
 func TestFileCacheSweepsDeadMounts(t *testing.T) {
 	dir := t.TempDir()
 	dead := filepath.Join(dir, "files", "999999999")
 	live := filepath.Join(dir, "files", "1")
-	for _, d := range []string{dead, live} {
+	own := filepath.Join(dir, "files", strconv.Itoa(os.Getpid()))
+	for _, d := range []string{dead, live, own} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -216,6 +218,9 @@ func TestFileCacheSweepsDeadMounts(t *testing.T) {
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Fatalf("a running process's directory was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(own, "5-1")); !os.IsNotExist(err) {
+		t.Fatalf("a copy of an earlier session survived: %v", err)
 	}
 	if err := c.close(); err != nil {
 		t.Fatal(err)
