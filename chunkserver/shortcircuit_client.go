@@ -14,7 +14,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -485,19 +484,9 @@ func newSCFile(name string, f *os.File, l ShardLayout) (*scFile, error) {
 	return h, nil
 }
 
-// unlinked reports whether the file is gone from the store's directory.
-func (h *scFile) unlinked() bool {
-	var st syscall.Stat_t
-	raw, err := h.f.SyscallConn()
-	if err != nil {
-		return true
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) { serr = syscall.Fstat(int(fd), &st) }); err != nil || serr != nil {
-		return true
-	}
-	return st.Nlink == 0
-}
+// maxPooledBuf bounds the buffers kept for unaligned reads: a FUSE read of
+// up to 1 MiB plus the partial blocks at both ends.
+const maxPooledBuf = 1<<20 + 128<<10
 
 var scBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
 
@@ -525,9 +514,12 @@ func (h *scFile) readAt(p []byte, off int64) error {
 		buf = p
 	} else {
 		bp := scBufs.Get().(*[]byte)
-		defer scBufs.Put(bp)
 		if int64(cap(*bp)) < hi-lo {
 			*bp = make([]byte, hi-lo)
+		}
+		// Rare huge unaligned reads must not leave huge buffers pooled.
+		if cap(*bp) <= maxPooledBuf {
+			defer scBufs.Put(bp)
 		}
 		buf = (*bp)[:hi-lo]
 	}

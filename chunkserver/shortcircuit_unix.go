@@ -1,0 +1,153 @@
+//go:build unix
+
+package chunkserver
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// WriteShortCircuitFrame sends v as one frame, with f's descriptor attached
+// when f is not nil. The receiver gets its own descriptor; the caller still
+// owns f.
+func WriteShortCircuitFrame(c *net.UnixConn, v any, f *os.File) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(body) > maxFrame {
+		return fmt.Errorf("short-circuit frame of %d bytes exceeds %d", len(body), maxFrame)
+	}
+	buf := make([]byte, 4+len(body))
+	binary.LittleEndian.PutUint32(buf, uint32(len(body)))
+	copy(buf[4:], body)
+	var oob []byte
+	if f != nil {
+		raw, err := f.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var cerr error
+		if err := raw.Control(func(fd uintptr) {
+			oob = syscall.UnixRights(int(fd))
+			// The descriptor is duplicated into the receiver by
+			// sendmsg itself, so f may be closed as soon as we return.
+			n, oobn, werr := c.WriteMsgUnix(buf, oob, nil)
+			switch {
+			case werr != nil:
+				cerr = werr
+			case n != len(buf) || oobn != len(oob):
+				cerr = fmt.Errorf("short write of a short-circuit frame: %d of %d bytes", n, len(buf))
+			}
+		}); err != nil {
+			return err
+		}
+		return cerr
+	}
+	_, err = c.Write(buf)
+	return err
+}
+
+// ReadShortCircuitFrame reads one frame into v and returns the descriptor
+// that came with it, if any, as a file the caller must close. A frame with
+// more than one descriptor is refused (and they are closed).
+func ReadShortCircuitFrame(c *net.UnixConn, v any) (*os.File, error) {
+	var fds []int
+	fail := func(err error) (*os.File, error) {
+		for _, fd := range fds {
+			_ = syscall.Close(fd)
+		}
+		return nil, err
+	}
+	oob := make([]byte, syscall.CmsgSpace(4*4))
+	// The descriptor rides on the frame's first bytes, so every read of
+	// the frame goes through recvmsg and keeps what control data it got.
+	readFull := func(p []byte) error {
+		for len(p) > 0 {
+			n, oobn, flags, _, err := c.ReadMsgUnix(p, oob)
+			n, oobn = max(n, 0), max(oobn, 0) // -1 on some errors
+			if oobn > 0 {
+				got, perr := parseRights(oob[:oobn])
+				fds = append(fds, got...)
+				if perr != nil {
+					return perr
+				}
+			}
+			if flags&syscall.MSG_CTRUNC != 0 {
+				return errors.New("short-circuit frame: control data truncated")
+			}
+			p = p[n:]
+			if err != nil {
+				if len(p) == 0 {
+					return nil
+				}
+				if errors.Is(err, io.EOF) {
+					return io.ErrUnexpectedEOF
+				}
+				return err
+			}
+			if n == 0 {
+				return io.ErrUnexpectedEOF
+			}
+		}
+		return nil
+	}
+	var hdr [4]byte
+	if err := readFull(hdr[:]); err != nil {
+		return fail(err)
+	}
+	size := binary.LittleEndian.Uint32(hdr[:])
+	if size > maxFrame {
+		return fail(fmt.Errorf("short-circuit frame of %d bytes exceeds %d", size, maxFrame))
+	}
+	body := make([]byte, size)
+	if err := readFull(body); err != nil {
+		return fail(err)
+	}
+	if len(fds) > 1 {
+		return fail(fmt.Errorf("short-circuit frame carries %d descriptors, want at most one", len(fds)))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fail(fmt.Errorf("short-circuit frame: %w", err))
+	}
+	if len(fds) == 0 {
+		return nil, nil
+	}
+	return os.NewFile(uintptr(fds[0]), "shard"), nil
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("short-circuit frame: control data: %w", err)
+	}
+	var fds []int
+	for i := range msgs {
+		got, err := syscall.ParseUnixRights(&msgs[i])
+		if err != nil {
+			return fds, fmt.Errorf("short-circuit frame: control data: %w", err)
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
+}
+
+// unlinked reports whether the file is gone from the store's directory.
+func (h *scFile) unlinked() bool {
+	var st syscall.Stat_t
+	raw, err := h.f.SyscallConn()
+	if err != nil {
+		return true
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = syscall.Fstat(int(fd), &st) }); err != nil || serr != nil {
+		return true
+	}
+	return st.Nlink == 0
+}
