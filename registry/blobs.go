@@ -65,7 +65,7 @@ func (r *Registry) getBlob(c echo.Context, name, ref string) error {
 		// Said on every GET, as ServeContent does, so a client whose
 		// download breaks knows it can resume with a Range request.
 		h.Set("Accept-Ranges", "bytes")
-		return sendWhole(c.Response(), br, br.Size())
+		return r.sendBlob(c, br)
 	}
 	// ServeContent handles Range, If-Range, If-None-Match, HEAD and 416.
 	http.ServeContent(bigWriter{c.Response()}, c.Request(), "", time.Time{}, io.NewSectionReader(br, 0, br.Size()))

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"time"
 
@@ -55,6 +56,11 @@ type Config struct {
 	OnTransfer func() (done func())
 	// Now is the clock (default time.Now); tests of the collector set it.
 	Now func() time.Time
+	// LocalDownloads is how many large blob downloads of one client on
+	// this host (loopback) flow at once; the client's others wait, with
+	// their headers sent, in the order it asked for them (see
+	// downloadLanes). Default: the number of CPUs; negative: no limit.
+	LocalDownloads int
 }
 
 func (c *Config) setDefaults() {
@@ -76,6 +82,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.LocalDownloads == 0 {
+		c.LocalDownloads = runtime.NumCPU()
+	}
 }
 
 // Registry is the OCI distribution server. It holds no state of its own
@@ -87,6 +96,7 @@ type Registry struct {
 	echo    *echo.Echo
 	log     *slog.Logger
 	metrics *metrics
+	lanes   *downloadLanes // nil: downloads are not ordered
 }
 
 // New builds a registry over a blob store and the metaserver's KV.
@@ -106,6 +116,9 @@ func New(cfg Config, blobs BlobStore, meta metaserver.KV) (*Registry, error) {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	r.metrics = m
+	if cfg.LocalDownloads > 0 {
+		r.lanes = newDownloadLanes(cfg.LocalDownloads)
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = r.errorHandler
