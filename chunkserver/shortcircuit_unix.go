@@ -66,50 +66,63 @@ func ReadShortCircuitFrame(c *net.UnixConn, v any) (*os.File, error) {
 		return nil, err
 	}
 	oob := make([]byte, syscall.CmsgSpace(4*4))
-	// The descriptor rides on the frame's first bytes, so every read of
-	// the frame goes through recvmsg and keeps what control data it got.
-	readFull := func(p []byte) error {
-		for len(p) > 0 {
-			n, oobn, flags, _, err := c.ReadMsgUnix(p, oob)
-			n, oobn = max(n, 0), max(oobn, 0) // -1 on some errors
-			if oobn > 0 {
-				got, perr := parseRights(oob[:oobn])
-				fds = append(fds, got...)
-				if perr != nil {
-					return perr
-				}
-			}
-			if flags&syscall.MSG_CTRUNC != 0 {
-				return errors.New("short-circuit frame: control data truncated")
-			}
-			p = p[n:]
-			if err != nil {
-				if len(p) == 0 {
-					return nil
-				}
-				if errors.Is(err, io.EOF) {
-					return io.ErrUnexpectedEOF
-				}
-				return err
-			}
-			if n == 0 {
-				return io.ErrUnexpectedEOF
+	// One recvmsg usually brings the whole frame: each side sends one
+	// frame and waits for the answer, so nothing of a next frame can be
+	// queued behind it. The descriptor rides on the frame's first bytes;
+	// every read keeps whatever control data came with it.
+	buf := make([]byte, 512)
+	have, want := 0, -1
+	for want < 0 || have < want {
+		if have == len(buf) {
+			buf = append(buf, make([]byte, len(buf))...)
+		}
+		limit := len(buf)
+		if want > 0 {
+			limit = min(limit, want)
+		}
+		n, oobn, flags, _, err := c.ReadMsgUnix(buf[have:limit], oob)
+		n, oobn = max(n, 0), max(oobn, 0) // -1 on some errors
+		if oobn > 0 {
+			got, perr := parseRights(oob[:oobn])
+			fds = append(fds, got...)
+			if perr != nil {
+				return fail(perr)
 			}
 		}
-		return nil
+		if flags&syscall.MSG_CTRUNC != 0 {
+			return fail(errors.New("short-circuit frame: control data truncated"))
+		}
+		have += n
+		if want < 0 && have >= 4 {
+			size := binary.LittleEndian.Uint32(buf)
+			if size > maxFrame {
+				return fail(fmt.Errorf("short-circuit frame of %d bytes exceeds %d", size, maxFrame))
+			}
+			want = 4 + int(size)
+			if have > want {
+				return fail(errors.New("short-circuit frame: peer sent more than one frame"))
+			}
+			if want > len(buf) {
+				buf = append(buf, make([]byte, want-len(buf))...)
+			}
+		}
+		if want >= 0 && have >= want {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if have == 0 {
+					return fail(io.EOF)
+				}
+				return fail(io.ErrUnexpectedEOF)
+			}
+			return fail(err)
+		}
+		if n == 0 {
+			return fail(io.ErrUnexpectedEOF)
+		}
 	}
-	var hdr [4]byte
-	if err := readFull(hdr[:]); err != nil {
-		return fail(err)
-	}
-	size := binary.LittleEndian.Uint32(hdr[:])
-	if size > maxFrame {
-		return fail(fmt.Errorf("short-circuit frame of %d bytes exceeds %d", size, maxFrame))
-	}
-	body := make([]byte, size)
-	if err := readFull(body); err != nil {
-		return fail(err)
-	}
+	body := buf[4:want]
 	if len(fds) > 1 {
 		return fail(fmt.Errorf("short-circuit frame carries %d descriptors, want at most one", len(fds)))
 	}
