@@ -38,6 +38,10 @@ const (
 	// its checksum on the client's read, so the server counts and reports
 	// it as it does a corrupt read over HTTP. The reply carries nothing.
 	SCCorrupt = "corrupt"
+	// SCPut stores a shard: the request frame is followed by Size bytes of
+	// data, and the reply carries the shard's checksum in Sum. Buffered
+	// asks for a buffered write (see Client.PutBuffered).
+	SCPut = "put"
 )
 
 // ErrShortCircuitIdentity: the socket answered as a different chunkserver
@@ -67,8 +71,10 @@ type ShortCircuitHello struct {
 
 // ShortCircuitRequest is a client's frame.
 type ShortCircuitRequest struct {
-	Op   string `json:"op"`
-	Name string `json:"name"`
+	Op       string `json:"op"`
+	Name     string `json:"name"`
+	Size     int64  `json:"size,omitempty"`
+	Buffered bool   `json:"buffered,omitempty"`
 }
 
 // ShortCircuitReply answers one request. Status is 0 on success; otherwise
@@ -80,6 +86,8 @@ type ShortCircuitReply struct {
 	Kind   string       `json:"kind,omitempty"`
 	Msg    string       `json:"msg,omitempty"`
 	Layout *ShardLayout `json:"layout,omitempty"`
+	// Sum is a stored shard's checksum, in the reply to SCPut.
+	Sum uint64 `json:"sum,omitempty"`
 }
 
 // ShardLayout says where a shard's bytes and block checksums sit in its

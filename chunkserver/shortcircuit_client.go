@@ -32,6 +32,9 @@ type ShortCircuitOptions struct {
 	// RetryAfter is how long before a server that offered no usable socket
 	// (remote, disabled, stale path) is asked again, default one minute.
 	RetryAfter time.Duration
+	// Writes sends the bytes of puts over the socket too, instead of
+	// loopback HTTP (see ShortCircuit.PutShard).
+	Writes bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -118,8 +121,9 @@ func (p *scProber) probeNow(addr string) {
 }
 
 // ShortCircuit reaches one chunkserver on this host: shard reads through
-// descriptors it hands over its Unix socket, everything else (and any read
-// the socket path fails) over HTTP. It implements LocalBufferedServer, so
+// descriptors it hands over its Unix socket, puts over the socket too when
+// ShortCircuitOptions.Writes is set, everything else (and any call the
+// socket path fails) over HTTP. It implements LocalBufferedServer, so
 // Client.Attach takes it. Attached, the client also skips hashing whole
 // shards again after reading them (see fs), which is sound for both paths:
 // short-circuit reads check every block here, and the HTTP fallback is
@@ -138,7 +142,11 @@ type ShortCircuit struct {
 
 	fds fdCache
 
-	opens, reads, fallbacks atomic.Int64
+	// idle holds connections for puts, which run many at once; opens keep
+	// to conn, one at a time.
+	idle chan *net.UnixConn
+
+	opens, reads, puts, fallbacks atomic.Int64
 }
 
 var _ LocalBufferedServer = (*ShortCircuit)(nil)
@@ -149,7 +157,7 @@ var _ LocalBufferedServer = (*ShortCircuit)(nil)
 // server offers no socket, the socket is not on this host, or it belongs to
 // another server (ErrShortCircuitIdentity).
 func DialShortCircuit(ctx context.Context, c *Client, addr string, opt ShortCircuitOptions) (*ShortCircuit, error) {
-	s := &ShortCircuit{addr: addr, http: NewClient(c.hc), opt: opt.withDefaults()}
+	s := &ShortCircuit{addr: addr, http: NewClient(c.hc), opt: opt.withDefaults(), idle: make(chan *net.UnixConn, maxIdlePuts)}
 	s.fds.init(s.opt.MaxOpen)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -240,12 +248,13 @@ func deadline(ctx context.Context) time.Time {
 type ShortCircuitStats struct {
 	Opens     int64 // descriptors received
 	Reads     int64 // reads served through descriptors
-	Fallbacks int64 // reads sent over HTTP because the socket path was down or failed
+	Puts      int64 // shards stored over the socket (ShortCircuitOptions.Writes)
+	Fallbacks int64 // reads and puts sent over HTTP because the socket path was down or failed
 }
 
 // Stats returns the counters so far.
 func (s *ShortCircuit) Stats() ShortCircuitStats {
-	return ShortCircuitStats{Opens: s.opens.Load(), Reads: s.reads.Load(), Fallbacks: s.fallbacks.Load()}
+	return ShortCircuitStats{Opens: s.opens.Load(), Reads: s.reads.Load(), Puts: s.puts.Load(), Fallbacks: s.fallbacks.Load()}
 }
 
 // Info is the socket description the server gave when last connected.
@@ -266,6 +275,14 @@ func (s *ShortCircuit) Close() {
 	}
 	s.mu.Unlock()
 	s.fds.close()
+	for {
+		select {
+		case c := <-s.idle:
+			_ = c.Close()
+		default:
+			return
+		}
+	}
 }
 
 // ReadShard implements LocalServer: through a descriptor when the socket
@@ -417,16 +434,94 @@ func (s *ShortCircuit) exchange(ctx context.Context, req ShortCircuitRequest, re
 	return f, nil
 }
 
-// PutShard implements LocalServer over HTTP.
+// maxIdlePuts bounds the idle put connections kept per server: about the
+// shards a client writes to one server at once.
+const maxIdlePuts = 16
+
+// PutShard implements LocalServer: over the socket with Writes set and the
+// socket path up, else over HTTP.
 func (s *ShortCircuit) PutShard(ctx context.Context, name string, data []byte) (uint64, error) {
-	sum, err := s.http.Put(ctx, s.addr, name, data)
+	return s.put(ctx, name, data, false)
+}
+
+// PutShardBuffered implements LocalBufferedServer like PutShard.
+func (s *ShortCircuit) PutShardBuffered(ctx context.Context, name string, data []byte) (uint64, error) {
+	return s.put(ctx, name, data, true)
+}
+
+func (s *ShortCircuit) put(ctx context.Context, name string, data []byte, buffered bool) (uint64, error) {
+	if s.opt.Writes && !s.closed.Load() && time.Now().UnixNano() >= s.downUntil.Load() {
+		sum, err := s.putLocal(ctx, name, data, buffered)
+		if err == nil {
+			s.puts.Add(1)
+		}
+		if err == nil || definite(err) {
+			return sum, err
+		}
+		// Stored or not, the same bytes may be put again.
+		s.markDown(err)
+	}
+	if s.opt.Writes {
+		s.fallbacks.Add(1)
+	}
+	var sum uint64
+	var err error
+	if buffered {
+		sum, err = s.http.PutBuffered(ctx, s.addr, name, data)
+	} else {
+		sum, err = s.http.Put(ctx, s.addr, name, data)
+	}
 	return sum, unwrapShardError(err)
 }
 
-// PutShardBuffered implements LocalBufferedServer over HTTP.
-func (s *ShortCircuit) PutShardBuffered(ctx context.Context, name string, data []byte) (uint64, error) {
-	sum, err := s.http.PutBuffered(ctx, s.addr, name, data)
-	return sum, unwrapShardError(err)
+// putLocal sends the shard over a pooled connection. No checksum goes
+// along: the bytes cannot be damaged between two processes of one host, and
+// the server returns the sum of what it stored.
+func (s *ShortCircuit) putLocal(ctx context.Context, name string, data []byte, buffered bool) (uint64, error) {
+	var c *net.UnixConn
+	select {
+	case c = <-s.idle:
+	default:
+		s.mu.Lock()
+		info := s.info
+		s.mu.Unlock()
+		var err error
+		if c, err = dialShortCircuit(ctx, info); err != nil {
+			return 0, fmt.Errorf("short-circuit put %s: %w", name, err)
+		}
+	}
+	_ = c.SetDeadline(deadline(ctx))
+	var reply ShortCircuitReply
+	err := WriteShortCircuitPut(c, ShortCircuitRequest{Op: SCPut, Name: name, Size: int64(len(data)), Buffered: buffered}, data)
+	var f *os.File
+	if err == nil {
+		f, err = ReadShortCircuitFrame(c, &reply)
+	}
+	if f != nil {
+		_ = f.Close()
+	}
+	if err != nil {
+		_ = c.Close()
+		return 0, fmt.Errorf("short-circuit put %s: %w", name, err)
+	}
+	s.release(c)
+	if reply.Status != 0 {
+		return 0, NewStatusError(reply.Status, reply.Kind, reply.Msg)
+	}
+	return reply.Sum, nil
+}
+
+// release keeps c for the next put, or closes it.
+func (s *ShortCircuit) release(c *net.UnixConn) {
+	if s.closed.Load() {
+		_ = c.Close()
+		return
+	}
+	select {
+	case s.idle <- c:
+	default:
+		_ = c.Close()
+	}
 }
 
 // SyncShards implements LocalBufferedServer over HTTP.

@@ -4,6 +4,7 @@ package chunkserver
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 )
@@ -17,5 +18,11 @@ func WriteShortCircuitFrame(*net.UnixConn, any, *os.File) error { return errNoSh
 
 // ReadShortCircuitFrame fails: descriptors cannot be passed here.
 func ReadShortCircuitFrame(*net.UnixConn, any) (*os.File, error) { return nil, errNoShortCircuit }
+
+// ReadShortCircuitRequest fails: descriptors cannot be passed here.
+func ReadShortCircuitRequest(io.Reader, any) error { return errNoShortCircuit }
+
+// WriteShortCircuitPut fails: descriptors cannot be passed here.
+func WriteShortCircuitPut(*net.UnixConn, ShortCircuitRequest, []byte) error { return errNoShortCircuit }
 
 func (h *scFile) unlinked() bool { return true }

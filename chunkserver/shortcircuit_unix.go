@@ -135,6 +135,45 @@ func ReadShortCircuitFrame(c *net.UnixConn, v any) (*os.File, error) {
 	return os.NewFile(uintptr(fds[0]), "shard"), nil
 }
 
+// ReadShortCircuitRequest reads one frame without looking for descriptors,
+// from a reader that may buffer: the server reads requests this way, and the
+// data of a put straight after its frame from the same reader.
+func ReadShortCircuitRequest(r io.Reader, v any) error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return err
+	}
+	size := binary.LittleEndian.Uint32(hdr[:])
+	if size > maxFrame {
+		return fmt.Errorf("short-circuit frame of %d bytes exceeds %d", size, maxFrame)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("short-circuit frame: %w", err)
+	}
+	return nil
+}
+
+// WriteShortCircuitPut sends a put request followed by its data in one
+// writev.
+func WriteShortCircuitPut(c *net.UnixConn, req ShortCircuitRequest, data []byte) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	frame := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(body)), uint32(len(body)))
+	frame = append(frame, body...)
+	bufs := net.Buffers{frame, data}
+	_, err = bufs.WriteTo(c)
+	return err
+}
+
 func parseRights(oob []byte) ([]int, error) {
 	msgs, err := syscall.ParseSocketControlMessage(oob)
 	if err != nil {

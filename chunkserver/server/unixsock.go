@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -185,26 +186,29 @@ func (s *Server) serveShortCircuitConn(c *net.UnixConn) {
 	if err := chunkserver.WriteShortCircuitFrame(c, hello, nil); err != nil {
 		return
 	}
+	// Requests carry no descriptors (any sent are dropped by the kernel
+	// on a plain read), so a buffered reader serves both the frames and
+	// the data of puts that follow them.
+	br := bufio.NewReaderSize(c, 64<<10)
 	for {
 		var req chunkserver.ShortCircuitRequest
-		f, err := chunkserver.ReadShortCircuitFrame(c, &req)
-		if f != nil {
-			_ = f.Close() // clients send none
-		}
+		err := chunkserver.ReadShortCircuitRequest(br, &req)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
 				s.log.Debug("short-circuit connection ended", "err", err)
 			}
 			return
 		}
-		if err := s.answerShortCircuit(c, req); err != nil {
+		if err := s.answerShortCircuit(c, br, req); err != nil {
 			return
 		}
 	}
 }
 
-func (s *Server) answerShortCircuit(c *net.UnixConn, req chunkserver.ShortCircuitRequest) error {
+func (s *Server) answerShortCircuit(c *net.UnixConn, r io.Reader, req chunkserver.ShortCircuitRequest) error {
 	switch req.Op {
+	case chunkserver.SCPut:
+		return s.putShortCircuit(c, r, req)
 	case chunkserver.SCOpen:
 		if err := s.checkOpen(); err != nil {
 			return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: http.StatusServiceUnavailable, Msg: err.Error()}, nil)
@@ -226,4 +230,46 @@ func (s *Server) answerShortCircuit(c *net.UnixConn, req chunkserver.ShortCircui
 	default:
 		return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: http.StatusBadRequest, Msg: fmt.Sprintf("unknown operation %q", req.Op)}, nil)
 	}
+}
+
+// putShortCircuit stores the shard whose bytes follow the request, as a PUT
+// does (same size limit, store call, error mapping and metrics). The bytes
+// never left the host, so no checksum comes with them: the reply's is the one
+// the store computed from what it wrote.
+func (s *Server) putShortCircuit(c *net.UnixConn, r io.Reader, req chunkserver.ShortCircuitRequest) error {
+	start := time.Now()
+	reply := func(code int, kind, msg string) error {
+		s.observeLocal(http.MethodPut, code, start)
+		return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: code, Kind: kind, Msg: msg}, nil)
+	}
+	if req.Size < 0 {
+		return errors.New("negative put size") // out of step: hang up
+	}
+	if err := s.checkSize(req.Size); err != nil {
+		// Read past the refused bytes, so the connection stays in step
+		// and the client reads the refusal instead of a broken pipe.
+		if _, derr := io.CopyN(io.Discard, r, req.Size); derr != nil {
+			return derr
+		}
+		return reply(http.StatusRequestEntityTooLarge, "", err.Error())
+	}
+	bp := s.getBuf(int(req.Size))
+	defer s.putBuf(bp)
+	if _, err := io.ReadFull(r, *bp); err != nil {
+		return err
+	}
+	if err := s.checkOpen(); err != nil {
+		return reply(http.StatusServiceUnavailable, "", err.Error())
+	}
+	if !chunkserver.ValidName(req.Name) {
+		return reply(http.StatusBadRequest, chunkserver.ErrorName, fmt.Sprintf("invalid shard name %q", req.Name))
+	}
+	s.metrics.bytesIn.Add(req.Size)
+	sum, err := s.storeShard(req.Name, *bp, req.Buffered)
+	if err != nil {
+		code, kind := s.storeFailure(req.Name, err)
+		return reply(code, kind, err.Error())
+	}
+	s.observeLocal(http.MethodPut, http.StatusCreated, start)
+	return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Sum: sum}, nil)
 }

@@ -409,3 +409,55 @@ func TestShortCircuitConcurrentReadsWithFewDescriptors(t *testing.T) {
 		t.Errorf("stats %+v, want all 400 reads through descriptors", st)
 	}
 }
+
+func TestShortCircuitWrites(t *testing.T) {
+	s := startServer(t, server.Config{DataDir: shortDir(t), ShortCircuit: true, MaxShardSize: 1 << 20})
+	ctx := context.Background()
+	hc := chunkserver.NewClient(nil)
+	sc, err := chunkserver.DialShortCircuit(ctx, hc, s.Addr(), chunkserver.ShortCircuitOptions{Writes: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sc.Close)
+	c := chunkserver.NewClient(nil)
+	c.Attach(s.Addr(), sc)
+	for i, size := range []int{0, 1, store.BlockSize + 3, 1 << 20} {
+		name := chunkserver.FormatSum(uint64(0x200+i)) + ".0"
+		data := randBytes(uint64(i), size)
+		put := c.Put
+		if i%2 == 1 {
+			put = c.PutBuffered
+		}
+		sum, err := put(ctx, s.Addr(), name, data)
+		if err != nil || sum != chunkserver.Sum(data) {
+			t.Fatalf("put of %d bytes = %016x, %v; want %016x", size, sum, err, chunkserver.Sum(data))
+		}
+		got := make([]byte, size)
+		if _, err := hc.ReadAt(ctx, s.Addr(), name, got, 0); size > 0 && (err != nil || !bytes.Equal(got, data)) {
+			t.Fatalf("reading back over HTTP: %v (equal %v)", err, bytes.Equal(got, data))
+		}
+	}
+	if err := c.Sync(ctx, s.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	// Refusals are the API's, and the connection stays usable.
+	var se *chunkserver.StatusError
+	if _, err := c.Put(ctx, s.Addr(), "0000000000000300.0", make([]byte, 1<<20+1)); !errors.As(err, &se) || se.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized put = %v, want a 413 *StatusError", err)
+	}
+	if _, err := c.Put(ctx, s.Addr(), "0000000000000301.0", []byte("after")); err != nil {
+		t.Errorf("put after a refused one: %v", err)
+	}
+	if st := sc.Stats(); st.Puts != 5 || st.Fallbacks != 0 {
+		t.Errorf("stats %+v, want five puts over the socket and none over HTTP", st)
+	}
+	// With the socket gone, puts go over HTTP.
+	server.CloseShortCircuit(s)
+	data := randBytes(9, 1000)
+	if sum, err := c.Put(ctx, s.Addr(), "0000000000000302.0", data); err != nil || sum != chunkserver.Sum(data) {
+		t.Fatalf("put with the socket gone = %016x, %v", sum, err)
+	}
+	if st := sc.Stats(); st.Fallbacks != 1 {
+		t.Errorf("stats %+v, want one put over HTTP", st)
+	}
+}

@@ -43,6 +43,7 @@ func mountCmd() *cobra.Command {
 		metaCacheEntries int
 		durableWrites    bool
 		shortCircuit     bool
+		scWrites         bool
 		passthrough      bool
 		fileCacheMB      int64
 	)
@@ -81,7 +82,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			if shortCircuit {
 				// Chunkservers on this host hand over shard files, so
 				// reads skip two loopback copies and the servers' CPU.
-				shards.EnableShortCircuit(chunkserver.ShortCircuitOptions{Logger: log})
+				shards.EnableShortCircuit(chunkserver.ShortCircuitOptions{Writes: scWrites, Logger: log})
 			}
 			client := dfs.New(meta, shards, dfs.Options{
 				CacheBytes:    cacheMB << 20,
@@ -165,6 +166,8 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 		"at fsync as a local file system does (slower; only for programs that never fsync yet need their data to survive a power loss)")
 	f.BoolVar(&shortCircuit, "short-circuit", true, "read shards of chunkservers on this host from their files, "+
 		"through descriptors they hand over a Unix socket, instead of over loopback HTTP")
+	f.BoolVar(&scWrites, "short-circuit-writes", false, "with --short-circuit, also send the bytes written to chunkservers on this host "+
+		"over their Unix sockets instead of loopback HTTP")
 	f.BoolVar(&debug, "debug", false, "log every FUSE request")
 	f.BoolVar(&metaCache, "meta-cache", true, "answer lookups and stats from a metadata cache kept fresh by the metaserver's change feed")
 	f.IntVar(&metaCacheEntries, "meta-cache-entries", dfs.DefaultMetaCacheEntries, "names plus attributes the metadata cache holds at most")
