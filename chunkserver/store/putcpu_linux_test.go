@@ -11,12 +11,14 @@ import (
 )
 
 // benchPushPattern writes shards the way `dockyard serve` stores a pushed
-// layer: six disk stores (one per chunkserver), chunks of six 1 MiB shards
-// (4 MiB chunks at 4+2, or larger) each put on all six stores at once, up to 24 chunks in
-// flight, and a Sync of every store after each 32 chunks (one 128 MiB PATCH).
-// Besides the wall-clock rate it reports the process's CPU time, user and
-// system, per GiB of shard bytes: on a machine whose cores are shared with
-// the client, CPU per byte is what bounds a push.
+// layer: six disk stores (one per chunkserver), chunks of six shards of the
+// given size (1 MiB: 4 MiB chunks at 4+2) each put on all six stores at once,
+// up to 24 chunks in flight, and a Sync of every store after each 128 MiB of
+// data (one PATCH of a 128 MiB layer). Besides the wall-clock rate it reports
+// the process's CPU time, user and system, per GiB of shard bytes: on a
+// machine whose two cores are shared with the client and with other work,
+// CPU per byte is the figure that holds still from run to run, and what the
+// write path costs everyone else.
 func benchPushPattern(b *testing.B, shard int, opts ...store.DiskOption) {
 	const width, inFlight = 6, 24
 	perSync := (128 << 20) / (4 * shard) // chunks per 128 MiB PATCH
