@@ -65,6 +65,10 @@ func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.
 			return nil, 0, errno
 		}
 	}
+	files := n.m.files.Load()
+	if !write && files != nil && st.open != nil && st.pt == 0 && files.hasComplete(n.ino) {
+		st = n.waitIdle(ctx, st)
+	}
 	fresh := st.open == nil
 	if fresh {
 		var f *dfs.File
@@ -82,7 +86,6 @@ func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.
 	}
 	f := st.open.f
 	st.open.refs++
-	files := n.m.files.Load()
 	if write && files != nil {
 		files.addWriter(n.ino)
 	}
@@ -159,6 +162,10 @@ func (h *handle) releaseLocked(ctx context.Context, st *inoState) syscall.Errno 
 		return 0
 	}
 	st.open = nil
+	if st.idle != nil {
+		close(st.idle)
+		st.idle = nil
+	}
 	err := o.f.Close()
 	n.keepGen(o.f)
 	if rerr := n.m.orphans.release(ctx, n.ino); rerr != nil && err == nil {

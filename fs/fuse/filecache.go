@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -86,9 +87,13 @@ type fileCopy struct {
 	// dropped, when jobs, the writer goroutine's queue, is closed too.
 	f    *os.File
 	jobs chan copyJob
-	// filled is the sorted, disjoint list of byte ranges written.
-	filled []span
-	done   bool
+	// filled is the sorted, disjoint list of byte ranges claimed by a
+	// READ: written, or queued for writing (pending counts those).
+	filled  []span
+	pending int
+	// settled is closed when the copy is complete or dropped.
+	settled chan struct{}
+	done    bool
 	// dropped: no longer in the cache; the file is removed once no
 	// passthrough handle reads it (pins).
 	dropped bool
@@ -217,6 +222,8 @@ func (c *fileCache) fill(ino metaserver.Ino, gen uint64, size, off int64, bufs [
 		c.mu.Unlock()
 		return false
 	}
+	cp.add(off, end)
+	cp.pending++
 	c.lru.MoveToFront(cp.elem)
 	j := copyJob{off: off, end: end, bufs: bufs, done: done}
 	select {
@@ -250,23 +257,22 @@ func (c *fileCache) writer(cp *fileCopy) {
 	}
 }
 
-// write writes one reply into cp and records it; the copy is complete when
-// every byte is written.
+// write writes one claimed reply into cp; the copy is complete when every
+// byte is claimed and every claim written.
 func (c *fileCache) write(cp *fileCopy, j copyJob) {
 	c.mu.Lock()
 	f := cp.f
-	skip := cp.done || cp.dropped || cp.covered(j.off, j.end)
+	skip := cp.done || cp.dropped
 	c.mu.Unlock()
-	if skip {
-		return
+	var err error
+	if !skip {
+		err = pwritev(f, j.bufs, j.off)
 	}
-	err := pwritev(f, j.bufs, j.off)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	cp.pending--
 	if cp.done || cp.dropped {
-		// Another write completed or gave the copy up meanwhile, and
-		// may have closed f under this one.
 		return
 	}
 	if err != nil {
@@ -274,10 +280,10 @@ func (c *fileCache) write(cp *fileCopy, j copyJob) {
 		c.dropLocked(cp)
 		return
 	}
-	cp.add(j.off, j.end)
-	if len(cp.filled) == 1 && cp.filled[0].lo == 0 && cp.filled[0].hi >= cp.size {
+	if cp.pending == 0 && cp.claimedAll() {
 		cp.done = true
 		c.complete++
+		close(cp.settled)
 		close(cp.jobs)
 		// Readers open the copy read-only for themselves.
 		err := cp.f.Close()
@@ -313,7 +319,7 @@ func (c *fileCache) startLocked(ino metaserver.Ino, gen uint64, size int64) (*fi
 		return nil, err
 	}
 	delete(c.gaveUp, ino)
-	cp := &fileCopy{ino: ino, gen: gen, size: size, path: path, f: f, jobs: make(chan copyJob, copyQueue)}
+	cp := &fileCopy{ino: ino, gen: gen, size: size, path: path, f: f, jobs: make(chan copyJob, copyQueue), settled: make(chan struct{})}
 	go c.writer(cp)
 	cp.elem = c.lru.PushFront(cp)
 	c.copies[ino] = cp
@@ -348,6 +354,7 @@ func (c *fileCache) dropLocked(cp *fileCopy) {
 	c.used -= cp.size
 	if cp.f != nil {
 		// Not complete: the writer still reads jobs.
+		close(cp.settled)
 		close(cp.jobs)
 		cp.f.Close()
 		cp.f = nil
@@ -387,7 +394,8 @@ func (c *fileCache) removeWriter(ino metaserver.Ino) {
 
 // pin returns ino's copy opened read-only, if it is complete and of
 // generation gen, and holds it in the cache until unpin. A copy of another
-// generation is dropped: the file changed since.
+// generation is dropped: the file changed since. A copy whose every byte
+// has been read but not yet written is waited for, up to settleWait.
 func (c *fileCache) pin(ino metaserver.Ino, gen uint64) (*fileCopy, *os.File) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -399,7 +407,17 @@ func (c *fileCache) pin(ino metaserver.Ino, gen uint64) (*fileCopy, *os.File) {
 		c.dropLocked(cp)
 		return nil, nil
 	}
-	if !cp.done {
+	if !cp.done && cp.claimedAll() {
+		c.mu.Unlock()
+		t := time.NewTimer(settleWait)
+		select {
+		case <-cp.settled:
+		case <-t.C:
+		}
+		t.Stop()
+		c.mu.Lock()
+	}
+	if !cp.done || cp.dropped {
 		return nil, nil
 	}
 	f, err := os.Open(cp.path)
@@ -411,6 +429,24 @@ func (c *fileCache) pin(ino metaserver.Ino, gen uint64) (*fileCopy, *os.File) {
 	cp.pins++
 	c.lru.MoveToFront(cp.elem)
 	return cp, f
+}
+
+// hasComplete reports whether ino has a complete copy, of any generation.
+func (c *fileCache) hasComplete(ino metaserver.Ino) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cp := c.copies[ino]
+	return cp != nil && (cp.done || cp.claimedAll())
+}
+
+// settleWait bounds how long an open waits for the last queued writes of a
+// copy whose bytes have all been read: a reader that closes and reopens at
+// once should find the copy complete.
+const settleWait = time.Second
+
+// claimedAll reports whether every byte of the copy is written or queued.
+func (cp *fileCopy) claimedAll() bool {
+	return len(cp.filled) == 1 && cp.filled[0].lo == 0 && cp.filled[0].hi >= cp.size
 }
 
 // unpin releases a pin; a dropped copy's file goes with its last pin.

@@ -25,6 +25,8 @@ type inoState struct {
 	pt     int
 	ptCopy *fileCopy
 	ptGone chan struct{}
+	// idle, when a waiter made it, is closed when open becomes nil.
+	idle chan struct{}
 }
 
 // openFile is the one *fs.File an inode has in this mount while any handle

@@ -39,6 +39,40 @@ import (
 // waits for the passthrough readers of its file to close.
 const ptConflictWait = time.Second
 
+// releaseWait bounds how long a read-only open that could pass through
+// waits for the ordinary handles of its file to be released. The kernel
+// sends the release of a closed file asynchronously, so `cat f; cat f` may
+// open again before this mount has heard of the first close; without the
+// wait that open would be an ordinary one. A handle that is really still
+// open costs each such open this much.
+const releaseWait = 20 * time.Millisecond
+
+// waitIdle waits, with st unlocked, up to releaseWait for the inode's open
+// handles to be released, and returns st locked again.
+func (n *node) waitIdle(ctx context.Context, st *inoState) *inoState {
+	deadline := time.Now().Add(releaseWait)
+	for st.open != nil {
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			break
+		}
+		if st.idle == nil {
+			st.idle = make(chan struct{})
+		}
+		idle := st.idle
+		n.m.unlockIno(n.ino, st)
+		t := time.NewTimer(left)
+		select {
+		case <-idle:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		st = n.m.lockIno(n.ino)
+	}
+	return st
+}
+
 // ptHandle is a read-only open served by the kernel from a local copy.
 type ptHandle struct {
 	*handle
