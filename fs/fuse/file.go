@@ -50,24 +50,30 @@ func (n *node) openFlags(ctx context.Context, flags uint32, created *metaserver.
 		return nil, 0, syscall.EROFS
 	}
 	st := n.m.lockIno(n.ino)
-	if st.pt > 0 {
-		// The kernel takes nothing but passthrough opens of the inode
-		// now; see passthrough.go.
-		if h, errno, ok := n.sharePassthrough(ctx, st, write); ok {
-			n.m.unlockIno(n.ino, st)
-			if errno != 0 {
+	files := n.m.files.Load()
+	waited := false
+	for {
+		if st.pt > 0 {
+			// The kernel takes nothing but passthrough opens of the
+			// inode now; see passthrough.go.
+			if h, errno, ok := n.sharePassthrough(ctx, st, write); ok {
+				n.m.unlockIno(n.ino, st)
+				if errno != 0 {
+					return nil, 0, errno
+				}
+				return h, 0, 0
+			}
+			var errno syscall.Errno
+			if st, errno = n.waitPassthroughGone(ctx, st, "open"); errno != 0 {
 				return nil, 0, errno
 			}
-			return h, 0, 0
 		}
-		var errno syscall.Errno
-		if st, errno = n.waitPassthroughGone(ctx, st, "open"); errno != 0 {
-			return nil, 0, errno
+		if waited || write || files == nil || st.open == nil || !files.hasComplete(n.ino) {
+			break
 		}
-	}
-	files := n.m.files.Load()
-	if !write && files != nil && st.open != nil && st.pt == 0 && files.hasComplete(n.ino) {
-		st = n.waitIdle(ctx, st)
+		// Another open may have passed through while this one waited:
+		// look again.
+		st, waited = n.waitIdle(ctx, st), true
 	}
 	fresh := st.open == nil
 	if fresh {
