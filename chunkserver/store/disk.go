@@ -102,6 +102,7 @@ type Disk struct {
 	// The file system's free space as of the last statfs, and d.used then
 	// (see capacityLocked).
 	freeMu   sync.Mutex
+	freeTTL  time.Duration // freeSpaceTTL; tests lengthen it
 	freeAt   time.Time
 	freeSeen int64
 	usedSeen int64
@@ -158,6 +159,7 @@ func OpenDisk(dir string, capacity int64, opts ...DiskOption) (*Disk, error) {
 		flushEvery:     DefaultFlushInterval,
 		earlyWriteback: true,
 		syncFile:       syncData,
+		freeTTL:        freeSpaceTTL,
 	}
 	for _, o := range opts {
 		o(d)
@@ -288,7 +290,7 @@ func (d *Disk) lockFor(name string) *sync.Mutex {
 func (d *Disk) capacityLocked() (int64, error) {
 	d.freeMu.Lock()
 	defer d.freeMu.Unlock()
-	if now := time.Now(); d.freeAt.IsZero() || now.Sub(d.freeAt) >= freeSpaceTTL {
+	if now := time.Now(); d.freeAt.IsZero() || now.Sub(d.freeAt) >= d.freeTTL {
 		free, err := freeBytes(d.dir)
 		if err != nil {
 			return 0, fmt.Errorf("statfs %s: %w", d.dir, err)
@@ -297,7 +299,7 @@ func (d *Disk) capacityLocked() (int64, error) {
 	}
 	// Our own Puts and Deletes move bytes between used and free, so their
 	// sum as of the last statfs still holds; only other writers to the file
-	// system can make it stale, for at most freeSpaceTTL, and the file
+	// system can make it stale, for at most d.freeTTL, and the file
 	// system's own ENOSPC (ErrNoSpace) catches what they took meanwhile.
 	if d.freeSeen > math.MaxInt64-d.usedSeen {
 		return d.limit, nil
@@ -307,9 +309,8 @@ func (d *Disk) capacityLocked() (int64, error) {
 
 // freeSpaceTTL is how long a statfs answer stands in for the free space.
 // Asking on every Put cost a system call per shard (1,536 per pushed GiB at
-// 4+2 with 1 MiB shards) for a figure that only other programs change. A
-// variable so that tests can make it outlast a slow machine.
-var freeSpaceTTL = time.Second
+// 4+2 with 1 MiB shards) for a figure that only other programs change.
+const freeSpaceTTL = time.Second
 
 // Put implements Store.
 func (d *Disk) Put(name string, data []byte) (uint64, error) { return d.put(name, data, false) }
