@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -303,4 +304,17 @@ func TestLocalDownloadsThroughHandler(t *testing.T) {
 		defer lanes.mu.Unlock()
 		return len(lanes.clients) == 0
 	})
+}
+
+// By default a local client gets at least minLocalDownloads flowing; a
+// negative setting turns ordering off.
+func TestLocalDownloadsDefault(t *testing.T) {
+	env := newTestEnv(t, Config{})
+	if got, want := env.reg.lanes.perClient, max(runtime.NumCPU(), minLocalDownloads); got != want {
+		t.Errorf("default downloads per local client %d, want %d", got, want)
+	}
+	env = newTestEnv(t, Config{LocalDownloads: -1})
+	if env.reg.lanes != nil {
+		t.Error("LocalDownloads -1 still orders downloads")
+	}
 }

@@ -59,7 +59,8 @@ type Config struct {
 	// LocalDownloads is how many large blob downloads of one client on
 	// this host (loopback) flow at once; the client's others wait, with
 	// their headers sent, in the order it asked for them (see
-	// downloadLanes). Default: the number of CPUs; negative: no limit.
+	// downloadLanes). Default: the number of CPUs, at least
+	// minLocalDownloads; negative: no limit.
 	LocalDownloads int
 }
 
@@ -83,7 +84,7 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 	if c.LocalDownloads == 0 {
-		c.LocalDownloads = runtime.NumCPU()
+		c.LocalDownloads = max(runtime.NumCPU(), minLocalDownloads)
 	}
 }
 
