@@ -45,6 +45,10 @@ type Config struct {
 	// 0 is the default (5 s), negative leaves it to the clients' Syncs and
 	// shutdown.
 	FlushInterval time.Duration
+	// GroupCommit makes the chunkservers share flushes of the file system
+	// (syncfs) for durable writes and Syncs instead of an fsync per shard
+	// file and directory (csserver.Config.GroupCommit).
+	GroupCommit bool
 	// HTTPOnly makes the cluster's own clients reach its chunkservers over
 	// loopback HTTP, as other processes do, instead of calling them in
 	// process. For measuring the difference and testing the HTTP path.
@@ -159,6 +163,7 @@ func (c *Cluster) startChunkserver(i int) error {
 		Capacity:          c.cfg.ChunkCapacity,
 		NoSync:            c.cfg.NoSync,
 		FlushInterval:     c.cfg.FlushInterval,
+		GroupCommit:       c.cfg.GroupCommit,
 		ShortCircuit:      c.cfg.ShortCircuit,
 		Cluster:           c.Meta,
 		Chunks:            c.Meta,

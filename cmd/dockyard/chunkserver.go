@@ -118,8 +118,7 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 		"client's fsync or within --flush-interval; false never syncs them (a power loss can lose the last seconds of writes)")
 	addFlushIntervalFlag(f, &flushInterval)
 	addShortCircuitServerFlag(f, &shortCircuit)
-	f.BoolVar(&groupCommit, "group-commit", false, "concurrent shard writes share file-system flushes (syncfs) instead of an fsync each: less CPU, "+
-		"same durability, but it also flushes everything else written to that file system; only for a disk the chunkserver has to itself")
+	addGroupCommitFlag(f, &groupCommit)
 	return cmd
 }
 
@@ -132,6 +131,13 @@ func addShortCircuitServerFlag(f *pflag.FlagSet, on *bool) {
 
 // addFlushIntervalFlag adds --flush-interval, shared by chunkserver and
 // serve; pass its value through flushIntervalConfig.
+// addGroupCommitFlag adds --group-commit, shared by chunkserver and serve.
+func addGroupCommitFlag(f *pflag.FlagSet, on *bool) {
+	f.BoolVar(on, "group-commit", false, "shard writes and fsyncs share file-system flushes (syncfs) instead of an fsync "+
+		"per shard file and directory: same durability, fewer device flushes, but it also flushes everything else "+
+		"written to that file system; for a disk the chunkservers have to themselves")
+}
+
 func addFlushIntervalFlag(f *pflag.FlagSet, every *time.Duration) {
 	f.DurationVar(every, "flush-interval", store.DefaultFlushInterval, "how often shards written buffered "+
 		"(acknowledged before they are durable; made durable by a client's fsync) are flushed without one: "+

@@ -24,11 +24,11 @@ func init() { subcommands = append(subcommands, serveCmd) }
 
 func serveCmd() *cobra.Command {
 	var (
-		data, listen, metaListen, raftListen, ec, logLevel string
-		chunkservers, chunkBasePort                        int
-		chunkCapacityMB                                    int64
-		gcInterval, convertMaxDefer, flushInterval         time.Duration
-		fsync, shardHTTP, durableWrites, shortCircuit      bool
+		data, listen, metaListen, raftListen, ec, logLevel         string
+		chunkservers, chunkBasePort                                int
+		chunkCapacityMB                                            int64
+		gcInterval, convertMaxDefer, flushInterval                 time.Duration
+		fsync, shardHTTP, durableWrites, shortCircuit, groupCommit bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -91,6 +91,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				ChunkCapacity: chunkCapacityMB << 20,
 				NoSync:        !fsync,
 				FlushInterval: flushIntervalConfig(flushInterval),
+				GroupCommit:   groupCommit,
 				HTTPOnly:      shardHTTP,
 				ShortCircuit:  shortCircuit,
 				Meta:          nodeMeta{node},
@@ -131,6 +132,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 		"write is acknowledged with --durable-writes; false never syncs them, not even at fsync (a power loss can lose "+
 		"the last seconds of writes)")
 	addFlushIntervalFlag(f, &flushInterval)
+	addGroupCommitFlag(f, &groupCommit)
 	f.BoolVar(&shardHTTP, "shard-http", false, "send this process's own shard traffic over loopback HTTP instead of "+
 		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
 	addShortCircuitServerFlag(f, &shortCircuit)
