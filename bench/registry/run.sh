@@ -22,6 +22,8 @@
 #   http         --shard-http: the registry reaches its own chunkservers over
 #                loopback HTTP (the transport before in-process shards)
 #   http-nosync  both
+#   group        --group-commit: fsyncs share one flush of the file system
+#                (syncfs) instead of an fdatasync per shard file and directory
 #
 # Environment: DOCKYARD_BIN (default: built from this checkout), REFERENCE_BIN
 # (default: `registry` on PATH or in GOPATH/bin; install it with
@@ -72,7 +74,8 @@ variant_flags() {
 	nosync) echo "--fsync=false" ;;
 	http) echo "--shard-http" ;;
 	http-nosync) echo "--shard-http --fsync=false" ;;
-	*) die "unknown variant $1 (want fsync, nosync, http or http-nosync)" ;;
+	group) echo "--group-commit" ;;
+	*) die "unknown variant $1 (want fsync, nosync, http, http-nosync or group)" ;;
 	esac
 }
 declare -A dy_addr
