@@ -306,6 +306,15 @@ func (c *fileCache) startLocked(ino metaserver.Ino, gen uint64, size int64) (*fi
 			return nil, fmt.Errorf("%d bytes do not fit the %d-byte budget beside copies in use", size, c.budget)
 		}
 	}
+	// The budget is no promise of space: the disk is shared. A copy that
+	// would leave less than a tenth of it free is not begun.
+	var fs unix.Statfs_t
+	if err := unix.Statfs(c.dir, &fs); err == nil {
+		total, free := int64(fs.Blocks)*int64(fs.Bsize), int64(fs.Bavail)*int64(fs.Bsize)
+		if free-size < total/10 {
+			return nil, fmt.Errorf("%d bytes would leave less than a tenth of the cache's file system free (%d bytes free)", size, free)
+		}
+	}
 	path := filepath.Join(c.dir, fmt.Sprintf("%d-%d", ino, gen))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
