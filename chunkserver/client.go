@@ -113,6 +113,9 @@ func (c *Client) put(ctx context.Context, addr, name string, data []byte, buffer
 		}
 		return sum, nil
 	}
+	if pr := c.probe.Load(); pr != nil {
+		pr.maybeProbe(addr) // a writer may find its servers local before it reads
+	}
 	sum := Sum(data)
 	url := shardURL(addr, name)
 	if buffered {
