@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/dockyard/dockyard/chunkserver"
@@ -105,7 +106,12 @@ func (im *Images) Mount(ctx context.Context, dir string, root metaserver.Ino) (*
 		FsName:          "dockyard-image",
 		// Images carry setuid programs (su, ping, sudo) that must work in
 		// the container as they do under docker; the tree is read-only.
-		Suid:   true,
-		Logger: im.log,
+		Suid: true,
+		// A file read whole is served from a local copy by the kernel on
+		// its next open (root only). Nothing here can be opened for
+		// writing, so the rule passthrough imposes on writers never
+		// applies.
+		Passthrough: os.Geteuid() == 0,
+		Logger:      im.log,
 	})
 }

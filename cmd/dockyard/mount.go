@@ -96,7 +96,14 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			// A mount made by root serves every user, as a local disk
 			// does; the kernel checks their permissions.
 			opt.AllowOther = os.Geteuid() == 0
-			// Passthrough needs root; a user's mount goes without it.
+			// Passthrough needs root; a user's mount goes without it. On a
+			// read-write mount it is asked for, not assumed: while a
+			// passthrough reader has a file open the kernel refuses
+			// every other open of it, so writers on this host would get
+			// ETXTBSY where a local disk lets them in (docs/mount.md).
+			if !cmd.Flags().Changed("passthrough") {
+				passthrough = opt.ReadOnly
+			}
 			opt.Passthrough = passthrough && os.Geteuid() == 0
 			opt.FileCacheBytes = fileCacheMB << 20
 			// Mounting talks to the metaserver; an unreachable one must
@@ -166,13 +173,14 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 		"at fsync as a local file system does (slower; only for programs that never fsync yet need their data to survive a power loss)")
 	f.BoolVar(&shortCircuit, "short-circuit", true, "read shards of chunkservers on this host from their files, "+
 		"through descriptors they hand over a Unix socket, instead of over loopback HTTP")
-	f.BoolVar(&scWrites, "short-circuit-writes", false, "with --short-circuit, also send the bytes written to chunkservers on this host "+
+	f.BoolVar(&scWrites, "short-circuit-writes", true, "with --short-circuit, also send the bytes written to chunkservers on this host "+
 		"over their Unix sockets instead of loopback HTTP")
 	f.BoolVar(&debug, "debug", false, "log every FUSE request")
 	f.BoolVar(&metaCache, "meta-cache", true, "answer lookups and stats from a metadata cache kept fresh by the metaserver's change feed")
 	f.IntVar(&metaCacheEntries, "meta-cache-entries", dfs.DefaultMetaCacheEntries, "names plus attributes the metadata cache holds at most")
-	f.BoolVar(&passthrough, "passthrough", true, "keep a local copy of each file read whole and serve later opens of the unchanged file "+
-		"from it through FUSE passthrough (root, Linux 6.9+; while such a reader is open, opening the file for writing on this host fails with ETXTBSY)")
+	f.BoolVar(&passthrough, "passthrough", false, "keep a local copy of each file read whole and serve later opens of the unchanged file "+
+		"from it through FUSE passthrough (root, Linux 6.9+; while such a reader is open, opening the file for writing on this host fails with ETXTBSY); "+
+		"default: on for --read-only and --image mounts, off for read-write ones")
 	f.StringVar(&opt.FileCacheDir, "file-cache-dir", fuse.DefaultFileCacheDir(), "directory for the passthrough copies (in a files/PID subdirectory, emptied at mount, removed at unmount)")
 	f.Int64Var(&fileCacheMB, "file-cache-mb", 0, "bound on the passthrough copies in MiB (0: 10 GiB or a tenth of the cache directory's file system, whichever is less)")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
