@@ -275,14 +275,7 @@ func (s *ShortCircuit) Close() {
 	}
 	s.mu.Unlock()
 	s.fds.close()
-	for {
-		select {
-		case c := <-s.idle:
-			_ = c.Close()
-		default:
-			return
-		}
-	}
+	s.drainIdle()
 }
 
 // ReadShard implements LocalServer: through a descriptor when the socket
@@ -321,6 +314,19 @@ func (s *ShortCircuit) markDown(err error) {
 		s.conn = nil
 	}
 	s.mu.Unlock()
+	// Idle put connections most likely broke the same way.
+	s.drainIdle()
+}
+
+func (s *ShortCircuit) drainIdle() {
+	for {
+		select {
+		case c := <-s.idle:
+			_ = c.Close()
+		default:
+			return
+		}
+	}
 }
 
 func (s *ShortCircuit) readLocal(ctx context.Context, name string, p []byte, off int64) error {
@@ -482,11 +488,8 @@ func (s *ShortCircuit) putLocal(ctx context.Context, name string, data []byte, b
 	select {
 	case c = <-s.idle:
 	default:
-		s.mu.Lock()
-		info := s.info
-		s.mu.Unlock()
 		var err error
-		if c, err = dialShortCircuit(ctx, info); err != nil {
+		if c, err = s.dialPut(ctx); err != nil {
 			return 0, fmt.Errorf("short-circuit put %s: %w", name, err)
 		}
 	}
@@ -509,6 +512,22 @@ func (s *ShortCircuit) putLocal(ctx context.Context, name string, data []byte, b
 		return 0, NewStatusError(reply.Status, reply.Kind, reply.Msg)
 	}
 	return reply.Sum, nil
+}
+
+// dialPut opens another connection for puts. After the socket path was
+// down it first asks the server again where its socket is and who answers
+// there, as opens do, so a restarted server is found.
+func (s *ShortCircuit) dialPut(ctx context.Context) (*net.UnixConn, error) {
+	s.mu.Lock()
+	if s.conn == nil {
+		if err := s.connectLocked(ctx); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
+	info := s.info
+	s.mu.Unlock()
+	return dialShortCircuit(ctx, info)
 }
 
 // release keeps c for the next put, or closes it.

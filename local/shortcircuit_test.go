@@ -37,7 +37,7 @@ func TestShortCircuitReadsThroughTheFSClient(t *testing.T) {
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	shards := chunkserver.NewClient(&http.Client{Transport: tr})
-	shards.EnableShortCircuit(chunkserver.ShortCircuitOptions{DownFor: 50 * time.Millisecond,
+	shards.EnableShortCircuit(chunkserver.ShortCircuitOptions{DownFor: 50 * time.Millisecond, RetryAfter: 20 * time.Millisecond, Writes: true,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	client := fs.New(c.Meta, shards, fs.Options{CacheBytes: -1, ReadAhead: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	read := func(what string) {
@@ -56,18 +56,18 @@ func TestShortCircuitReadsThroughTheFSClient(t *testing.T) {
 		}
 	}
 	read("first read, over HTTP while the probes run")
-	// Servers holding only parity were not read from, so not probed yet:
-	// any read starts the probe.
-	for i := range c.ChunkserverCount() {
-		_, _ = shards.ReadAt(ctx, c.Chunkserver(i).Addr(), "0000000000000000.0", make([]byte, 1), 0)
-	}
+	// Servers holding only parity were not read from, so not probed yet,
+	// and a probe may have timed out on a busy machine: any read starts
+	// one (again, after RetryAfter).
 	waitFor(t, "every chunkserver attached", func() bool {
+		all := true
 		for i := range c.ChunkserverCount() {
-			if !shards.Attached(c.Chunkserver(i).Addr()) {
-				return false
+			if addr := c.Chunkserver(i).Addr(); !shards.Attached(addr) {
+				all = false
+				_, _ = shards.ReadAt(ctx, addr, "0000000000000000.0", make([]byte, 1), 0)
 			}
 		}
-		return true
+		return all
 	})
 	out := counter(t, c, "dockyard_chunkserver_bytes_out_total")
 	read("short-circuit read")
@@ -91,6 +91,32 @@ func TestShortCircuitReadsThroughTheFSClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	read("with another chunkserver killed")
+	if err := c.Restart(2); err != nil {
+		t.Fatal(err)
+	}
+
+	// Writes go over the sockets too (over HTTP to a server whose socket
+	// path is marked down): either way the file arrives whole.
+	if err := c.WaitChunkserversUp(c.ChunkserverCount(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	in := counter(t, c, "dockyard_chunkserver_bytes_in_total")
+	more := data[:5<<20]
+	if _, err := client.WriteFile(ctx, "/g", bytes.NewReader(more), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter(t, c, "dockyard_chunkserver_bytes_in_total") - in; got < int64(len(more)) {
+		t.Errorf("chunkservers took %d bytes for a %d-byte file", got, len(more))
+	}
+	f, err := c.FS.OpenPath(ctx, "/g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, len(more))
+	if n, err := f.ReadAt(got, 0); (err != nil && err != io.EOF) || n != len(more) || !bytes.Equal(got, more) {
+		t.Fatalf("reading back a file written through the sockets: %d, %v", n, err)
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
