@@ -178,18 +178,21 @@ func sendBody(w io.Writer, br io.ReaderAt, size int64) error {
 // Ordered downloads for clients on this host.
 //
 // A client pulling an image asks for several layers at once (skopeo six,
-// docker and containerd three) and then does per-layer work once a layer has
-// arrived: skopeo hashes it and fsyncs its file, docker extracts layers in
-// order. Served side by side, all of them arrive together at the end, so that
-// work starts only then and runs while nothing downloads: skopeo pulling a
-// 1 GiB image over loopback spent about two of its five seconds fsyncing six
-// layers at once with no download running. Served in the order they were
-// asked for, a few at a time, the first layers arrive early and their
-// per-layer work overlaps the download of the next ones.
+// crane four, docker three) and then does per-layer work once a layer has
+// arrived: skopeo fsyncs each layer's file before it asks for the next
+// layer, docker extracts layers in order. Served side by side, all of them
+// arrive together, so that work starts only then and runs while nothing
+// downloads: pulling 8 x 128 MiB over loopback, skopeo's six first downloads
+// ended within half a second of each other, and its seventh started 1.6-2.3
+// s later, the six fsyncs having run with no download in flight (the page
+// cache here starts writing back only at 2 GiB dirty, so an fsync writes the
+// whole layer). Served in the order they were asked for, a few at a time,
+// the first layers arrive early and their per-layer work overlaps the
+// download of the next ones.
 //
 // Only clients on this host (loopback) are ordered. There the limit to
 // parallel downloads is the host's CPUs, shared by client and registry, so
-// more streams than CPUs only interleave; over a network one flow may be held
+// more streams than CPUs mostly interleave; over a network one flow may be held
 // back by its own path, and clients open several to fill the link, so remote
 // clients keep every stream flowing. Two valves keep ordering from ever
 // holding a download back for nothing: a download waits only while the
