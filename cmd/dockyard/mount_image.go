@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/fs/fuse"
 	"github.com/dockyard/dockyard/image"
 	"github.com/dockyard/dockyard/metaserver"
@@ -20,7 +21,7 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log
 	if err != nil {
 		return nil, err
 	}
-	images, err := image.New(mc, shardClient(), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
+	images, err := image.New(mc, imageShardClient(log), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
 	if err != nil {
 		return nil, err
 	}
@@ -29,4 +30,13 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log
 		return nil, err
 	}
 	return images.Mount(ctx, dir, root)
+}
+
+// imageShardClient is the shard client of an image mount: it reads the shards
+// of chunkservers on this host through their short-circuit sockets (falling
+// back to HTTP by itself), since an image mount only ever reads.
+func imageShardClient(log *slog.Logger) *chunkserver.Client {
+	c := shardClient()
+	c.EnableShortCircuit(chunkserver.ShortCircuitOptions{Logger: log})
+	return c
 }

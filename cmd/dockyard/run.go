@@ -61,7 +61,7 @@ Everything is torn down when the process exits, and run exits with the process's
 				return err
 			}
 			defer mc.Close()
-			images, err := image.New(mc, shardClient(), image.Options{
+			images, err := image.New(mc, imageShardClient(log), image.Options{
 				Logger: log, SpanCacheDir: spanCacheDir, SpanCacheDiskBytes: spanCacheMB << 20})
 			if err != nil {
 				return err
