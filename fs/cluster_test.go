@@ -245,14 +245,18 @@ func TestRealCorruptShardOnDisk(t *testing.T) {
 	if !ok {
 		t.Fatal("chunkserver does not use a disk store")
 	}
+	at, err := store.ShardDataOffset(disk.Path(name))
+	if err != nil {
+		t.Fatal(err)
+	}
 	file, err := os.OpenFile(disk.Path(name), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := []byte{0}
-	file.ReadAt(b, store.HeaderSize+1000)
+	file.ReadAt(b, at+1000)
 	b[0] ^= 0x5a
-	if _, err := file.WriteAt(b, store.HeaderSize+1000); err != nil {
+	if _, err := file.WriteAt(b, at+1000); err != nil {
 		t.Fatal(err)
 	}
 	file.Close()

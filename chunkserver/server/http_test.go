@@ -167,7 +167,7 @@ func TestCorruptShardOverHTTP(t *testing.T) {
 	if _, err := c.Put(ctx, s.Addr(), name, data); err != nil {
 		t.Fatal(err)
 	}
-	flipOnDisk(t, d.Path(name), store.HeaderSize+2*store.BlockSize+7)
+	flipOnDisk(t, d.Path(name), 2*store.BlockSize+7)
 
 	p := make([]byte, len(data))
 	n, err := c.ReadAt(ctx, s.Addr(), name, p, 0)
@@ -249,8 +249,15 @@ func TestServerIDIsStable(t *testing.T) {
 	}
 }
 
+// flipOnDisk damages byte off of the data of the shard file at path, as a
+// failing disk would, wherever the file's format puts the data.
 func flipOnDisk(t *testing.T, path string, off int64) {
 	t.Helper()
+	at, err := store.ShardDataOffset(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off += at
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

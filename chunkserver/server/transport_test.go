@@ -200,7 +200,7 @@ func TestTransportCorruptShard(t *testing.T) {
 		if _, err := c.Put(ctx, s.Addr(), name, data); err != nil {
 			t.Fatal(err)
 		}
-		flipOnDisk(t, disk.Path(name), store.HeaderSize+2*store.BlockSize+7)
+		flipOnDisk(t, disk.Path(name), 2*store.BlockSize+7)
 		p := make([]byte, len(data))
 		n, err := c.ReadAt(ctx, s.Addr(), name, p, 0)
 		var st *chunkserver.StatusError

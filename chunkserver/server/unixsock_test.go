@@ -168,11 +168,16 @@ func TestShortCircuitCorruptBlockIsReportedAsOverHTTP(t *testing.T) {
 	}
 	// Damage the second block in place, as a failing disk would: the
 	// cached descriptor sees the same file.
-	f, err := os.OpenFile(s.Store().(*store.Disk).Path(name), os.O_WRONLY, 0)
+	path := s.Store().(*store.Disk).Path(name)
+	at, err := store.ShardDataOffset(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt([]byte{data[store.BlockSize+5] ^ 0xff}, store.HeaderSize+store.BlockSize+5); err != nil {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{data[store.BlockSize+5] ^ 0xff}, at+store.BlockSize+5); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

@@ -286,7 +286,7 @@ func TestScrubReportsCorruptShard(t *testing.T) {
 		}
 	}
 	bad := metaserver.ShardName(0x503, 3)
-	flipOnDisk(t, d.Path(bad), store.HeaderSize+200<<10)
+	flipOnDisk(t, d.Path(bad), 200<<10)
 
 	s := startServer(t, server.Config{
 		Store: d, ID: "cs-scrub", Chunks: meta,

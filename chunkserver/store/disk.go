@@ -29,15 +29,22 @@ import (
 //
 // File format (all integers little-endian):
 //
-//	header  64 bytes: "DYSHARD1" | version u32 (1) | block size u32 |
+//	header  64 bytes: "DYSHARD1" | version u32 (1 or 2) | block size u32 |
 //	        data size u64 | shard xxhash64 u64 | 24 zero bytes |
 //	        xxhash64 of the preceding 56 bytes
-//	data    the shard's bytes, at offset 64
+//	padding version 2 only: zero bytes up to offset 4096
+//	data    the shard's bytes, at offset 64 (version 1) or 4096 (version 2)
 //	trailer one xxhash64 u64 per BlockSize block of data (the last may be short)
 //
 // The data sits at a fixed offset, so a ranged read is one pread for the
 // blocks it touches and one for their checksums; the header's own checksum
-// catches a damaged header before its size is trusted. Recently read files
+// catches a damaged header before its size is trusted. Shards of
+// alignFrom bytes or more are written as version 2, whose data starts on a
+// page boundary: writing 1 MiB at offset 64 cost the kernel 40-90% more
+// system time than writing it page-aligned (every page of the data straddles
+// two of the file's pages), and the write of shards into the page cache is
+// the largest single cost of a push. Small shards stay version 1, where 4 KiB
+// of padding would be a large share of the file. Both versions are read. Recently read files
 // stay open (see handleCache), so a read makes no open or close, and a Put
 // writes the whole file with one writev.
 //
@@ -69,6 +76,7 @@ type Disk struct {
 	dir    string
 	limit  int64 // configured capacity, math.MaxInt64 when unlimited
 	noSync bool
+	packed bool // write every shard as version 1 (WithPackedFormat)
 	// groupCommit makes Puts share file-system flushes (see syncGroup)
 	// instead of fsyncing their own file and directory.
 	groupCommit bool
@@ -116,13 +124,23 @@ type diskEntry struct {
 	gen     uint64 // which Put wrote the file (0: there when the store opened)
 }
 
-// HeaderSize is where a shard's data starts in its file.
+// HeaderSize is the length of a shard file's header.
 const HeaderSize = 64
 
 const (
-	formatVersion = 1
-	tmpMarker     = ".tmp."
+	// formatPacked (version 1) puts the data right after the header.
+	formatPacked = 1
+	// formatAligned (version 2) puts the data at alignedDataOffset.
+	formatAligned = 2
+	// alignedDataOffset is where version 2 data starts: one page in.
+	alignedDataOffset = 4096
+	// alignFrom is the smallest shard written as version 2.
+	alignFrom = 256 << 10
+	tmpMarker = ".tmp."
 )
+
+// headerPad is the zero padding between a version 2 header and its data.
+var headerPad [alignedDataOffset - HeaderSize]byte
 
 var diskMagic = [8]byte{'D', 'Y', 'S', 'H', 'A', 'R', 'D', '1'}
 
@@ -130,6 +148,11 @@ var _ Store = (*Disk)(nil)
 
 // DiskOption tunes OpenDisk.
 type DiskOption func(*Disk)
+
+// WithPackedFormat makes Puts write every shard as version 1 (data right
+// after the header), as stores did before version 2; for tests and for
+// measuring what the alignment saves.
+func WithPackedFormat() DiskOption { return func(d *Disk) { d.packed = true } }
 
 // WithoutSync makes Put skip fsync; see Disk for what that risks.
 func WithoutSync() DiskOption { return func(d *Disk) { d.noSync = true } }
@@ -240,19 +263,53 @@ func readEntry(path string) (diskEntry, error) {
 	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
 		return diskEntry{}, err
 	}
-	size, sum, ok := parseHeader(hdr[:])
-	if !ok || fi.Size() != fileSize(size) {
+	size, sum, off, ok := parseHeader(hdr[:])
+	if !ok || fi.Size() != fileSize(size, off) {
 		return diskEntry{file: fi.Size(), corrupt: true}, nil
 	}
 	return diskEntry{size: size, sum: sum, file: fi.Size()}, nil
 }
 
-func fileSize(size int64) int64 { return HeaderSize + size + 8*int64(numBlocks(size)) }
+// fileSize is the length of the file of a shard of size bytes whose data
+// starts at off.
+func fileSize(size, off int64) int64 { return off + size + 8*int64(numBlocks(size)) }
 
-// encodeHeader fills h, HeaderSize bytes, with the header of a shard.
-func encodeHeader(h []byte, size int64, sum uint64) {
+// dataOffset is where a Put places the data of a shard of size bytes.
+func (d *Disk) dataOffset(size int64) int64 {
+	if d.packed || size < alignFrom {
+		return HeaderSize
+	}
+	return alignedDataOffset
+}
+
+// ShardDataOffset returns where the data of the shard file at path starts,
+// from its header; tests damage shards at known data offsets with it.
+func ShardDataOffset(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var hdr [HeaderSize]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return 0, err
+	}
+	_, _, off, ok := parseHeader(hdr[:])
+	if !ok {
+		return 0, fmt.Errorf("%s: header: %w", path, ErrCorrupt)
+	}
+	return off, nil
+}
+
+// encodeHeader fills h, HeaderSize bytes, with the header of a shard whose
+// data starts at off (HeaderSize or alignedDataOffset).
+func encodeHeader(h []byte, size int64, sum uint64, off int64) {
+	version := uint32(formatPacked)
+	if off == alignedDataOffset {
+		version = formatAligned
+	}
 	copy(h, diskMagic[:])
-	binary.LittleEndian.PutUint32(h[8:], formatVersion)
+	binary.LittleEndian.PutUint32(h[8:], version)
 	binary.LittleEndian.PutUint32(h[12:], BlockSize)
 	binary.LittleEndian.PutUint64(h[16:], uint64(size))
 	binary.LittleEndian.PutUint64(h[24:], sum)
@@ -260,18 +317,27 @@ func encodeHeader(h []byte, size int64, sum uint64) {
 	binary.LittleEndian.PutUint64(h[56:], xxhash.Sum64(h[:56]))
 }
 
-func parseHeader(h []byte) (size int64, sum uint64, ok bool) {
+// parseHeader checks a shard file's header and returns the shard's size,
+// checksum and where its data starts.
+func parseHeader(h []byte) (size int64, sum uint64, off int64, ok bool) {
 	if len(h) < HeaderSize || [8]byte(h[:8]) != diskMagic ||
 		binary.LittleEndian.Uint64(h[56:]) != xxhash.Sum64(h[:56]) ||
-		binary.LittleEndian.Uint32(h[8:]) != formatVersion ||
 		binary.LittleEndian.Uint32(h[12:]) != BlockSize {
-		return 0, 0, false
+		return 0, 0, 0, false
+	}
+	switch binary.LittleEndian.Uint32(h[8:]) {
+	case formatPacked:
+		off = HeaderSize
+	case formatAligned:
+		off = alignedDataOffset
+	default:
+		return 0, 0, 0, false
 	}
 	size = int64(binary.LittleEndian.Uint64(h[16:]))
 	if size < 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	return size, binary.LittleEndian.Uint64(h[24:]), true
+	return size, binary.LittleEndian.Uint64(h[24:]), off, true
 }
 
 // Path returns the file holding shard name. Tests use it to damage a shard the
@@ -323,8 +389,9 @@ func (d *Disk) put(name string, data []byte, buffered bool) (uint64, error) {
 	// Header and trailer share one pooled buffer: the header is filled in
 	// by writeTemp, the trailer's block checksums are computed straight
 	// into it.
-	need := fileSize(int64(len(data)))
-	mp := getMeta(int(need) - len(data))
+	off := d.dataOffset(int64(len(data)))
+	need := fileSize(int64(len(data)), off)
+	mp := getMeta(HeaderSize + 8*numBlocks(int64(len(data))))
 	defer metaBufs.Put(mp)
 	meta := *mp
 	sum := chunkserver.Sum(data)
@@ -358,7 +425,7 @@ func (d *Disk) put(name string, data []byte, buffered bool) (uint64, error) {
 	}()
 
 	final := d.Path(name)
-	tmp, err := d.writeTemp(final, data, meta, sum, buffered)
+	tmp, err := d.writeTemp(final, data, meta, sum, off, buffered)
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", name, err)
 	}
@@ -444,9 +511,9 @@ func (d *Disk) drop(name string) {
 
 // writeTemp writes and fsyncs the shard file under a temporary name next to
 // final and returns that name; on any failure it removes the file. meta holds
-// HeaderSize bytes for the header, then the encoded trailer. A buffered file
-// is not fsynced; its writeback is started instead.
-func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64, buffered bool) (path string, err error) {
+// HeaderSize bytes for the header, then the encoded trailer; the data goes at
+// off. A buffered file is not fsynced; its writeback is started instead.
+func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64, off int64, buffered bool) (path string, err error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	path = final + tmpMarker + hex.EncodeToString(rnd[:])
@@ -460,8 +527,8 @@ func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64, buffered b
 			_ = os.Remove(path)
 		}
 	}()
-	encodeHeader(meta[:HeaderSize], int64(len(data)), sum)
-	if err := writeParts(f, meta[:HeaderSize], data, meta[HeaderSize:]); err != nil {
+	encodeHeader(meta[:HeaderSize], int64(len(data)), sum, off)
+	if err := writeParts(f, meta[:HeaderSize], headerPad[:off-HeaderSize], data, meta[HeaderSize:]); err != nil {
 		return "", noSpace(err)
 	}
 	switch {
@@ -565,7 +632,7 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
 		return 0, fmt.Errorf("read %s: %w", name, err)
 	}
-	size, _, ok := parseHeader(hdr[:])
+	size, _, dataOff, ok := parseHeader(hdr[:])
 	if !ok {
 		return 0, fmt.Errorf("read %s: header: %w", name, ErrCorrupt)
 	}
@@ -577,7 +644,7 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	lo, hi := first*BlockSize, min((last+1)*BlockSize, size)
 
 	sums := make([]byte, 8*(last-first+1))
-	if err := readFull(f, sums, HeaderSize+size+8*first); err != nil {
+	if err := readFull(f, sums, dataOff+size+8*first); err != nil {
 		return 0, fmt.Errorf("read %s: checksums: %w", name, err)
 	}
 	// Read straight into p when the request is block-aligned, the common
@@ -596,7 +663,7 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	default:
 		buf = make([]byte, hi-lo)
 	}
-	if err := readFull(f, buf, HeaderSize+lo); err != nil {
+	if err := readFull(f, buf, dataOff+lo); err != nil {
 		return 0, fmt.Errorf("read %s: %w", name, err)
 	}
 	for b := first; b <= last; b++ {

@@ -23,7 +23,7 @@ func TestDiskConformance(t *testing.T) {
 		d := openDisk(t, dir, capacity)
 		return storetest.Harness{
 			Store:     d,
-			Corrupt:   func(name string, off int64) error { return flipByte(d.Path(name), store.HeaderSize+off) },
+			Corrupt:   func(name string, off int64) error { return flipData(d.Path(name), off) },
 			Leftovers: func() ([]string, error) { return tempFiles(dir) },
 		}
 	})
@@ -37,6 +37,16 @@ func openDisk(t *testing.T, dir string, capacity int64) *store.Disk {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+// flipData damages byte off of a shard's data in place, wherever its file
+// format puts the data.
+func flipData(path string, off int64) error {
+	at, err := store.ShardDataOffset(path)
+	if err != nil {
+		return err
+	}
+	return flipByte(path, at+off)
 }
 
 // flipByte damages one byte of a file in place, as a failing disk would.
@@ -79,7 +89,7 @@ func TestDiskNoSyncConformance(t *testing.T) {
 		t.Cleanup(func() { d.Close() })
 		return storetest.Harness{
 			Store:     d,
-			Corrupt:   func(name string, off int64) error { return flipByte(d.Path(name), store.HeaderSize+off) },
+			Corrupt:   func(name string, off int64) error { return flipData(d.Path(name), off) },
 			Leftovers: func() ([]string, error) { return tempFiles(dir) },
 		}
 	})
@@ -95,7 +105,7 @@ func TestDiskGroupCommitConformance(t *testing.T) {
 		t.Cleanup(func() { d.Close() })
 		return storetest.Harness{
 			Store:     d,
-			Corrupt:   func(name string, off int64) error { return flipByte(d.Path(name), store.HeaderSize+off) },
+			Corrupt:   func(name string, off int64) error { return flipData(d.Path(name), off) },
 			Leftovers: func() ([]string, error) { return tempFiles(dir) },
 		}
 	})
@@ -331,20 +341,36 @@ func TestDiskCloseFlushes(t *testing.T) {
 // in part. After the restart each such shard is indexed as corrupt (so the
 // scrubber reports it and the metaserver rebuilds it), never as good.
 func TestDiskBufferedPowerLoss(t *testing.T) {
+	// A small shard is written as format version 1 (data right after the
+	// header), a large one as version 2 (data one page in).
+	for _, size := range []int{3 * store.BlockSize, 5 * store.BlockSize} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { testDiskBufferedPowerLoss(t, size) })
+	}
+}
+
+func testDiskBufferedPowerLoss(t *testing.T, size int) {
 	dir := t.TempDir()
 	d, err := store.OpenDisk(dir, 0, store.WithFlushInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := bytes.Repeat([]byte("lost in the page cache "), 3*store.BlockSize/16)
+	data := bytes.Repeat([]byte("lost in the page cache!!"), size/24)
+	// at is where the data starts in p's file.
+	at := func(p string) int64 {
+		off, err := store.ShardDataOffset(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
 	cuts := map[string]func(path string) error{
 		"00000000000000f0.0": func(p string) error { return os.Truncate(p, 0) },
-		"00000000000000f0.1": func(p string) error { return os.Truncate(p, store.HeaderSize) },
-		"00000000000000f0.2": func(p string) error { return os.Truncate(p, store.HeaderSize+int64(len(data))/2) },
-		"00000000000000f0.3": func(p string) error { return os.Truncate(p, store.HeaderSize+int64(len(data))) },
+		"00000000000000f0.1": func(p string) error { return os.Truncate(p, at(p)) },
+		"00000000000000f0.2": func(p string) error { return os.Truncate(p, at(p)+int64(len(data))/2) },
+		"00000000000000f0.3": func(p string) error { return os.Truncate(p, at(p)+int64(len(data))) },
 		// Size kept, data never written: the file reads back as zeros.
 		"00000000000000f0.4": func(p string) error {
-			return writeAt(p, make([]byte, len(data)), store.HeaderSize)
+			return writeAt(p, make([]byte, len(data)), at(p))
 		},
 		// Nothing reached the disk but the size: even the header is zeros.
 		"00000000000000f0.5": func(p string) error {
@@ -402,4 +428,56 @@ func writeAt(path string, b []byte, off int64) error {
 		return err
 	}
 	return f.Close()
+}
+
+// Stores read both file formats whichever one they write: a large shard
+// written in the packed format (version 1, as every store wrote before the
+// aligned one) reads back from a store that writes version 2, and the other
+// way round, across a restart.
+func TestDiskReadsBothFormats(t *testing.T) {
+	data := bytes.Repeat([]byte("both formats"), 5*store.BlockSize/12)
+	for _, tc := range []struct {
+		name        string
+		write, read []store.DiskOption
+		wantOffset  int64
+	}{
+		{"packed then aligned", []store.DiskOption{store.WithPackedFormat()}, nil, store.HeaderSize},
+		{"aligned then packed", nil, []store.DiskOption{store.WithPackedFormat()}, 4096},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			d, err := store.OpenDisk(dir, 0, tc.write...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const name = "00000000000000a0.0"
+			sum, err := d.Put(name, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if off, err := store.ShardDataOffset(d.Path(name)); err != nil || off != tc.wantOffset {
+				t.Fatalf("data offset %d, %v; want %d", off, err, tc.wantOffset)
+			}
+			d.Close()
+			d2, err := store.OpenDisk(dir, 0, tc.read...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d2.Close()
+			info, err := d2.Stat(name)
+			if err != nil || info.Sum != sum || info.Size != int64(len(data)) {
+				t.Fatalf("Stat after reopen: %+v, %v; want size %d sum %x", info, err, len(data), sum)
+			}
+			p := make([]byte, 1000)
+			if _, err := d2.ReadAt(name, p, 3*store.BlockSize+17); err != nil || !bytes.Equal(p, data[3*store.BlockSize+17:][:1000]) {
+				t.Fatalf("ReadAt after reopen: %v, equal %v", err, bytes.Equal(p, data[3*store.BlockSize+17:][:1000]))
+			}
+			if err := flipData(d2.Path(name), 3*store.BlockSize+17); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d2.ReadAt(name, p, 3*store.BlockSize); !errors.Is(err, store.ErrCorrupt) {
+				t.Errorf("ReadAt of a damaged block = %v, want ErrCorrupt", err)
+			}
+		})
+	}
 }

@@ -60,7 +60,7 @@ func fileLayout(f *os.File) (chunkserver.ShardLayout, error) {
 	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
 		return chunkserver.ShardLayout{}, err
 	}
-	size, sum, ok := parseHeader(hdr[:])
+	size, sum, off, ok := parseHeader(hdr[:])
 	if !ok {
 		return chunkserver.ShardLayout{}, fmt.Errorf("header: %w", ErrCorrupt)
 	}
@@ -68,14 +68,14 @@ func fileLayout(f *os.File) (chunkserver.ShardLayout, error) {
 	if err != nil {
 		return chunkserver.ShardLayout{}, err
 	}
-	if fi.Size() != fileSize(size) {
-		return chunkserver.ShardLayout{}, fmt.Errorf("file of %d bytes, header says %d: %w", fi.Size(), fileSize(size), ErrCorrupt)
+	if fi.Size() != fileSize(size, off) {
+		return chunkserver.ShardLayout{}, fmt.Errorf("file of %d bytes, header says %d: %w", fi.Size(), fileSize(size, off), ErrCorrupt)
 	}
 	return chunkserver.ShardLayout{
 		Size:       size,
 		Sum:        sum,
-		DataOffset: HeaderSize,
+		DataOffset: off,
 		BlockSize:  BlockSize,
-		SumsOffset: HeaderSize + size,
+		SumsOffset: off + size,
 	}, nil
 }
