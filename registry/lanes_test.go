@@ -289,8 +289,11 @@ func TestLocalDownloadsThroughHandler(t *testing.T) {
 	if r2.ContentLength != int64(len(b2)) {
 		t.Errorf("second GET: Content-Length %d, want %d", r2.ContentLength, len(b2))
 	}
+	var once sync.Once
+	openGate := func() { once.Do(func() { close(store.gate) }) }
+	t.Cleanup(openGate) // before the server's cleanup, which waits for the handlers
 	waitFor(t, "the second download to queue", func() bool { return lanes.waitingFor("127.0.0.1") == 1 })
-	close(store.gate)
+	openGate()
 	got1, err := io.ReadAll(r1.Body)
 	if err != nil || !bytes.Equal(got1, b1) {
 		t.Fatalf("first body: %d bytes, %v", len(got1), err)
