@@ -57,6 +57,13 @@ func closeQueue(q *converter.Queue) {
 // as a pulled image stays on a docker host.
 const defaultSpanCacheDir = "/var/cache/dockyard/spans"
 
+// addLocalDownloadsFlag adds --local-downloads, shared by serve and registry.
+func addLocalDownloadsFlag(f *pflag.FlagSet, n *int) {
+	f.IntVar(n, "local-downloads", 0, "large blob downloads of one client on this host that send at once; the "+
+		"client's others wait their turn in the order it asked, so its per-layer work overlaps the next downloads "+
+		"(0 = the number of CPUs, at least 4; negative = no ordering)")
+}
+
 // addConvertFlag adds --convert-max-defer, shared by serve and registry.
 func addConvertFlag(f *pflag.FlagSet, maxDefer *time.Duration) {
 	f.DurationVar(maxDefer, "convert-max-defer", converter.DefaultMaxDefer,

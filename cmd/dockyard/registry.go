@@ -29,6 +29,7 @@ func registryCmd() *cobra.Command {
 		gcInterval, gcGrace, uploadTTL time.Duration
 		convertMaxDefer                time.Duration
 		durableWrites                  bool
+		localDownloads                 int
 	)
 	cmd := &cobra.Command{
 		Use:   "registry --listen ADDR --meta ADDR[,ADDR...]",
@@ -67,6 +68,7 @@ SIGTERM.`,
 				MaxManifestSize: maxManifestKB << 10,
 				GCGrace:         gcGrace,
 				UploadTTL:       uploadTTL,
+				LocalDownloads:  localDownloads,
 			}, log, convertMaxDefer)
 			if err != nil {
 				return err
@@ -90,6 +92,7 @@ SIGTERM.`,
 	f.DurationVar(&uploadTTL, "upload-ttl", 24*time.Hour, "how long an idle upload session is kept")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug (every request), info, warn, error")
 	addConvertFlag(f, &convertMaxDefer)
+	addLocalDownloadsFlag(f, &localDownloads)
 	addDurableWritesFlag(f, &durableWrites)
 	return cmd
 }

@@ -25,7 +25,7 @@ func init() { subcommands = append(subcommands, serveCmd) }
 func serveCmd() *cobra.Command {
 	var (
 		data, listen, metaListen, raftListen, ec, logLevel         string
-		chunkservers, chunkBasePort                                int
+		chunkservers, chunkBasePort, localDownloads                int
 		chunkCapacityMB                                            int64
 		gcInterval, convertMaxDefer, flushInterval                 time.Duration
 		fsync, shardHTTP, durableWrites, shortCircuit, groupCommit bool
@@ -106,7 +106,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			defer cluster.Close()
 			log.Info("chunkservers up", "count", chunkservers, "ec", ec)
 
-			reg, queue, err := newRegistry(ctx, cluster.FS, registry.Config{Logger: log}, log, convertMaxDefer)
+			reg, queue, err := newRegistry(ctx, cluster.FS, registry.Config{LocalDownloads: localDownloads, Logger: log}, log, convertMaxDefer)
 			if err != nil {
 				return err
 			}
@@ -139,6 +139,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	addConvertFlag(f, &convertMaxDefer)
+	addLocalDownloadsFlag(f, &localDownloads)
 	addDurableWritesFlag(f, &durableWrites)
 	addClusterSecretFlag(f)
 	return cmd
