@@ -24,6 +24,8 @@
 #   http-nosync  both
 #   group        --group-commit: fsyncs share one flush of the file system
 #                (syncfs) instead of an fdatasync per shard file and directory
+#   unordered    --local-downloads=-1: a local client's blob downloads all
+#                send at once instead of in the order it asked for them
 #
 # Environment: DOCKYARD_BIN (default: built from this checkout), REFERENCE_BIN
 # (default: `registry` on PATH or in GOPATH/bin; install it with
@@ -75,7 +77,8 @@ variant_flags() {
 	http) echo "--shard-http" ;;
 	http-nosync) echo "--shard-http --fsync=false" ;;
 	group) echo "--group-commit" ;;
-	*) die "unknown variant $1 (want fsync, nosync, http, http-nosync or group)" ;;
+	unordered) echo "--local-downloads=-1" ;;
+	*) die "unknown variant $1 (want fsync, nosync, http, http-nosync, group or unordered)" ;;
 	esac
 }
 declare -A dy_addr
