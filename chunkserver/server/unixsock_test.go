@@ -60,6 +60,17 @@ func dialSC(t *testing.T, c *chunkserver.Client, addr string) *chunkserver.Short
 	return sc
 }
 
+// scClients returns an HTTP-only client of s, a client with s attached
+// through its short-circuit socket, and that attachment.
+func scClients(t *testing.T, s *server.Server) (hc, c *chunkserver.Client, sc *chunkserver.ShortCircuit) {
+	t.Helper()
+	hc = chunkserver.NewClient(nil)
+	sc = dialSC(t, hc, s.Addr())
+	c = chunkserver.NewClient(nil)
+	c.Attach(s.Addr(), sc)
+	return hc, c, sc
+}
+
 func putShard(t *testing.T, c *chunkserver.Client, addr, name string, data []byte) {
 	t.Helper()
 	if _, err := c.Put(context.Background(), addr, name, data); err != nil {
@@ -77,10 +88,7 @@ func TestShortCircuitReadsVerifiedBytes(t *testing.T) {
 		t.Errorf("socket mode %v, want an owner-only socket", fi.Mode())
 	}
 	ctx := context.Background()
-	hc := chunkserver.NewClient(nil)
-	sc := dialSC(t, hc, s.Addr())
-	c := chunkserver.NewClient(nil)
-	c.Attach(s.Addr(), sc)
+	hc, c, sc := scClients(t, s)
 	addr := s.Addr()
 	for i, size := range []int{1, store.BlockSize - 1, store.BlockSize, 3*store.BlockSize + 7, 1 << 20} {
 		name := chunkserver.FormatSum(uint64(i+1)) + ".0"
@@ -155,10 +163,7 @@ func TestShortCircuitCorruptBlockIsReportedAsOverHTTP(t *testing.T) {
 	meta := &fakeMeta{}
 	s := scServer(t, meta)
 	ctx := context.Background()
-	hc := chunkserver.NewClient(nil)
-	c := chunkserver.NewClient(nil)
-	sc := dialSC(t, hc, s.Addr())
-	c.Attach(s.Addr(), sc)
+	hc, c, sc := scClients(t, s)
 	name := chunkserver.FormatSum(0xc0) + ".2"
 	data := randBytes(3, 3*store.BlockSize)
 	putShard(t, hc, s.Addr(), name, data)
@@ -168,19 +173,7 @@ func TestShortCircuitCorruptBlockIsReportedAsOverHTTP(t *testing.T) {
 	}
 	// Damage the second block in place, as a failing disk would: the
 	// cached descriptor sees the same file.
-	path := s.Store().(*store.Disk).Path(name)
-	at, err := store.ShardDataOffset(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{data[store.BlockSize+5] ^ 0xff}, at+store.BlockSize+5); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	flipOnDisk(t, s.Store().(*store.Disk).Path(name), store.BlockSize+5)
 
 	clear(p)
 	_, scErr := c.ReadAt(ctx, s.Addr(), name, p, 0)
@@ -211,10 +204,7 @@ func TestShortCircuitCorruptBlockIsReportedAsOverHTTP(t *testing.T) {
 func TestShortCircuitDeletedAndReplacedShards(t *testing.T) {
 	s := scServer(t, nil)
 	ctx := context.Background()
-	hc := chunkserver.NewClient(nil)
-	c := chunkserver.NewClient(nil)
-	sc := dialSC(t, hc, s.Addr())
-	c.Attach(s.Addr(), sc)
+	hc, c, sc := scClients(t, s)
 	name := chunkserver.FormatSum(0xde) + ".0"
 	putShard(t, hc, s.Addr(), name, randBytes(1, 1000))
 	p := make([]byte, 1000)
@@ -241,10 +231,7 @@ func TestShortCircuitDeletedAndReplacedShards(t *testing.T) {
 func TestShortCircuitFallsBackWhenTheSocketGoes(t *testing.T) {
 	s := scServer(t, nil)
 	ctx := context.Background()
-	hc := chunkserver.NewClient(nil)
-	c := chunkserver.NewClient(nil)
-	sc := dialSC(t, hc, s.Addr())
-	c.Attach(s.Addr(), sc)
+	hc, c, sc := scClients(t, s)
 	a, b := chunkserver.FormatSum(0xa)+".0", chunkserver.FormatSum(0xb)+".0"
 	da, db := randBytes(10, 5000), randBytes(11, 5000)
 	putShard(t, hc, s.Addr(), a, da)
