@@ -284,6 +284,15 @@ func TestLocalDownloadsThroughHandler(t *testing.T) {
 	}
 	r1 := get(d1) // its body's reads wait at the gate
 	defer r1.Body.Close()
+	// The headers are sent before the download takes its turn: wait for
+	// the turn, or the second GET could take it first and, its body
+	// fitting in the socket's buffers, be done before the first one asks.
+	waitFor(t, "the first download to flow", func() bool {
+		lanes.mu.Lock()
+		defer lanes.mu.Unlock()
+		q := lanes.clients["127.0.0.1"]
+		return q != nil && q.flowing == 1
+	})
 	r2 := get(d2) // headers arrive although its body must wait
 	defer r2.Body.Close()
 	if r2.ContentLength != int64(len(b2)) {
