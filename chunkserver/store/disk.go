@@ -259,11 +259,10 @@ func readEntry(path string) (diskEntry, error) {
 	if err != nil {
 		return diskEntry{}, err
 	}
-	var hdr [HeaderSize]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
+	size, sum, off, ok, err := readHeader(f)
+	if err != nil {
 		return diskEntry{}, err
 	}
-	size, sum, off, ok := parseHeader(hdr[:])
 	if !ok || fi.Size() != fileSize(size, off) {
 		return diskEntry{file: fi.Size(), corrupt: true}, nil
 	}
@@ -290,11 +289,10 @@ func ShardDataOffset(path string) (int64, error) {
 		return 0, err
 	}
 	defer f.Close()
-	var hdr [HeaderSize]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+	_, _, off, ok, err := readHeader(f)
+	if err != nil {
 		return 0, err
 	}
-	_, _, off, ok := parseHeader(hdr[:])
 	if !ok {
 		return 0, fmt.Errorf("%s: header: %w", path, ErrCorrupt)
 	}
@@ -315,6 +313,17 @@ func encodeHeader(h []byte, size int64, sum uint64, off int64) {
 	binary.LittleEndian.PutUint64(h[24:], sum)
 	clear(h[32:56])
 	binary.LittleEndian.PutUint64(h[56:], xxhash.Sum64(h[:56]))
+}
+
+// readHeader reads the header of the open shard file f and checks it as
+// parseHeader does; a file too short to hold one is not ok, not an error.
+func readHeader(f *os.File) (size int64, sum uint64, off int64, ok bool, err error) {
+	var hdr [HeaderSize]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
+		return 0, 0, 0, false, err
+	}
+	size, sum, off, ok = parseHeader(hdr[:])
+	return size, sum, off, ok, nil
 }
 
 // parseHeader checks a shard file's header and returns the shard's size,
@@ -628,11 +637,10 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	// index, so size and blocks come from the same file even if a Put
 	// replaces the shard meanwhile; reading it every time (one pread of a
 	// cached page) also catches a header damaged since the file was opened.
-	var hdr [HeaderSize]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
+	size, _, dataOff, ok, err := readHeader(f)
+	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", name, err)
 	}
-	size, _, dataOff, ok := parseHeader(hdr[:])
 	if !ok {
 		return 0, fmt.Errorf("read %s: header: %w", name, ErrCorrupt)
 	}

@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/dockyard/dockyard/chunkserver"
@@ -56,11 +55,10 @@ func (d *Disk) OpenShard(name string) (*os.File, chunkserver.ShardLayout, error)
 // fileLayout checks an open shard file's header and length, read from the
 // file itself so they belong to the same file whatever Puts ran meanwhile.
 func fileLayout(f *os.File) (chunkserver.ShardLayout, error) {
-	var hdr [HeaderSize]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
+	size, sum, off, ok, err := readHeader(f)
+	if err != nil {
 		return chunkserver.ShardLayout{}, err
 	}
-	size, sum, off, ok := parseHeader(hdr[:])
 	if !ok {
 		return chunkserver.ShardLayout{}, fmt.Errorf("header: %w", ErrCorrupt)
 	}
