@@ -3,7 +3,6 @@ package chunkserver
 import (
 	"container/list"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // ShortCircuitOptions tune short-circuit reads. Zero values mean the
@@ -592,7 +589,7 @@ func newSCFile(name string, f *os.File, l ShardLayout) (*scFile, error) {
 			fmt.Sprintf("open %s: file of %d bytes, layout wants %d: %v", name, fi.Size(), l.FileSize(), ErrCorrupt))
 	}
 	h := &scFile{name: name, f: f, l: l, sums: make([]byte, 8*l.Blocks()), refs: 1}
-	if err := readFullAt(f, h.sums, l.SumsOffset); err != nil {
+	if err := ReadFullAt(f, h.sums, l.SumsOffset); err != nil {
 		return nil, fmt.Errorf("open %s: checksums: %w", name, err)
 	}
 	return h, nil
@@ -637,32 +634,19 @@ func (h *scFile) readAt(p []byte, off int64) error {
 		}
 		buf = (*bp)[:hi-lo]
 	}
-	if err := readFullAt(h.f, buf, h.l.DataOffset+lo); err != nil {
+	if err := ReadFullAt(h.f, buf, h.l.DataOffset+lo); err != nil {
 		return err
 	}
-	for b := first; b <= last; b++ {
-		s := (b - first) * bs
-		e := min(s+bs, int64(len(buf)))
-		if xxhash.Sum64(buf[s:e]) != binary.LittleEndian.Uint64(h.sums[8*b:]) {
-			if &buf[0] == &p[0] {
-				clear(p) // never hand back bytes that failed their check
-			}
-			return fmt.Errorf("block %d: %w", b, ErrCorrupt)
+	if bad := BadBlock(buf, bs, h.sums[8*first:]); bad >= 0 {
+		if &buf[0] == &p[0] {
+			clear(p) // never hand back bytes that failed their check
 		}
+		return fmt.Errorf("block %d: %w", first+bad, ErrCorrupt)
 	}
 	if &buf[0] != &p[0] {
 		copy(p, buf[off-lo:])
 	}
 	return nil
-}
-
-// readFullAt reads exactly len(p) bytes at off; a short file is damage.
-func readFullAt(f *os.File, p []byte, off int64) error {
-	_, err := f.ReadAt(p, off)
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("file truncated: %w", ErrCorrupt)
-	}
-	return err
 }
 
 // fdCache keeps received shard files open, LRU, so a shard is asked for

@@ -652,7 +652,7 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	lo, hi := first*BlockSize, min((last+1)*BlockSize, size)
 
 	sums := make([]byte, 8*(last-first+1))
-	if err := readFull(f, sums, dataOff+size+8*first); err != nil {
+	if err := chunkserver.ReadFullAt(f, sums, dataOff+size+8*first); err != nil {
 		return 0, fmt.Errorf("read %s: checksums: %w", name, err)
 	}
 	// Read straight into p when the request is block-aligned, the common
@@ -671,18 +671,14 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	default:
 		buf = make([]byte, hi-lo)
 	}
-	if err := readFull(f, buf, dataOff+lo); err != nil {
+	if err := chunkserver.ReadFullAt(f, buf, dataOff+lo); err != nil {
 		return 0, fmt.Errorf("read %s: %w", name, err)
 	}
-	for b := first; b <= last; b++ {
-		s := (b - first) * BlockSize
-		e := min(s+BlockSize, int64(len(buf)))
-		if xxhash.Sum64(buf[s:e]) != binary.LittleEndian.Uint64(sums[8*(b-first):]) {
-			if &buf[0] == &p[0] {
-				clear(p[:n]) // never hand back bytes that failed their checksum
-			}
-			return 0, fmt.Errorf("read %s: block %d: %w", name, b, ErrCorrupt)
+	if bad := chunkserver.BadBlock(buf, BlockSize, sums); bad >= 0 {
+		if &buf[0] == &p[0] {
+			clear(p[:n]) // never hand back bytes that failed their checksum
 		}
+		return 0, fmt.Errorf("read %s: block %d: %w", name, first+bad, ErrCorrupt)
 	}
 	if &buf[0] != &p[0] {
 		copy(p, buf[off-lo:])
@@ -720,16 +716,6 @@ func (d *Disk) cache(name string, gen uint64, f *os.File) *shardHandle {
 }
 
 var smallBufs = sync.Pool{New: func() any { b := make([]byte, 2*BlockSize); return &b }}
-
-// readFull reads exactly len(p) bytes at off; a short file means the shard was
-// truncated, which is corruption, not an end of file.
-func readFull(f *os.File, p []byte, off int64) error {
-	_, err := f.ReadAt(p, off)
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("file truncated: %w", ErrCorrupt)
-	}
-	return err
-}
 
 // Stat implements Store.
 func (d *Disk) Stat(name string) (chunkserver.ShardInfo, error) {
