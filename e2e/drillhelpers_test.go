@@ -205,9 +205,36 @@ func startDrillCluster(t *testing.T, cfg drillConfig) *drillCluster {
 	return c
 }
 
-// drillHostPort is FreePort on any local host address.
+// handedOut holds the addresses drillHostPort has given out. A probed port
+// is closed again before the process that will use it starts, so a second
+// probe may be given the same port; the servers of one drill then collide
+// ("address already in use"). Each address is handed out once.
+var handedOut struct {
+	sync.Mutex
+	m map[string]bool
+}
+
+// drillHostPort is FreePort on any local host address, never the same
+// address twice.
 func drillHostPort(t *testing.T, host string) string {
 	t.Helper()
+	for {
+		addr := probeHostPort(host)
+		handedOut.Lock()
+		if handedOut.m == nil {
+			handedOut.m = map[string]bool{}
+		}
+		fresh := !handedOut.m[addr]
+		handedOut.m[addr] = true
+		handedOut.Unlock()
+		if fresh {
+			return addr
+		}
+	}
+}
+
+// probeHostPort returns an address on host with a port free right now.
+func probeHostPort(host string) string {
 	if l, err := net.Listen("tcp", net.JoinHostPort(host, "0")); err == nil {
 		defer l.Close()
 		return l.Addr().String()
