@@ -10,7 +10,8 @@
 # until the pushed image is converted for lazy mounts (conversion waits for
 # transfers to pause, so it runs right after the pull) and reports how long
 # that took and what it cost: conversion never runs during another registry's
-# round, and its CPU is counted, not hidden.
+# round, and its CPU is counted, not hidden. The registries take turns going
+# first: run 1 starts with the first variant, run 2 with the next, and so on.
 #
 #   bench/registry/run.sh                  # RUNS=5 LAYERS=8 LAYER_MB=128
 #
@@ -206,8 +207,16 @@ for run in $(seq "$RUNS"); do
 	log "run $run: writing a new test image (${LAYERS} x ${LAYER_MB} MiB)"
 	"$work/bin/mkimage" -out "$work/image" -layers "$LAYERS" -layer-mb "$LAYER_MB" -seed "$run" || die "mkimage failed"
 	bytes=$(find "$work/image/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+	# Each run starts with the next registry in turn: whichever goes first
+	# in a round inherits the disk's writeback of the round before (the
+	# reference never fsyncs) and the fresh page cache the new image took, so
+	# a fixed order would charge that to one registry in every run.
+	# shellcheck disable=SC2206 # VARIANTS is a list of words
+	regs=($VARIANTS reference)
+	shift_by=$(((run - 1) % ${#regs[@]}))
+	order=("${regs[@]:shift_by}" "${regs[@]:0:shift_by}")
 	for tool in $TOOLS; do
-		for reg in $VARIANTS reference; do
+		for reg in "${order[@]}"; do
 			addr=${dy_addr[$reg]:-}
 			pid=${dy_pid[$reg]:-}
 			if [ "$reg" = reference ]; then addr=127.0.0.1:$REF_PORT pid=$ref_pid; fi
