@@ -12,6 +12,8 @@
 # that took and what it cost: conversion never runs during another registry's
 # round, and its CPU is counted, not hidden. The registries take turns going
 # first: run 1 starts with the first variant, run 2 with the next, and so on.
+# Each push and pull starts after a `sync` (not timed), so no registry's
+# measurement pays for the writeback another left behind.
 #
 #   bench/registry/run.sh                  # RUNS=5 LAYERS=8 LAYER_MB=128
 #
@@ -221,15 +223,22 @@ for run in $(seq "$RUNS"); do
 			pid=${dy_pid[$reg]:-}
 			if [ "$reg" = reference ]; then addr=127.0.0.1:$REF_PORT pid=$ref_pid; fi
 			repo=bench/$tool-run$run
+			# Every timed step starts on a quiet disk: sync first, untimed.
+			# The reference never fsyncs, so without this the disk would
+			# still be writing its push (and the new test image) while the
+			# next registry's push waits for its own fsyncs.
+			sync
 			c0=$(cpu "$pid")
 			t=$(seconds push "$tool" "$addr" "$repo")
 			c1=$(cpu "$pid")
 			times[$tool.$reg.push]+="$t "
+			sync
+			c1s=$(cpu "$pid")
 			t=$(seconds pull "$tool" "$addr" "$repo")
 			c2=$(cpu "$pid")
 			times[$tool.$reg.pull]+="$t "
 			cpus[$tool.$reg.push]+="$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}') "
-			cpus[$tool.$reg.pull]+="$(awk -v a="$c1" -v b="$c2" 'BEGIN {print b - a}') "
+			cpus[$tool.$reg.pull]+="$(awk -v a="$c1s" -v b="$c2" 'BEGIN {print b - a}') "
 			rm -rf "$work/pull"
 			extra=
 			if [ "$reg" != reference ]; then
