@@ -535,6 +535,33 @@ func (f *File) backgroundCommit() {
 	}
 }
 
+// SetAttr changes the file's mode, owner or times through this handle; sizes
+// go through Truncate. Writes still buffered are committed first: a commit
+// stamps the file's mtime, so one landing after an explicit mtime (tar,
+// rsync -t and touch -d write, then set the times) would undo it. A handle
+// that is closed or whose writes failed has nothing to commit and just
+// passes the change on.
+func (f *File) SetAttr(ctx context.Context, in metaserver.SetAttrIn) (metaserver.Attr, error) {
+	if in.Size != nil {
+		return metaserver.Attr{}, fmt.Errorf("inode %d: SetAttr cannot change the size; use Truncate", f.ino)
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.state() == nil {
+		if err := f.flushLocked(ctx); err != nil {
+			return metaserver.Attr{}, err
+		}
+	}
+	a, err := f.c.meta.SetAttr(ctx, f.ino, in)
+	if err != nil {
+		return a, err
+	}
+	f.mu.Lock()
+	f.attr = a
+	f.mu.Unlock()
+	return a, nil
+}
+
 // Truncate writes out buffered data and sets the file's size; bytes past it
 // are dropped and a later extension reads zeros.
 func (f *File) Truncate(ctx context.Context, size uint64) error {

@@ -226,7 +226,16 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *gofuse.SetAt
 		}
 	}
 	if changed {
-		if _, err := n.m.meta.SetAttr(ctx, n.ino, set); err != nil {
+		var err error
+		if f := n.m.openFile(n.ino); f != nil && (set.Atime != nil || set.Mtime != nil) {
+			// Through the open file, so a commit of its buffered writes
+			// cannot land after these times and stamp over them, and so
+			// its view of the times (localView) is the one set here.
+			_, err = f.SetAttr(quiet(ctx), set)
+		} else {
+			_, err = n.m.meta.SetAttr(ctx, n.ino, set)
+		}
+		if err != nil {
 			return n.m.fail("setattr", n.ino, err)
 		}
 	}
