@@ -385,5 +385,10 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 	if us, ok := s.store.(interface{ Unsynced() int }); ok {
 		g.unsynced = us.Unsynced()
 	}
+	if sc := s.sc; sc != nil {
+		sc.mu.Lock()
+		g.scConns = len(sc.conns)
+		sc.mu.Unlock()
+	}
 	s.metrics.write(w, g)
 }

@@ -34,6 +34,13 @@ type metrics struct {
 	deletes         atomic.Int64 // shards deleted on the metaserver's orders
 	heartbeatErrors atomic.Int64
 	flushErrors     atomic.Int64 // background flushes of buffered shards that failed
+
+	// The short-circuit socket (unixsock.go): connections it let in and
+	// refused, shard files it handed out, shards put through it.
+	scAccepted atomic.Int64
+	scRefused  atomic.Int64
+	scOpens    atomic.Int64
+	scPuts     atomic.Int64
 }
 
 type reqKey struct {
@@ -83,6 +90,7 @@ type gauges struct {
 	capacity, used int64
 	shards         int
 	unsynced       int // buffered shards not yet durable
+	scConns        int // short-circuit connections open
 }
 
 func (m *metrics) write(w io.Writer, g gauges) {
@@ -104,6 +112,12 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	p("dockyard_chunkserver_heartbeat_errors_total", "counter", "Heartbeats that failed.", m.heartbeatErrors.Load())
 	p("dockyard_chunkserver_unsynced_shards", "gauge", "Buffered shards acknowledged but not yet durable.", g.unsynced)
 	p("dockyard_chunkserver_flush_errors_total", "counter", "Background flushes of buffered shards that failed.", m.flushErrors.Load())
+	p("dockyard_chunkserver_short_circuit_opens_total", "counter", "Shard files handed to clients on this host over the short-circuit socket.", m.scOpens.Load())
+	p("dockyard_chunkserver_short_circuit_puts_total", "counter", "Shards stored from bytes sent over the short-circuit socket.", m.scPuts.Load())
+	p("dockyard_chunkserver_short_circuit_connections", "gauge", "Short-circuit connections open.", g.scConns)
+	fmt.Fprintf(w, "# HELP dockyard_chunkserver_short_circuit_connections_total Connections to the short-circuit socket by result: accepted, or refused for their peer's uid.\n# TYPE dockyard_chunkserver_short_circuit_connections_total counter\n")
+	fmt.Fprintf(w, "dockyard_chunkserver_short_circuit_connections_total{result=\"accepted\"} %d\n", m.scAccepted.Load())
+	fmt.Fprintf(w, "dockyard_chunkserver_short_circuit_connections_total{result=\"refused\"} %d\n", m.scRefused.Load())
 	fmt.Fprintf(w, "# HELP dockyard_chunkserver_repairs_total Shard repairs by result.\n# TYPE dockyard_chunkserver_repairs_total counter\n")
 	fmt.Fprintf(w, "dockyard_chunkserver_repairs_total{result=\"ok\"} %d\n", m.repairsOK.Load())
 	fmt.Fprintf(w, "dockyard_chunkserver_repairs_total{result=\"failed\"} %d\n", m.repairsFailed.Load())

@@ -179,9 +179,11 @@ func (s *Server) closeShortCircuit() {
 
 func (s *Server) serveShortCircuitConn(c *net.UnixConn) {
 	if err := checkPeer(c); err != nil {
+		s.metrics.scRefused.Add(1)
 		s.log.Warn("refused a short-circuit connection", "err", err)
 		return
 	}
+	s.metrics.scAccepted.Add(1)
 	hello := chunkserver.ShortCircuitHello{Version: chunkserver.ShortCircuitVersion, ID: string(s.id), Instance: s.sc.instance}
 	if err := chunkserver.WriteShortCircuitFrame(c, hello, nil); err != nil {
 		return
@@ -219,6 +221,7 @@ func (s *Server) answerShortCircuit(c *net.UnixConn, r io.Reader, req chunkserve
 			return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: code, Kind: kind, Msg: err.Error()}, nil)
 		}
 		defer f.Close()
+		s.metrics.scOpens.Add(1)
 		return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Layout: &l}, f)
 	case chunkserver.SCCorrupt:
 		if !chunkserver.ValidName(req.Name) {
@@ -271,5 +274,6 @@ func (s *Server) putShortCircuit(c *net.UnixConn, r io.Reader, req chunkserver.S
 		return reply(code, kind, err.Error())
 	}
 	s.observeLocal(http.MethodPut, http.StatusCreated, start)
+	s.metrics.scPuts.Add(1)
 	return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Sum: sum}, nil)
 }

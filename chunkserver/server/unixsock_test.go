@@ -122,6 +122,18 @@ func TestShortCircuitReadsVerifiedBytes(t *testing.T) {
 	if st.Fallbacks != 0 || st.Reads == 0 || st.Opens != 5 {
 		t.Errorf("stats %+v: want every read through one descriptor per shard, none over HTTP", st)
 	}
+	// The server counts what it handed out, for admins checking that
+	// local clients do read this way.
+	for name, want := range map[string]string{
+		"dockyard_chunkserver_short_circuit_opens_total":                          "5",
+		"dockyard_chunkserver_short_circuit_connections":                          "1",
+		`dockyard_chunkserver_short_circuit_connections_total{result="accepted"}`: "1",
+		`dockyard_chunkserver_short_circuit_connections_total{result="refused"}`:  "0",
+	} {
+		if got := metricValue(t, s, name); got != want {
+			t.Errorf("%s = %s, want %s", name, got, want)
+		}
+	}
 	// Everything but reads still goes over HTTP.
 	if info, err := c.Stat(ctx, addr, "0000000000000001.0"); err != nil || info.Size != 1 {
 		t.Errorf("Stat through the short-circuit server = %+v, %v", info, err)
@@ -451,6 +463,9 @@ func TestShortCircuitWrites(t *testing.T) {
 	if st := sc.Stats(); st.Puts != 5 || st.Fallbacks != 0 {
 		t.Errorf("stats %+v, want five puts over the socket and none over HTTP", st)
 	}
+	if got := metricValue(t, s, "dockyard_chunkserver_short_circuit_puts_total"); got != "5" {
+		t.Errorf("the server counted %s short-circuit puts, want the 5 it stored (not the refused one)", got)
+	}
 	// With the socket gone, puts go over HTTP.
 	server.CloseShortCircuit(s)
 	data := randBytes(9, 1000)
@@ -460,4 +475,16 @@ func TestShortCircuitWrites(t *testing.T) {
 	if st := sc.Stats(); st.Fallbacks != 1 {
 		t.Errorf("stats %+v, want one put over HTTP", st)
 	}
+}
+
+// metricValue returns the value of the sample named name (labels included)
+// in s's /metrics, or "" if there is none.
+func metricValue(t *testing.T, s *server.Server, name string) string {
+	t.Helper()
+	for line := range strings.SplitSeq(scrape(t, s), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
