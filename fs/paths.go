@@ -136,6 +136,38 @@ func (c *Client) Remove(ctx context.Context, p string) error {
 	return c.meta.Unlink(ctx, parent, name)
 }
 
+// RemoveAll removes p and, if it is a directory, everything under it, like
+// os.RemoveAll: a path that does not exist is no error.
+func (c *Client) RemoveAll(ctx context.Context, p string) error {
+	err := c.Remove(ctx, p)
+	if errors.Is(err, syscall.ENOTEMPTY) {
+		err = c.removeTree(ctx, p)
+	}
+	if errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return err
+}
+
+func (c *Client) removeTree(ctx context.Context, p string) error {
+	ents, err := c.ReadDir(ctx, p)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		child := path.Join(p, e.Name)
+		if e.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			err = c.removeTree(ctx, child)
+		} else {
+			err = c.Remove(ctx, child)
+		}
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("%s: %w", child, err)
+		}
+	}
+	return c.Remove(ctx, p)
+}
+
 // Rename moves oldPath to newPath, replacing what newPath names.
 func (c *Client) Rename(ctx context.Context, oldPath, newPath string) error {
 	od, on, err := splitPath("rename", oldPath)

@@ -220,32 +220,12 @@ func rmCmd() *cobra.Command {
 func runRm(ctx context.Context, c *fs.Client, p string, recursive bool) error {
 	err := c.Remove(ctx, p)
 	if recursive && errors.Is(err, syscall.ENOTEMPTY) {
-		err = removeTree(ctx, c, p)
+		err = c.RemoveAll(ctx, p)
 	}
 	if err != nil {
 		return fmt.Errorf("rm %s%s: %w", dfsPrefix, p, err)
 	}
 	return nil
-}
-
-func removeTree(ctx context.Context, c *fs.Client, p string) error {
-	ents, err := c.ReadDir(ctx, p)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		child := path.Join(p, e.Name)
-		if e.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-			if err := removeTree(ctx, c, child); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := c.Remove(ctx, child); err != nil {
-			return fmt.Errorf("%s: %w", child, err)
-		}
-	}
-	return c.Remove(ctx, p)
 }
 
 // isLocalDir reports whether a local path names an existing directory.
