@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,6 +26,7 @@ func init() { subcommands = append(subcommands, serveCmd) }
 func serveCmd() *cobra.Command {
 	var (
 		data, listen, metaListen, raftListen, ec, logLevel         string
+		volumeSocket                                               string
 		chunkservers, chunkBasePort, localDownloads                int
 		chunkCapacityMB                                            int64
 		gcInterval, convertMaxDefer, flushInterval                 time.Duration
@@ -114,6 +116,18 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			if err := mountWebUI(reg, node.API(), log); err != nil {
 				return err
 			}
+			if volumeSocket != "" {
+				// Optional: the registry serves without it, and another
+				// serve on this host may hold the socket already.
+				vp, err := startVolumePlugin(ctx, cluster.FS, volumeSocket, filepath.Join(data, "volumes"), log)
+				if err != nil {
+					log.Warn("Docker volume plugin not started", "socket", volumeSocket, "err", err)
+				} else {
+					defer vp.stop()
+					log.Info("Docker volume plugin up; try: docker run -v NAME:/data --volume-driver "+
+						strings.TrimSuffix(filepath.Base(volumeSocket), ".sock")+" IMAGE", "socket", volumeSocket)
+				}
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: serving on %s (metaserver %s, data %s); try: docker push %s/IMAGE\n",
 				listen, node.APIAddr(), data, listen)
 			return serveRegistry(ctx, cmd, reg, listen, gcInterval)
@@ -142,7 +156,19 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	addLocalDownloadsFlag(f, &localDownloads)
 	addDurableWritesFlag(f, &durableWrites)
 	addClusterSecretFlag(f)
+	f.StringVar(&volumeSocket, "volume-socket", defaultServeVolumeSocket(), "serve Docker volumes stored in the file system (a volume "+
+		"plugin) on this Unix socket; dockerd finds plugins in /run/docker/plugins, and the driver's name is the file's name "+
+		"without .sock (\"\" = off; default on for root, who can mount volumes)")
 	return cmd
+}
+
+// defaultServeVolumeSocket is serve's volume plugin socket: Docker's plugin
+// directory for root, who can mount the volumes with FUSE; off otherwise.
+func defaultServeVolumeSocket() string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	return defaultVolumeSocket
 }
 
 // nodeMeta adapts a Raft node to local.Meta.

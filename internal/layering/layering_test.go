@@ -46,6 +46,8 @@ var rules = []rule{
 		"containers run over any lower directory; the command line wires the lazy mount in"},
 	{"image", []string{"metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "cmd", "local"},
 		"running an image speaks the registry protocol; it never reaches into a registry's records"},
+	{"volume", []string{"github.com/labstack/echo", "metaserver/server", "chunkserver/server", "chunkserver/store", "registry", "converter", "cmd", "local"},
+		"volumes are directories of the file system, mounted through fs/fuse; a plugin runs against any cluster"},
 	{"registry", []string{"github.com/hanwen/go-fuse", "metaserver/server", "chunkserver/server", "chunkserver/store", "cmd", "local"},
 		"registries run against a cluster through its clients, so several can serve one cluster"},
 }
