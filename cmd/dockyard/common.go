@@ -39,6 +39,17 @@ func metaClient(cmd *cobra.Command) (*metaserver.Client, error) {
 	return metaserver.NewClient(metaAddrs(v), metaserver.WithRetryTimeout(10*time.Second), metaserver.WithClusterSecret(secret))
 }
 
+// dialMeta connects a long-running command (a mount, a registry, the volume
+// plugin) to the metaservers at addrs with the cluster secret: unlike
+// metaClient, it keeps retrying an unreachable cluster.
+func dialMeta(cmd *cobra.Command, addrs string) (*metaserver.Client, error) {
+	secret, err := clusterSecret(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return metaserver.NewClient(metaAddrs(addrs), metaserver.WithClusterSecret(secret))
+}
+
 // withMeta wraps a command body that talks to the metaservers: it connects
 // through --meta and closes the client when the body returns.
 func withMeta(body func(cmd *cobra.Command, args []string, mc *metaserver.Client) error) func(*cobra.Command, []string) error {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,11 +57,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			secret, err := clusterSecret(cmd)
-			if err != nil {
-				return err
-			}
-			mc, err := metaserver.NewClient(strings.Split(meta, ","), metaserver.WithClusterSecret(secret))
+			mc, err := dialMeta(cmd, meta)
 			if err != nil {
 				return err
 			}

@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/pflag"
 
 	dfs "github.com/dockyard/dockyard/fs"
-	"github.com/dockyard/dockyard/metaserver"
 	"github.com/dockyard/dockyard/registry"
 )
 
@@ -52,11 +51,7 @@ SIGTERM.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			secret, err := clusterSecret(cmd)
-			if err != nil {
-				return err
-			}
-			mc, err := metaserver.NewClient(metaAddrs(meta), metaserver.WithClusterSecret(secret))
+			mc, err := dialMeta(cmd, meta)
 			if err != nil {
 				return err
 			}

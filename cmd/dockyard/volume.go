@@ -14,7 +14,6 @@ import (
 	"github.com/dockyard/dockyard/chunkserver"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/fs/fuse"
-	"github.com/dockyard/dockyard/metaserver"
 	"github.com/dockyard/dockyard/volume"
 )
 
@@ -45,11 +44,7 @@ Runs until interrupted; volumes still mounted are unmounted then.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			secret, err := clusterSecret(cmd)
-			if err != nil {
-				return err
-			}
-			mc, err := metaserver.NewClient(metaAddrs(meta), metaserver.WithClusterSecret(secret))
+			mc, err := dialMeta(cmd, meta)
 			if err != nil {
 				return err
 			}
