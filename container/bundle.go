@@ -37,6 +37,16 @@ type SpecOptions struct {
 	// container gets a network namespace of its own with only loopback.
 	HostNetwork bool
 	Terminal    bool
+	// Mounts are bind mounts of host directories (Dockyard volumes, mounted
+	// on the host first, or plain directories) into the container.
+	Mounts []Mount
+}
+
+// Mount binds the host directory Source at Destination in the container.
+type Mount struct {
+	Source      string
+	Destination string
+	ReadOnly    bool
 }
 
 // Spec builds the OCI runtime spec for an image config over rootfs (which must
@@ -86,6 +96,14 @@ func Spec(img ocispec.ImageConfig, rootfs string, o SpecOptions) (*rspec.Spec, e
 	if !o.HostNetwork {
 		namespaces = append(namespaces, rspec.LinuxNamespace{Type: rspec.NetworkNamespace})
 	}
+	mounts := defaultMounts(o.HostNetwork)
+	for _, m := range o.Mounts {
+		bm, err := bindMount(m, mounts)
+		if err != nil {
+			return nil, err
+		}
+		mounts = append(mounts, bm)
+	}
 	caps := defaultCapabilities()
 	s := &rspec.Spec{
 		Version:  rspec.Version,
@@ -102,7 +120,7 @@ func Spec(img ocispec.ImageConfig, rootfs string, o SpecOptions) (*rspec.Spec, e
 			},
 			NoNewPrivileges: true,
 		},
-		Mounts: defaultMounts(o.HostNetwork),
+		Mounts: mounts,
 		Linux: &rspec.Linux{
 			Namespaces: namespaces,
 			MaskedPaths: []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -218,6 +236,38 @@ func defaultCapabilities() []string {
 	return []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
 		"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
 		"CAP_KILL", "CAP_AUDIT_WRITE"}
+}
+
+// bindMount checks m against the mounts the container already has and
+// returns its spec entry. The destination must be an absolute, clean path
+// other than / and not inside /proc, /sys or /dev, whose mounts the runtime
+// sets up; two mounts on one destination are refused.
+func bindMount(m Mount, have []rspec.Mount) (rspec.Mount, error) {
+	d := m.Destination
+	if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
+		return rspec.Mount{}, fmt.Errorf("mount destination %q: want an absolute, clean path other than /", d)
+	}
+	for _, sys := range []string{"/proc", "/sys", "/dev"} {
+		if d == sys || strings.HasPrefix(d, sys+"/") {
+			return rspec.Mount{}, fmt.Errorf("mount destination %q: %s belongs to the runtime", d, sys)
+		}
+	}
+	for _, h := range have {
+		if h.Destination == d {
+			return rspec.Mount{}, fmt.Errorf("mount destination %q given twice", d)
+		}
+	}
+	if !filepath.IsAbs(m.Source) {
+		return rspec.Mount{}, fmt.Errorf("mount source %q is not an absolute host path", m.Source)
+	}
+	if fi, err := os.Stat(m.Source); err != nil || !fi.IsDir() {
+		return rspec.Mount{}, fmt.Errorf("mount source %q is not a directory: %v", m.Source, err)
+	}
+	opts := []string{"rbind", "rprivate"}
+	if m.ReadOnly {
+		opts = append(opts, "ro")
+	}
+	return rspec.Mount{Destination: d, Type: "bind", Source: m.Source, Options: opts}, nil
 }
 
 func defaultMounts(hostNetwork bool) []rspec.Mount {

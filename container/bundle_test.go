@@ -106,3 +106,50 @@ func TestResolveUser(t *testing.T) {
 		}
 	}
 }
+
+func TestSpecBindMounts(t *testing.T) {
+	img := ocispec.ImageConfig{Cmd: []string{"sh"}}
+	src := t.TempDir()
+	s, err := Spec(img, t.TempDir(), SpecOptions{Mounts: []Mount{
+		{Source: src, Destination: "/data"},
+		{Source: src, Destination: "/srv/ro", ReadOnly: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []rspec.Mount
+	for _, m := range s.Mounts {
+		if m.Type == "bind" {
+			got = append(got, m)
+		}
+	}
+	want := []rspec.Mount{
+		{Destination: "/data", Type: "bind", Source: src, Options: []string{"rbind", "rprivate"}},
+		{Destination: "/srv/ro", Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "ro"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("bind mounts %+v, want %+v", got, want)
+	}
+	file := filepath.Join(src, "f")
+	writeFile(t, file, "x")
+	for _, tc := range []struct {
+		m    Mount
+		want string
+	}{
+		{Mount{Source: src, Destination: "data"}, "absolute"},
+		{Mount{Source: src, Destination: "/data/../etc"}, "clean"},
+		{Mount{Source: src, Destination: "/"}, "other than /"},
+		{Mount{Source: src, Destination: "/proc/x"}, "belongs to the runtime"},
+		{Mount{Source: src, Destination: "/dev"}, "belongs to the runtime"},
+		{Mount{Source: "rel", Destination: "/data"}, "not an absolute host path"},
+		{Mount{Source: file, Destination: "/data"}, "not a directory"},
+		{Mount{Source: filepath.Join(src, "missing"), Destination: "/data"}, "not a directory"},
+	} {
+		if _, err := Spec(img, t.TempDir(), SpecOptions{Mounts: []Mount{tc.m}}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("mount %+v: %v, want an error saying %q", tc.m, err, tc.want)
+		}
+	}
+	if _, err := Spec(img, t.TempDir(), SpecOptions{Mounts: []Mount{{Source: src, Destination: "/a"}, {Source: src, Destination: "/a"}}}); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("two mounts on /a: %v", err)
+	}
+}

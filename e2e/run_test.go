@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -119,4 +120,48 @@ func TestRunFromRegistry(t *testing.T) {
 	if err == nil || !strings.Contains(out, "image not found") {
 		t.Fatalf("unknown image: err = %v, output %q", err, out)
 	}
+}
+
+// TestRunWithVolume: `dockyard run -v NAME:/path` mounts a Dockyard volume
+// (created on first use) into the container; what one container writes there
+// is in the file system and in the next container, and :ro refuses writes.
+func TestRunWithVolume(t *testing.T) {
+	requireRoot(t)
+	RequireTool(t, "crane")
+	RequireTool(t, "runc")
+	needFUSE(t)
+	c := SharedCluster(t)
+	ref := c.Registry + "/e2e/run-volume:base"
+	Run(t, time.Minute, "crane", "append", "--insecure", "-f", busyboxLayer(t), "-t", ref)
+	bin := Binary(t)
+	state := t.TempDir()
+	vol := "runvol-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	hostDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(hostDir, "greeting"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out := Run(t, 2*time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, "-v", vol+":/data", "-v", hostDir+":/host:ro",
+		ref, "--", "/bin/sh", "-c", "cat /host/greeting && echo kept > /data/f && mkdir /data/d")
+	if !strings.Contains(out, "from the host") {
+		t.Errorf("the host directory was not visible: %q", out)
+	}
+	if got := Run(t, time.Minute, bin, "cp", "--meta", c.Meta, "dfs:/volumes/"+vol+"/f", "-"); got != "kept\n" {
+		t.Errorf("dfs:/volumes/%s/f holds %q", vol, got)
+	}
+	out, err := RunErr(2*time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, "-v", vol+":/data:ro",
+		ref, "--", "/bin/sh", "-c", "cat /data/f; echo more > /data/g")
+	if err == nil || !strings.Contains(out, "kept") || !strings.Contains(out, "Read-only file system") {
+		t.Errorf("second run, read-only: err %v, output %q", err, out)
+	}
+	if entries, _ := os.ReadDir(state); len(entries) != 0 {
+		t.Errorf("state dir not cleaned: %v", entries)
+	}
+	if mounts, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(mounts), state) {
+		t.Errorf("mounts left behind:\n%s", mounts)
+	}
+	if out, err := RunErr(time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, "-v", "../x:/data", ref, "--", "true"); err == nil || !strings.Contains(out, "invalid volume name") {
+		t.Errorf("a bad volume name: err %v, output %q", err, out)
+	}
+	Run(t, time.Minute, bin, "rm", "-r", "--meta", c.Meta, "dfs:/volumes/"+vol)
 }

@@ -88,7 +88,7 @@ printf 'push %.1f s, indexed %.1f s after push; image %d bytes\n' "$(echo "$t1 -
 printf '%-28s %10s %14s %8s %s\n' "run" "seconds" "bytes read" "% image" "(dockyard: mounted after)"
 for r in $(seq "$RUNS"); do
 	b0=$(bytes_out); s=$(date +%s.%N)
-	"$dy" run -v --meta "127.0.0.1:$META" --state-dir "$work/state" --span-cache-dir "$work/spans-$r" "$ref" >/dev/null 2>"$work/run.log" ||
+	"$dy" run --verbose --meta "127.0.0.1:$META" --state-dir "$work/state" --span-cache-dir "$work/spans-$r" "$ref" >/dev/null 2>"$work/run.log" ||
 		{ cat "$work/run.log" >&2; die "dockyard run failed"; }
 	e=$(date +%s.%N); b1=$(bytes_out)
 	mounted=$(sed -n 's/.*msg="image mounted".* after=\([^ ]*\).*/\1/p' "$work/run.log")

@@ -22,7 +22,7 @@ func init() { subcommands = append(subcommands, runCmd) }
 func runCmd() *cobra.Command {
 	var (
 		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
-		env                                                                                     []string
+		env, volumeSpecs                                                                        []string
 		keep, verbose                                                                           bool
 		spanCacheDir                                                                            string
 		spanCacheMB                                                                             int64
@@ -33,7 +33,11 @@ func runCmd() *cobra.Command {
 		Long: `run resolves REF against its registry (127.0.0.1:5000 when REF names none), makes sure the image is
 indexed, mounts its merged tree read-only from the file system (bytes are fetched as the container reads
 them), puts an overlay with a local upper directory on top and runs the image's command, or CMD, with runc.
-Everything is torn down when the process exits, and run exits with the process's status.`,
+Everything is torn down when the process exits, and run exits with the process's status.
+
+-v NAME:/path mounts the Dockyard volume NAME (dfs:/volumes/NAME, created if missing; the
+same volumes Docker's containers get through the volume plugin) at /path; -v /host/dir:/path
+binds a host directory. Add :ro for read-only.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := image.ParseRef(args[0])
@@ -70,6 +74,10 @@ Everything is torn down when the process exits, and run exits with the process's
 			if err != nil {
 				return err
 			}
+			vols, err := parseVolumeSpecs(volumeSpecs)
+			if err != nil {
+				return err
+			}
 
 			id := newContainerID()
 			dir := filepath.Join(stateDir, id)
@@ -89,6 +97,12 @@ Everything is torn down when the process exits, and run exits with the process's
 			}()
 			log.Info("image mounted", "ref", ref, "manifest", res.ManifestDigest, "after", time.Since(start))
 
+			mounts, closeVolumes, err := mountVolumes(ctx, mc, vols, filepath.Join(dir, "volumes"), id, log)
+			if err != nil {
+				return err
+			}
+			defer closeVolumes()
+
 			var ep []string
 			if cmd.Flags().Changed("entrypoint") {
 				ep = strings.Fields(entrypoint)
@@ -100,7 +114,7 @@ Everything is torn down when the process exits, and run exits with the process's
 				Image:    res.Config.Config,
 				Spec: container.SpecOptions{
 					Args: args[1:], Entrypoint: ep, Env: env, Workdir: workdir, User: user,
-					Hostname: hostname, HostNetwork: network == "host",
+					Hostname: hostname, HostNetwork: network == "host", Mounts: mounts,
 				},
 				Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 				Runtime: runtime,
@@ -124,7 +138,8 @@ Everything is torn down when the process exits, and run exits with the process's
 	f.StringVar(&spanCacheDir, "span-cache-dir", defaultSpanCacheDir, "keep decompressed image bytes here between runs (empty: memory only, every run starts cold)")
 	f.Int64Var(&spanCacheMB, "span-cache-mb", 4096, "most MiB the span cache may keep on disk")
 	f.BoolVar(&keep, "keep", false, "keep the bundle and the upper dir after exit (for debugging)")
-	f.BoolVarP(&verbose, "verbose", "v", false, "log what run does")
+	f.StringArrayVarP(&volumeSpecs, "volume", "v", nil, "mount a Dockyard volume (NAME:/path) or a host directory (/dir:/path), :ro for read-only; repeatable")
+	f.BoolVar(&verbose, "verbose", false, "log what run does")
 	return cmd
 }
 
