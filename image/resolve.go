@@ -29,7 +29,10 @@ const maxDocument = 8 << 20
 // Resolved is an image ready to be indexed: its manifest (for the chosen
 // platform) and its config.
 type Resolved struct {
-	Ref            Ref
+	Ref Ref
+	// TopDigest is the digest of what Ref names: the index of a
+	// multi-platform image, or else the manifest itself.
+	TopDigest      digest.Digest
 	ManifestDigest digest.Digest
 	MediaType      string
 	Manifest       []byte
@@ -56,6 +59,7 @@ func (r *Resolver) Resolve(ctx context.Context, ref Ref) (*Resolved, error) {
 	if err != nil {
 		return nil, err
 	}
+	top := d
 	if converter.IsIndex(body, mt) {
 		desc, err := converter.SelectPlatform(body, plat)
 		if err != nil {
@@ -74,11 +78,18 @@ func (r *Resolver) Resolve(ctx context.Context, ref Ref) (*Resolved, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: config: %w", ref, err)
 	}
-	out := &Resolved{Ref: ref, ManifestDigest: d, MediaType: mt, Manifest: body}
+	out := &Resolved{Ref: ref, TopDigest: top, ManifestDigest: d, MediaType: mt, Manifest: body}
 	if err := json.Unmarshal(cfg, &out.Config); err != nil {
 		return nil, fmt.Errorf("%s: config %s is not an image config: %v", ref, m.Config.Digest, err)
 	}
 	return out, nil
+}
+
+// Digest returns the digest of what ref names (an index or a manifest),
+// fetched and checked, without choosing a platform.
+func (r *Resolver) Digest(ctx context.Context, ref Ref) (digest.Digest, error) {
+	_, _, d, err := r.get(ctx, ref, "manifests", ref.Reference(), acceptManifests, ref.Digest)
+	return d, err
 }
 
 // ErrNotFound is returned when the registry does not know the image.
@@ -87,21 +98,13 @@ var ErrNotFound = errors.New("image not found")
 // get fetches /v2/REPO/KIND/REF and checks its digest against want (when
 // set) or the registry's Docker-Content-Digest header.
 func (r *Resolver) get(ctx context.Context, ref Ref, kind, reference, accept string, want digest.Digest) ([]byte, string, digest.Digest, error) {
-	scheme := r.Scheme
-	if scheme == "" {
-		scheme = "http"
-	}
-	hc := r.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	url := fmt.Sprintf("%s://%s/v2/%s/%s/%s", scheme, ref.Registry, ref.Repo, kind, reference)
+	url := r.url(ref, kind+"/"+reference)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, "", "", err
 	}
 	req.Header.Set("Accept", accept)
-	resp, err := hc.Do(req)
+	resp, err := r.client().Do(req)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("fetching %s: %w", url, err)
 	}
@@ -139,4 +142,20 @@ func (r *Resolver) get(ctx context.Context, ref Ref, kind, reference, accept str
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 	return body, strings.TrimSpace(mt), got, nil
+}
+
+func (r *Resolver) client() *http.Client {
+	if r.HTTP != nil {
+		return r.HTTP
+	}
+	return http.DefaultClient
+}
+
+// url is the registry API URL of path under ref's repository.
+func (r *Resolver) url(ref Ref, path string) string {
+	scheme := r.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	return fmt.Sprintf("%s://%s/v2/%s/%s", scheme, ref.Registry, ref.Repo, path)
 }

@@ -24,7 +24,7 @@ func runCmd() *cobra.Command {
 		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
 		env, volumeSpecs                                                                        []string
 		keep, verbose                                                                           bool
-		spanCacheDir                                                                            string
+		spanCacheDir, verifyKey                                                                 string
 		spanCacheMB                                                                             int64
 	)
 	cmd := &cobra.Command{
@@ -56,9 +56,21 @@ binds a host directory. Add :ro for read-only.`,
 			ctx := cmd.Context()
 			start := time.Now()
 
-			res, err := (&image.Resolver{Scheme: scheme, Platform: plat}).Resolve(ctx, ref)
+			resolver := &image.Resolver{Scheme: scheme, Platform: plat}
+			res, err := resolver.Resolve(ctx, ref)
 			if err != nil {
 				return err
+			}
+			if verifyKey != "" {
+				// Before a byte of the image is read.
+				pub, err := loadVerifyKey(verifyKey)
+				if err != nil {
+					return err
+				}
+				if err := resolver.Verify(ctx, res, pub); err != nil {
+					return err
+				}
+				log.Info("signature verified", "ref", ref, "key", verifyKey)
 			}
 			mc, err := metaClient(cmd)
 			if err != nil {
@@ -140,6 +152,7 @@ binds a host directory. Add :ro for read-only.`,
 	f.BoolVar(&keep, "keep", false, "keep the bundle and the upper dir after exit (for debugging)")
 	f.StringArrayVarP(&volumeSpecs, "volume", "v", nil, "mount a Dockyard volume (NAME:/path) or a host directory (/dir:/path), :ro for read-only; repeatable")
 	f.BoolVar(&verbose, "verbose", false, "log what run does")
+	f.StringVar(&verifyKey, "verify-key", "", "run only if the image carries a signature made with this PEM public key (cosign's format; see dockyard sign)")
 	return cmd
 }
 
