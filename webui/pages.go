@@ -146,6 +146,9 @@ type tagRow struct {
 	Created   string
 	Pull      string
 	Err       string
+	// Signed: the repository holds a cosign signature of this digest
+	// (tag sha256-HEX.sig); docs/signing.md.
+	Signed bool
 }
 
 type repoData struct {
@@ -183,12 +186,22 @@ func (u *UI) repo(c echo.Context, name string) error {
 	}
 	d.Pager = newPager(c, len(tags), u.cfg.PageSize, nil)
 	d.Rows = make([]tagRow, d.Pager.to-d.Pager.from)
+	tagSet := make(map[string]bool, len(tags))
+	for _, t := range tags {
+		tagSet[t] = true
+	}
 	parallel(len(d.Rows), func(i int) {
 		t := tags[d.Pager.from+i]
 		row := &d.Rows[i]
 		*row = tagRow{Tag: t, Pull: "docker pull " + host + "/" + name + ":" + t}
 		if err := u.fillTag(ctx, name, row); err != nil {
 			row.Err = err.Error()
+		}
+		if alg, hex, ok := strings.Cut(row.Digest, ":"); ok {
+			row.Signed = tagSet[alg+"-"+hex+".sig"]
+		}
+		if signatureTag.MatchString(t) {
+			row.Kind = "signature"
 		}
 	})
 	return u.render(c, 200, "repo", name, "repos", d)
@@ -211,6 +224,10 @@ func parallel(n int, fn func(i int)) {
 	}
 	wg.Wait()
 }
+
+// signatureTag is the tag cosign (and dockyard sign) gives the signatures of
+// an image: ALG-HEX.sig.
+var signatureTag = regexp.MustCompile(`^sha(256|512)-[0-9a-f]{64,128}\.sig$`)
 
 func kindOf(m *manifest) string {
 	switch {

@@ -205,13 +205,24 @@ func TestPagesRenderPushedImages(t *testing.T) {
 		},
 	})
 	sbom := e.pushArtifact("demo/app", img, imgSize)
+	// A cosign-style signature of img, under the tag cosign gives it.
+	payload := []byte(`{"critical":{"image":{"docker-manifest-digest":"` + img + `"},"type":"cosign container image signature"}}`)
+	pd := e.pushBlob("demo/app", payload)
+	sigConf := []byte(`{"rootfs":{"type":"layers","diff_ids":["` + pd + `"]}}`)
+	scd := e.pushBlob("demo/app", sigConf)
+	e.putManifest("demo/app", "sha256-"+strings.TrimPrefix(img, "sha256:")+".sig", mtOCIManifest, map[string]any{
+		"schemaVersion": 2, "mediaType": mtOCIManifest,
+		"config": desc(mtOCIConfig, scd, len(sigConf)),
+		"layers": []any{desc("application/vnd.dev.cosign.simplesigning.v1+json", pd, len(payload))},
+	})
 	host := strings.TrimPrefix(e.srv.URL, "http://")
 
 	for _, path := range []string{"/", "/ui/"} {
 		body := e.page(path, 200)
 		mustContain(t, path, body, `href="/ui/r/demo/app"`, `href="/ui/r/multi"`, "2 in this registry")
-		// multi has three tags; demo/app has "1" and the artifact's tag.
-		mustContain(t, path, body, `<td class="num">3</td>`, `<td class="num">2</td>`)
+		// multi has three tags; demo/app has "1", the artifact's tag and
+		// the signature's.
+		mustContain(t, path, body, `<td class="num">3</td>`)
 	}
 	if r := e.do("HEAD", "/ui/r/demo/app", nil, nil); r.status != 200 || r.body != "" {
 		t.Errorf("HEAD repo page: %d, %d bytes", r.status, len(r.body))
@@ -223,7 +234,11 @@ func TestPagesRenderPushedImages(t *testing.T) {
 	repo := e.page("/ui/r/demo/app", 200)
 	mustContain(t, "repo page", repo,
 		"docker pull "+host+"/demo/app:1", "dockyard run "+host+"/demo/app:1",
-		`href="/ui/r/demo/app@`+img+`"`, shortDigest(img), "linux/amd64", "2026-11-20 10:30 UTC", "OCI manifest", ">image<", ">artifact<")
+		`href="/ui/r/demo/app@`+img+`"`, shortDigest(img), "linux/amd64", "2026-11-20 10:30 UTC", "OCI manifest", ">image<", ">artifact<",
+		"<b>1</b> <span class=\"badge\" title=\"the repository holds a signature of this digest\">signed</span>", ">signature<")
+	if n := strings.Count(repo, ">signed</span>"); n != 1 {
+		t.Errorf("repo page marks %d tags signed, want only tag 1", n)
+	}
 
 	multi := e.page("/ui/r/multi", 200)
 	mustContain(t, "index repo page", multi, ">index<", "linux/amd64", "linux/arm64/v8", "OCI index",
