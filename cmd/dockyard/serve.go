@@ -37,7 +37,8 @@ func serveCmd() *cobra.Command {
 		Short: "Run everything in one process: metaserver, chunkservers and the registry",
 		Long: `serve runs a whole Dockyard on one machine, on one data directory: a single-node metaserver
 (durable, Raft with one voter), --chunkservers chunkservers on sub-directories (six by default, so 4+2
-erasure coding works on one machine) and the registry on --listen. Every other command finds it
+erasure coding works on one machine) and the registry on --listen. Run as root, it also serves Docker
+volumes stored in the file system (--volume-socket; docs/volumes.md). Every other command finds it
 through --meta, which defaults to the address serve uses. It runs until SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
