@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/fs/fuse"
 	"github.com/dockyard/dockyard/metaserver"
@@ -77,7 +76,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			if shortCircuit {
 				// Chunkservers on this host hand over shard files, so
 				// reads skip two loopback copies and the servers' CPU.
-				shards.EnableShortCircuit(chunkserver.ShortCircuitOptions{Writes: scWrites, Logger: log})
+				shards = localShardClient(log, scWrites)
 			}
 			client := dfs.New(meta, shards, dfs.Options{
 				CacheBytes:    cacheMB << 20,

@@ -21,7 +21,7 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log
 	if err != nil {
 		return nil, err
 	}
-	images, err := image.New(mc, imageShardClient(log), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
+	images, err := image.New(mc, localShardClient(log, false), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
 	if err != nil {
 		return nil, err
 	}
@@ -32,11 +32,12 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log
 	return images.Mount(ctx, dir, root)
 }
 
-// imageShardClient is the shard client of an image mount: it reads the shards
-// of chunkservers on this host through their short-circuit sockets (falling
-// back to HTTP by itself), since an image mount only ever reads.
-func imageShardClient(log *slog.Logger) *chunkserver.Client {
+// localShardClient is the shard client of a process that mounts: it reads
+// (and with writes, also writes) the shards of chunkservers on this host
+// through their short-circuit sockets, falling back to HTTP by itself. An
+// image mount only ever reads; a volume writes.
+func localShardClient(log *slog.Logger, writes bool) *chunkserver.Client {
 	c := shardClient()
-	c.EnableShortCircuit(chunkserver.ShortCircuitOptions{Logger: log})
+	c.EnableShortCircuit(chunkserver.ShortCircuitOptions{Writes: writes, Logger: log})
 	return c
 }

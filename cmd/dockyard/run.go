@@ -77,7 +77,7 @@ binds a host directory. Add :ro for read-only.`,
 				return err
 			}
 			defer mc.Close()
-			images, err := image.New(mc, imageShardClient(log), image.Options{
+			images, err := image.New(mc, localShardClient(log, false), image.Options{
 				Logger: log, SpanCacheDir: spanCacheDir, SpanCacheDiskBytes: spanCacheMB << 20})
 			if err != nil {
 				return err

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/container"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/fs/fuse"
@@ -68,12 +67,8 @@ func mountVolumes(ctx context.Context, mc *metaserver.Client, vols []volumeSpec,
 		src := v.HostDir
 		if v.Name != "" {
 			if d == nil {
-				// Reads and writes of shards on this host go through
-				// the chunkservers' sockets, as a mount's do.
-				shards := shardClient()
-				shards.EnableShortCircuit(chunkserver.ShortCircuitOptions{Writes: true, Logger: log})
 				var err error
-				d, err = volume.New(ctx, dfs.New(mc, shards, dfs.Options{Logger: log}), volume.Options{
+				d, err = volume.New(ctx, dfs.New(mc, localShardClient(log, true), dfs.Options{Logger: log}), volume.Options{
 					MountDir: dir, FUSE: fuse.Options{AllowOther: true, Logger: log}, Logger: log})
 				if err != nil {
 					return nil, nil, err

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dockyard/dockyard/chunkserver"
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/fs/fuse"
 	"github.com/dockyard/dockyard/volume"
@@ -56,9 +55,7 @@ Runs until interrupted; volumes still mounted are unmounted then.`,
 			// through their sockets.
 			cache := dfs.NewMetaCache(mc, mc, dfs.MetaCacheOptions{Logger: log})
 			defer cache.Close()
-			shards := shardClient()
-			shards.EnableShortCircuit(chunkserver.ShortCircuitOptions{Writes: true, Logger: log})
-			client := dfs.New(cache, shards, dfs.Options{CacheBytes: cacheMB << 20, ReadAhead: mountReadAheadMB << 20, Logger: log})
+			client := dfs.New(cache, localShardClient(log, true), dfs.Options{CacheBytes: cacheMB << 20, ReadAhead: mountReadAheadMB << 20, Logger: log})
 
 			vp, err := startVolumePlugin(ctx, client, socket, mountDir, log)
 			if err != nil {
