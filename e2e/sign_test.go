@@ -68,6 +68,15 @@ func TestSignVerifyRun(t *testing.T) {
 		t.Errorf("verify with another key: %v\n%s", err, out)
 	}
 
+	// Attached through the referrers API instead of the tag.
+	refPriv, refPub := keyPair(t, keys, "bob")
+	if out := Run(t, time.Minute, bin, "sign", "--referrer", "--key", refPriv, ref); !strings.Contains(out, "referrer") {
+		t.Errorf("sign --referrer printed %q", out)
+	}
+	if out := Run(t, time.Minute, bin, "verify", "--key", refPub, ref); !strings.Contains(out, "verified") {
+		t.Errorf("verify of a referrer signature printed %q", out)
+	}
+
 	state := t.TempDir()
 	if out := Run(t, 2*time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, "--verify-key", pub, ref, "--", "/bin/sh", "-c", "echo trusted"); !strings.Contains(out, "trusted") {
 		t.Errorf("run with the signer's key printed %q", out)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -33,12 +34,18 @@ import (
 //     signature, base64, is the layer's dev.cosignproject.cosign/signature
 //     annotation;
 //   - ECDSA and RSA (PKCS #1 v1.5) keys sign the payload's SHA-256, Ed25519
-//     keys the payload itself.
+//     keys the payload itself;
+//   - a signature manifest may also be attached through the referrers API:
+//     artifactType SignatureArtifactType, subject the image, same layers.
 const (
 	// SignatureMediaType is the media type of a signature payload layer.
-	SignatureMediaType  = "application/vnd.dev.cosign.simplesigning.v1+json"
-	signatureAnnotation = "dev.cosignproject.cosign/signature"
-	signatureType       = "cosign container image signature"
+	SignatureMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
+	// SignatureArtifactType marks a signature manifest attached to its
+	// image through the referrers API (OCI 1.1; cosign's
+	// --registry-referrers-mode oci-1-1) instead of the .sig tag.
+	SignatureArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	signatureAnnotation   = "dev.cosignproject.cosign/signature"
+	signatureType         = "cosign container image signature"
 )
 
 // ErrNotSigned is returned by Verify when no signature made with the key
@@ -151,14 +158,11 @@ func (r *Resolver) Verify(ctx context.Context, res *Resolved, pub crypto.PublicK
 		if d == "" {
 			continue
 		}
-		m, err := r.signatureManifest(ctx, res.Ref, d)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
+		ms, err := r.signatureManifests(ctx, res.Ref, d)
 		if err != nil {
 			return err
 		}
-		for _, l := range m.Layers {
+		for _, l := range layersOf(ms) {
 			if l.MediaType != SignatureMediaType {
 				continue
 			}
@@ -174,6 +178,67 @@ func (r *Resolver) Verify(ctx context.Context, res *Resolved, pub crypto.PublicK
 		return fmt.Errorf("%s: %w: the image has no signatures (%s)", res.Ref, ErrNotSigned, SignatureTag(digests[0]))
 	}
 	return fmt.Errorf("%s: %w by this key among %d signatures (last: %v)", res.Ref, ErrNotSigned, checked, lastBad)
+}
+
+// signatureManifests returns the signature manifests of the image with
+// digest d: the one under its .sig tag, and those attached as referrers.
+func (r *Resolver) signatureManifests(ctx context.Context, ref Ref, d digest.Digest) ([]*ocispec.Manifest, error) {
+	var out []*ocispec.Manifest
+	m, err := r.signatureManifest(ctx, ref, d)
+	switch {
+	case err == nil:
+		out = append(out, m)
+	case !errors.Is(err, ErrNotFound):
+		return nil, err
+	}
+	refs, err := r.referrers(ctx, ref, d, SignatureArtifactType)
+	if err != nil {
+		return nil, err
+	}
+	for _, desc := range refs {
+		body, _, _, err := r.get(ctx, ref, "manifests", desc.Digest.String(), ocispec.MediaTypeImageManifest, desc.Digest)
+		if err != nil {
+			return nil, err
+		}
+		var m ocispec.Manifest
+		if err := json.Unmarshal(body, &m); err != nil || m.Subject == nil || m.Subject.Digest != d {
+			continue // not a signature of d, whatever the index said
+		}
+		out = append(out, &m)
+	}
+	return out, nil
+}
+
+// referrers lists the manifests attached to d with the given artifact type.
+// A registry without the referrers API has none to offer.
+func (r *Resolver) referrers(ctx context.Context, ref Ref, d digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
+	body, _, _, err := r.get(ctx, ref, "referrers", d.String()+"?artifactType="+url.QueryEscape(artifactType), ocispec.MediaTypeImageIndex, "")
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(body, &idx); err != nil {
+		return nil, fmt.Errorf("%s: referrers of %s: %v", ref, d, err)
+	}
+	var out []ocispec.Descriptor
+	for _, m := range idx.Manifests {
+		if m.ArtifactType == artifactType {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// layersOf is every layer of ms, in order.
+func layersOf(ms []*ocispec.Manifest) []ocispec.Descriptor {
+	var out []ocispec.Descriptor
+	for _, m := range ms {
+		out = append(out, m.Layers...)
+	}
+	return out
 }
 
 func (r *Resolver) signatureManifest(ctx context.Context, ref Ref, d digest.Digest) (*ocispec.Manifest, error) {
@@ -218,6 +283,17 @@ func (r *Resolver) checkSignature(ctx context.Context, ref Ref, d digest.Digest,
 // the signature to the image's signature manifest, which it creates if
 // needed.
 func (r *Resolver) Sign(ctx context.Context, ref Ref, d digest.Digest, key crypto.Signer) error {
+	return r.sign(ctx, ref, d, key, false)
+}
+
+// SignReferrer signs as Sign does but attaches the signature to the image
+// through the referrers API, in a manifest of its own whose subject is the
+// image, as cosign's --registry-referrers-mode oci-1-1 does.
+func (r *Resolver) SignReferrer(ctx context.Context, ref Ref, d digest.Digest, key crypto.Signer) error {
+	return r.sign(ctx, ref, d, key, true)
+}
+
+func (r *Resolver) sign(ctx context.Context, ref Ref, d digest.Digest, key crypto.Signer, referrer bool) error {
 	var p payload
 	p.Critical.Identity.DockerReference = ref.Registry + "/" + ref.Repo
 	p.Critical.Image.DockerManifestDigest = d.String()
@@ -236,13 +312,25 @@ func (r *Resolver) Sign(ctx context.Context, ref Ref, d digest.Digest, key crypt
 		Size:        int64(len(body)),
 		Annotations: map[string]string{signatureAnnotation: base64.StdEncoding.EncodeToString(sig)},
 	}
-	m, err := r.signatureManifest(ctx, ref, d)
+	var m *ocispec.Manifest
+	if !referrer {
+		m, err = r.signatureManifest(ctx, ref, d)
+	}
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case referrer || errors.Is(err, ErrNotFound):
 		m = &ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest}
 		m.SchemaVersion = 2
 	case err != nil:
 		return err
+	}
+	if referrer {
+		// The subject's media type is not known here and the API only
+		// matches on its digest.
+		m.ArtifactType = SignatureArtifactType
+		m.Subject = &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d}
+		if top, err := r.descriptor(ctx, ref, d); err == nil {
+			m.Subject = &top
+		}
 	}
 	m.Layers = append(m.Layers, layer)
 	diffIDs := make([]digest.Digest, len(m.Layers))
@@ -263,7 +351,19 @@ func (r *Resolver) Sign(ctx context.Context, ref Ref, d digest.Digest, key crypt
 	if err != nil {
 		return err
 	}
+	if referrer {
+		return r.put(ctx, ref, "manifests/"+digest.FromBytes(mb).String(), ocispec.MediaTypeImageManifest, mb)
+	}
 	return r.put(ctx, ref, "manifests/"+SignatureTag(d), ocispec.MediaTypeImageManifest, mb)
+}
+
+// descriptor describes the manifest with digest d: media type and size.
+func (r *Resolver) descriptor(ctx context.Context, ref Ref, d digest.Digest) (ocispec.Descriptor, error) {
+	body, mt, _, err := r.get(ctx, ref, "manifests", d.String(), acceptManifests, d)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(body))}, nil
 }
 
 // putBlob uploads b in one request (POST with the digest).

@@ -30,10 +30,12 @@ type fakeRegistry struct {
 	blobs     map[digest.Digest][]byte
 	manifests map[string][]byte // repo@reference
 	types     map[string]string
+	referrers map[string][]ocispec.Descriptor // repo@subject digest
 }
 
 func newFakeRegistry(t *testing.T) (*fakeRegistry, string) {
-	f := &fakeRegistry{blobs: map[digest.Digest][]byte{}, manifests: map[string][]byte{}, types: map[string]string{}}
+	f := &fakeRegistry{blobs: map[digest.Digest][]byte{}, manifests: map[string][]byte{}, types: map[string]string{},
+		referrers: map[string][]ocispec.Descriptor{}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	return f, strings.TrimPrefix(srv.URL, "http://")
@@ -44,6 +46,17 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	p := strings.TrimPrefix(r.URL.Path, "/v2/")
 	switch {
+	case strings.Contains(p, "/referrers/"):
+		repo, d, _ := strings.Cut(p, "/referrers/")
+		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
+		for _, desc := range f.referrers[repo+"@"+d] {
+			if at := r.URL.Query().Get("artifactType"); at == "" || at == desc.ArtifactType {
+				idx.Manifests = append(idx.Manifests, desc)
+			}
+		}
+		idx.SchemaVersion = 2
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		json.NewEncoder(w).Encode(idx)
 	case strings.Contains(p, "/manifests/"):
 		repo, ref, _ := strings.Cut(p, "/manifests/")
 		if r.Method == http.MethodPut {
@@ -51,6 +64,11 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			d := digest.FromBytes(b)
 			for _, k := range []string{repo + "@" + ref, repo + "@" + d.String()} {
 				f.manifests[k], f.types[k] = b, r.Header.Get("Content-Type")
+			}
+			var m ocispec.Manifest
+			if json.Unmarshal(b, &m) == nil && m.Subject != nil {
+				k := repo + "@" + m.Subject.Digest.String()
+				f.referrers[k] = append(f.referrers[k], ocispec.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(b)), ArtifactType: m.ArtifactType})
 			}
 			w.WriteHeader(http.StatusCreated)
 			return
@@ -239,5 +257,43 @@ func TestLoadKeys(t *testing.T) {
 	}
 	if _, err := LoadPublicKey(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")})); err == nil {
 		t.Error("LoadPublicKey accepted a bad key")
+	}
+}
+
+func TestReferrerSignatures(t *testing.T) {
+	ctx := context.Background()
+	f, addr := newFakeRegistry(t)
+	manifest, _ := f.image(t, "app")
+	r := &Resolver{}
+	ref := Ref{Registry: addr, Repo: "app", Tag: "single"}
+	alice, bob := ecKey(t), ecKey(t)
+	if err := r.SignReferrer(ctx, ref, manifest, alice); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	_, tagged := f.manifests["app@"+SignatureTag(manifest)]
+	refs := f.referrers["app@"+manifest.String()]
+	f.mu.Unlock()
+	if tagged || len(refs) != 1 || refs[0].ArtifactType != SignatureArtifactType {
+		t.Fatalf("a referrer signature made a .sig tag (%v) or %d referrers %+v", tagged, len(refs), refs)
+	}
+	res, err := r.Resolve(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(ctx, res, alice.Public()); err != nil {
+		t.Errorf("signature attached as a referrer: %v", err)
+	}
+	if err := r.Verify(ctx, res, bob.Public()); !errors.Is(err, ErrNotSigned) {
+		t.Errorf("another key: %v", err)
+	}
+	// Both kinds count: bob signs under the tag.
+	if err := r.Sign(ctx, ref, manifest, bob); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []crypto.Signer{alice, bob} {
+		if err := r.Verify(ctx, res, k.Public()); err != nil {
+			t.Errorf("a tag signature and a referrer: %v", err)
+		}
 	}
 }

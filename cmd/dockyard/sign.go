@@ -13,7 +13,10 @@ import (
 func init() { subcommands = append(subcommands, signCmd, verifyCmd) }
 
 func signCmd() *cobra.Command {
-	var key, scheme string
+	var (
+		key, scheme string
+		referrer    bool
+	)
 	cmd := &cobra.Command{
 		Use:   "sign --key KEY.pem REF",
 		Short: "Sign an image in a registry (cosign's key-based signature format)",
@@ -22,7 +25,8 @@ the private key in KEY.pem and stores the signature next to the image, as cosign
 sha256-HEX.sig in the same repository. "cosign verify --key" accepts it, and "dockyard verify" and
 "dockyard run --verify-key" accept cosign's. The key is an unencrypted PEM key: ECDSA, Ed25519 or RSA,
 e.g. from "openssl ecparam -genkey -name prime256v1 -noout -out key.pem" (public half:
-"openssl ec -in key.pem -pubout -out key.pub").`,
+"openssl ec -in key.pem -pubout -out key.pub"). With --referrer the signature is attached to the image
+through the OCI 1.1 referrers API instead (cosign's --registry-referrers-mode oci-1-1).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := os.ReadFile(key)
@@ -42,6 +46,13 @@ e.g. from "openssl ecparam -genkey -name prime256v1 -noout -out key.pem" (public
 			if err != nil {
 				return err
 			}
+			if referrer {
+				if err := r.SignReferrer(cmd.Context(), ref, d, signer); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "signed %s/%s@%s (a referrer of it)\n", ref.Registry, ref.Repo, d)
+				return nil
+			}
 			if err := r.Sign(cmd.Context(), ref, d, signer); err != nil {
 				return err
 			}
@@ -50,6 +61,7 @@ e.g. from "openssl ecparam -genkey -name prime256v1 -noout -out key.pem" (public
 		},
 	}
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key to sign with (required)")
+	cmd.Flags().BoolVar(&referrer, "referrer", false, "attach the signature through the referrers API instead of the sha256-HEX.sig tag")
 	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
