@@ -135,8 +135,12 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 		Missing(t, "the chunkserver drill mounts the file system and needs root")
 	}
 	needFUSE(t)
+	// Stray passes every 10 s: a rebuilt copy whose completion report was
+	// lost while servers died and came back is then gone within the minute
+	// phase 3 waits, as it would be within twenty on a real cluster.
 	c := startDrillCluster(t, drillConfig{Metas: 3, Chunkservers: 7, Registries: 1,
-		SuspectAfter: 2 * time.Second, DownAfter: 5 * time.Second, RegArgs: []string{"--ec", "3+2"}})
+		SuspectAfter: 2 * time.Second, DownAfter: 5 * time.Second, RegArgs: []string{"--ec", "3+2"},
+		ChunkArgs: func(int) []string { return []string{"--stray-interval", "10s"} }})
 	tmp := t.TempDir()
 	var images []drillImage
 	var written int64

@@ -110,6 +110,11 @@ type Cluster interface {
 	SetChunkserverState(ctx context.Context, id ServerID, state string) error
 	// CompleteRepair records that a shard was rebuilt at a new location.
 	CompleteRepair(ctx context.Context, r RepairDone) error
+	// StrayShards returns those of names (shards a chunkserver holds) that
+	// the chunk map does not place on server id, nor a repair or move
+	// bound for it: files nothing will ever read, such as a rebuilt copy
+	// whose completion report was lost.
+	StrayShards(ctx context.Context, id ServerID, names []string) ([]string, error)
 	Members(ctx context.Context) ([]Member, error)
 	AddMember(ctx context.Context, id, raftAddr, apiAddr string) error
 	RemoveMember(ctx context.Context, id string) error
@@ -124,6 +129,12 @@ type Heartbeat struct {
 	Capacity int64             `json:"capacity"`
 	Used     int64             `json:"used"`
 	Shards   int               `json:"shards"`
+}
+
+// StrayShardsArgs asks which of a chunkserver's shards are strays.
+type StrayShardsArgs struct {
+	Server ServerID `json:"server"`
+	Names  []string `json:"names"`
 }
 
 // HeartbeatReply hands work to a chunkserver.

@@ -842,6 +842,11 @@ func (c *Client) CompleteRepair(ctx context.Context, r RepairDone) error {
 	return c.call(ctx, OpCompleteRepair, r, nil)
 }
 
+func (c *Client) StrayShards(ctx context.Context, id ServerID, names []string) (stray []string, err error) {
+	err = c.call(ctx, OpStrayShards, StrayShardsArgs{Server: id, Names: names}, &stray)
+	return
+}
+
 func (c *Client) Members(ctx context.Context) (m []Member, err error) {
 	err = c.call(ctx, OpMembers, struct{}{}, &m)
 	return

@@ -48,6 +48,7 @@ const (
 	OpChunkservers        = "chunkservers"
 	OpSetChunkserverState = "setchunkserverstate"
 	OpCompleteRepair      = "completerepair"
+	OpStrayShards         = "strayshards"
 	OpMembers             = "members"
 	OpAddMember           = "addmember"
 	OpRemoveMember        = "removemember"
@@ -79,7 +80,7 @@ const RequestIDHeader = "Dockyard-Request-Id"
 var reads = map[string]bool{
 	OpLookup: true, OpGetAttr: true, OpGetInode: true, OpReadDir: true, OpGetXattr: true,
 	OpListXattr: true, OpStatFS: true, OpResolvePath: true, OpGetChunk: true,
-	OpChunkservers: true, OpKVGet: true, OpKVList: true,
+	OpChunkservers: true, OpKVGet: true, OpKVList: true, OpStrayShards: true,
 }
 
 // ConsistencyHeader set to "stale" asks for a stale read (see AllowStale).

@@ -25,6 +25,37 @@ type fakeMeta struct {
 	next       metaserver.HeartbeatReply // handed out once, with the next heartbeat
 	repaired   []metaserver.RepairDone
 	reports    []string // "chunk/index"
+
+	// strays are the shard names StrayShards reports. With strayCalls set,
+	// each call first sends the names it was asked about there, then waits
+	// for strayRelease, so a test paces the passes.
+	strays       map[string]bool
+	strayCalls   chan []string
+	strayRelease chan struct{}
+}
+
+func (f *fakeMeta) StrayShards(ctx context.Context, _ metaserver.ServerID, names []string) ([]string, error) {
+	if f.strayCalls != nil {
+		select {
+		case f.strayCalls <- names:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		select {
+		case <-f.strayRelease:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, n := range names {
+		if f.strays[n] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeMeta) Heartbeat(_ context.Context, hb metaserver.Heartbeat) (metaserver.HeartbeatReply, error) {

@@ -32,6 +32,7 @@ type metrics struct {
 	repairsOK       atomic.Int64
 	repairsFailed   atomic.Int64
 	deletes         atomic.Int64 // shards deleted on the metaserver's orders
+	strays          atomic.Int64 // stray shards deleted (strays.go)
 	heartbeatErrors atomic.Int64
 	flushErrors     atomic.Int64 // background flushes of buffered shards that failed
 
@@ -109,6 +110,7 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	p("dockyard_chunkserver_scrub_progress_ratio", "gauge", "Fraction of the current scrub pass done.",
 		strconv.FormatFloat(math.Float64frombits(m.scrubProgress.Load()), 'g', -1, 64))
 	p("dockyard_chunkserver_deletes_total", "counter", "Shards deleted on the metaserver's orders.", m.deletes.Load())
+	p("dockyard_chunkserver_stray_deletes_total", "counter", "Shards deleted because no chunk placed them here in two passes in a row.", m.strays.Load())
 	p("dockyard_chunkserver_heartbeat_errors_total", "counter", "Heartbeats that failed.", m.heartbeatErrors.Load())
 	p("dockyard_chunkserver_unsynced_shards", "gauge", "Buffered shards acknowledged but not yet durable.", g.unsynced)
 	p("dockyard_chunkserver_flush_errors_total", "counter", "Background flushes of buffered shards that failed.", m.flushErrors.Load())

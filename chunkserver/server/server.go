@@ -81,6 +81,12 @@ type Config struct {
 	// ScrubPause is the wait between two scrub passes; default one hour.
 	ScrubPause time.Duration
 
+	// StrayInterval is how often the server asks the metaserver which of
+	// its shards nothing places here any more (strays.go); a shard reported
+	// in two passes in a row is deleted. Default DefaultStrayInterval;
+	// negative turns it off.
+	StrayInterval time.Duration
+
 	// RepairWorkers is how many repairs run at once; default 2.
 	RepairWorkers int
 	// RepairTimeout bounds one repair; default 2 minutes.
@@ -113,6 +119,7 @@ const (
 	DefaultScrubPause        = time.Hour
 	DefaultRepairWorkers     = 2
 	DefaultRepairTimeout     = 2 * time.Minute
+	DefaultStrayInterval     = 10 * time.Minute
 	DefaultMaxShardSize      = 64 << 20
 	idFile                   = "chunkserver-id"
 )
@@ -164,6 +171,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RepairWorkers <= 0 {
 		cfg.RepairWorkers = DefaultRepairWorkers
+	}
+	if cfg.StrayInterval == 0 {
+		cfg.StrayInterval = DefaultStrayInterval
 	}
 	if cfg.RepairTimeout <= 0 {
 		cfg.RepairTimeout = DefaultRepairTimeout
@@ -283,6 +293,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Go(func() { s.heartbeatLoop(ctx) })
 		for range s.cfg.RepairWorkers {
 			s.wg.Go(func() { s.repairWorker(ctx) })
+		}
+		if s.cfg.StrayInterval > 0 {
+			s.wg.Go(func() { s.strayLoop(ctx) })
 		}
 	}
 	if s.cfg.ScrubRate > 0 {

@@ -381,3 +381,55 @@ func TestRestartKeepsShards(t *testing.T) {
 		t.Errorf("shard after restart: %v (equal %v)", err, bytes.Equal(p, data))
 	}
 }
+
+// TestStrayShardsNeedTwoPasses: a shard the metaserver places nowhere here is
+// deleted only when two passes in a row report it, and only it.
+func TestStrayShardsNeedTwoPasses(t *testing.T) {
+	meta := &fakeMeta{
+		strays:       map[string]bool{"00000000000000b0.1": true},
+		strayCalls:   make(chan []string),
+		strayRelease: make(chan struct{}),
+	}
+	s := startServer(t, server.Config{Store: store.NewMemory(0), ID: "cs-strays", Cluster: meta, Chunks: meta,
+		StrayInterval: 10 * time.Millisecond})
+	c := chunkserver.NewClient(nil)
+	for _, name := range []string{"00000000000000a0.0", "00000000000000b0.1"} {
+		if _, err := c.Put(context.Background(), s.Addr(), name, []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(name string) bool {
+		_, err := c.Stat(context.Background(), s.Addr(), name)
+		return err == nil
+	}
+	pass := func() []string {
+		t.Helper()
+		select {
+		case names := <-meta.strayCalls:
+			return names
+		case <-time.After(10 * time.Second):
+			t.Fatal("no stray pass")
+			return nil
+		}
+	}
+	if names := pass(); len(names) != 2 {
+		t.Fatalf("the pass asked about %v, want both shards", names)
+	}
+	meta.strayRelease <- struct{}{}
+	pass() // the first pass is done once the second asks
+	if !exists("00000000000000b0.1") {
+		t.Fatal("a shard reported stray once was deleted")
+	}
+	meta.strayRelease <- struct{}{}
+	pass()
+	if exists("00000000000000b0.1") {
+		t.Error("a shard reported stray twice in a row is still there")
+	}
+	if !exists("00000000000000a0.0") {
+		t.Error("a shard never reported stray was deleted")
+	}
+	if got := metricValue(t, s, "dockyard_chunkserver_stray_deletes_total"); got != "1" {
+		t.Errorf("stray deletes counted %s, want 1", got)
+	}
+	meta.strayRelease <- struct{}{}
+}

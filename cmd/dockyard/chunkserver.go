@@ -26,7 +26,7 @@ func chunkserverCmd() *cobra.Command {
 		labels                           []string
 		capacity, scrubRate              string
 		fsync, groupCommit, shortCircuit bool
-		flushInterval                    time.Duration
+		flushInterval, strayInterval     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "chunkserver --data DIR --listen ADDR --meta ADDR[,ADDR...] [--label k=v ...]",
@@ -87,6 +87,8 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 				ShortCircuit: shortCircuit,
 				// The flag's 0 means off; the config's 0 means default.
 				FlushInterval: flushIntervalConfig(flushInterval),
+				// Likewise: the flag's 0 means off.
+				StrayInterval: cmp.Or(strayInterval, -1),
 				Cluster:       mc,
 				Chunks:        mc,
 				Auth:          secret,
@@ -114,6 +116,8 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	f.StringArrayVar(&labels, "label", nil, "failure-domain label k=v, e.g. zone=a (repeatable)")
 	f.StringVar(&capacity, "capacity", "0", "most bytes to store; 0 = the disk's free space (the smaller of the two applies)")
 	f.StringVar(&scrubRate, "scrub-rate", "16MiB", "bytes per second the background scrub reads; 0 turns scrubbing off")
+	f.DurationVar(&strayInterval, "stray-interval", server.DefaultStrayInterval, "how often to ask the metaserver which shards "+
+		"here no chunk places here any more; one reported in two passes in a row is deleted (0 = never)")
 	f.BoolVar(&fsync, "fsync", true, "make shards durable: a durable write before it is acknowledged, a buffered one at the "+
 		"client's fsync or within --flush-interval; false never syncs them (a power loss can lose the last seconds of writes)")
 	addFlushIntervalFlag(f, &flushInterval)

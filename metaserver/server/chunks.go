@@ -710,3 +710,24 @@ func (f *FSM) health() (degraded, lost uint64) {
 	}
 	return degraded, lost
 }
+
+// strayShards answers StrayShards: the names that are not shards the chunk
+// map places on a.Server, nor the target of a repair (or move) bound for it.
+// A name that is not a shard name at all is a stray too. Called with f.mu
+// held for reading.
+func (f *FSM) strayShards(a ms.StrayShardsArgs) []string {
+	stray := []string{}
+	for _, name := range a.Names {
+		id, index, ok := parseShardName(name)
+		if ok {
+			if j, pending := f.repairs[repairKey{id, index}]; pending && j.Target == a.Server {
+				continue
+			}
+			if ch, known := f.chunks[id]; known && index >= 0 && index < len(ch.Shards) && ch.Shards[index].Server == a.Server {
+				continue
+			}
+		}
+		stray = append(stray, name)
+	}
+	return stray
+}

@@ -661,3 +661,52 @@ func TestLivenessCountsSilenceFromTheFloor(t *testing.T) {
 		t.Fatalf("changes 31 s after the takeover: %+v", ch)
 	}
 }
+
+func TestStrayShards(t *testing.T) {
+	ctx := context.Background()
+	_, c, _ := newMem(t)
+	addServers(t, c, 7)
+	f := mustCreate(t, c, ms.RootIno, "f", syscall.S_IFREG|0o644)
+	ch, _ := c.AllocChunk(ctx, 4, 2, 1024, 4096, false)
+	if _, err := c.CommitExtents(ctx, f.Ino, []ms.Extent{{Len: 4096, Chunk: ch.ID}}, nil, 4096); err != nil {
+		t.Fatal(err)
+	}
+	holder := ch.Shards[2].Server
+	held := ms.ShardName(ch.ID, 2)
+	other := ms.ShardName(ch.ID, 3) // placed on another server
+	names := []string{held, other, ms.ShardName(999, 0), ms.ShardName(ch.ID, 9), "not-a-shard", "000000000000000x.1", ms.ShardName(ch.ID, 2) + "0"}
+	stray, err := c.StrayShards(ctx, holder, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := names[1:]; !slices.Equal(stray, want) {
+		t.Errorf("strays of %s = %v, want %v", holder, stray, want)
+	}
+	// A shard being rebuilt on a server is not a stray there, before and
+	// after the repair completes.
+	if err := c.ReportBadShard(ctx, ch.ID, 3, "checksum mismatch"); err != nil {
+		t.Fatal(err)
+	}
+	var target ms.ServerID
+	for id, r := range heartbeatAll(t, c, 0, 1, 2, 3, 4, 5, 6) {
+		if len(r.Repairs) > 0 {
+			target = ms.ServerID(fmt.Sprintf("cs%d", id))
+		}
+	}
+	if target == "" {
+		t.Fatal("no repair handed out")
+	}
+	for _, when := range []string{"during", "after"} {
+		if stray, err := c.StrayShards(ctx, target, []string{other}); err != nil || len(stray) != 0 {
+			t.Errorf("%s the repair: the rebuilt copy on %s is a stray (%v, %v)", when, target, stray, err)
+		}
+		if when == "during" {
+			if err := c.CompleteRepair(ctx, ms.RepairDone{Chunk: ch.ID, Index: 3, Server: target, Sum: 7}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if stray, _ := c.StrayShards(ctx, ch.Shards[3].Server, []string{other}); len(stray) != 1 {
+		t.Errorf("the replaced copy on %s is not a stray: %v", ch.Shards[3].Server, stray)
+	}
+}

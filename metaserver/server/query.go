@@ -88,6 +88,12 @@ func (f *FSM) query(op string, args []byte) (any, error) {
 		return f.getChunk(a.ID)
 	case ms.OpChunkservers:
 		return f.chunkservers(), nil
+	case ms.OpStrayShards:
+		a, err := decodeArgs[ms.StrayShardsArgs](op, args)
+		if err != nil {
+			return nil, err
+		}
+		return f.strayShards(a), nil
 	case ms.OpKVGet:
 		a, err := decodeArgs[ms.KVGetArgs](op, args)
 		if err != nil {
