@@ -77,6 +77,15 @@ func TestSignVerifyRun(t *testing.T) {
 		t.Errorf("verify of a referrer signature printed %q", out)
 	}
 
+	// An image mount checks too, before it mounts anything.
+	mnt := t.TempDir()
+	if out, err := RunErr(time.Minute, bin, "mount", "--meta", c.Meta, "--image", ref, "--verify-key", otherPub, mnt); err == nil || !strings.Contains(out, "no valid signature") {
+		t.Errorf("mount --image with another key: %v\n%s", err, out)
+	}
+	if out, err := RunErr(time.Minute, bin, "mount", "--meta", c.Meta, "--verify-key", pub, mnt); err == nil || !strings.Contains(out, "needs --image") {
+		t.Errorf("mount --verify-key without --image: %v\n%s", err, out)
+	}
+
 	state := t.TempDir()
 	if out := Run(t, 2*time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, "--verify-key", pub, ref, "--", "/bin/sh", "-c", "echo trusted"); !strings.Contains(out, "trusted") {
 		t.Errorf("run with the signer's key printed %q", out)

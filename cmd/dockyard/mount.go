@@ -37,6 +37,7 @@ func mountCmd() *cobra.Command {
 		debug            bool
 		lazyOnSignal     bool
 		imageRef         string
+		verifyKey        string
 		metaCache        bool
 		metaCacheEntries int
 		durableWrites    bool
@@ -56,6 +57,9 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if verifyKey != "" && imageRef == "" {
+				return fmt.Errorf("--verify-key checks an image's signature; it needs --image")
+			}
 			mc, err := dialMeta(cmd, meta)
 			if err != nil {
 				return err
@@ -105,7 +109,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			var srv *fuse.Server
 			if imageRef != "" {
-				srv, err = mountImage(mctx, mc, imageRef, args[0], log)
+				srv, err = mountImage(mctx, mc, imageRef, verifyKey, args[0], log)
 			} else {
 				srv, err = fuse.Mount(mctx, args[0], client, opt)
 			}
@@ -178,5 +182,6 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.StringVar(&opt.FileCacheDir, "file-cache-dir", fuse.DefaultFileCacheDir(), "directory for the passthrough copies (in a files/PID subdirectory, emptied at mount, removed at unmount)")
 	f.Int64Var(&fileCacheMB, "file-cache-mb", 0, "bound on the passthrough copies in MiB (0: 10 GiB or a tenth of the cache directory's file system, whichever is less)")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
+	f.StringVar(&verifyKey, "verify-key", "", "with --image: mount only if the image carries a signature made with this PEM public key (cosign's format)")
 	return cmd
 }

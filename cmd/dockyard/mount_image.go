@@ -11,15 +11,26 @@ import (
 )
 
 // mountImage mounts one image's merged tree on dir, as `dockyard run` does
-// before it starts the container.
-func mountImage(ctx context.Context, mc *metaserver.Client, ref, dir string, log *slog.Logger) (*fuse.Server, error) {
+// before it starts the container. With verifyKey (a PEM public key file) the
+// image must carry a signature made with that key.
+func mountImage(ctx context.Context, mc *metaserver.Client, ref, verifyKey, dir string, log *slog.Logger) (*fuse.Server, error) {
 	r, err := image.ParseRef(ref)
 	if err != nil {
 		return nil, err
 	}
-	res, err := (&image.Resolver{}).Resolve(ctx, r)
+	resolver := &image.Resolver{}
+	res, err := resolver.Resolve(ctx, r)
 	if err != nil {
 		return nil, err
+	}
+	if verifyKey != "" {
+		pub, err := loadVerifyKey(verifyKey)
+		if err != nil {
+			return nil, err
+		}
+		if err := resolver.Verify(ctx, res, pub); err != nil {
+			return nil, err
+		}
 	}
 	images, err := image.New(mc, localShardClient(log, false), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
 	if err != nil {
