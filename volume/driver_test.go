@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/local"
 	"github.com/dockyard/dockyard/volume"
 )
@@ -366,4 +367,64 @@ func TestStaleMountsCleared(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close() // the first driver's server; its mount was already detached
+}
+
+// TestVolumeSurvivesChunkserverLoss: a file written into a volume through its
+// mount reads back whole, through a fresh mount, with two of the six
+// chunkservers down (4+2).
+func TestVolumeSurvivesChunkserverLoss(t *testing.T) {
+	needFUSE(t)
+	ctx := context.Background()
+	d, cl := newDriver(t)
+	if err := d.Create(ctx, "durable", nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.Mount(ctx, "durable", "writer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 9<<20+12345) // several chunks and a partial one
+	for i := range data {
+		data[i] = byte(i*31 + i>>11)
+	}
+	f, err := os.Create(filepath.Join(p, "blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unmount(ctx, "durable", "writer"); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 4} {
+		if err := cl.Kill(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another host's plugin: its own client, no block cache, so every byte
+	// comes from the four chunkservers left.
+	d2, err := volume.New(ctx, dfs.New(cl.Meta, cl.Shards, dfs.Options{CacheBytes: -1, Logger: quiet()}),
+		volume.Options{MountDir: t.TempDir(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	p, err = d2.Mount(ctx, "durable", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(p, "blob"))
+	if err != nil {
+		t.Fatalf("reading with two chunkservers down: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, not the %d written", len(got), len(data))
+	}
 }
