@@ -425,15 +425,23 @@ func TestLivenessRepairAndDrain(t *testing.T) {
 	wantErrno(t, "heartbeat of removed server", err, syscall.EPERM)
 }
 
-func TestReportBadShard(t *testing.T) {
-	ctx := context.Background()
+// committedChunk runs a metaserver with seven chunkservers and one file
+// holding one committed 4+2 chunk.
+func committedChunk(t *testing.T) (*ms.Client, ms.Chunk) {
+	t.Helper()
 	_, c, _ := newMem(t)
 	addServers(t, c, 7)
 	f := mustCreate(t, c, ms.RootIno, "f", syscall.S_IFREG|0o644)
-	ch, _ := c.AllocChunk(ctx, 4, 2, 1024, 4096, false)
-	if _, err := c.CommitExtents(ctx, f.Ino, []ms.Extent{{Len: 4096, Chunk: ch.ID}}, nil, 4096); err != nil {
+	ch, _ := c.AllocChunk(context.Background(), 4, 2, 1024, 4096, false)
+	if _, err := c.CommitExtents(context.Background(), f.Ino, []ms.Extent{{Len: 4096, Chunk: ch.ID}}, nil, 4096); err != nil {
 		t.Fatal(err)
 	}
+	return c, ch
+}
+
+func TestReportBadShard(t *testing.T) {
+	ctx := context.Background()
+	c, ch := committedChunk(t)
 	wantErrno(t, "bad index", c.ReportBadShard(ctx, ch.ID, 9, "x"), syscall.EINVAL)
 	wantErrno(t, "bad chunk", c.ReportBadShard(ctx, 999, 0, "x"), syscall.ENOENT)
 	if err := c.ReportBadShard(ctx, ch.ID, 3, "checksum mismatch"); err != nil {
@@ -664,13 +672,7 @@ func TestLivenessCountsSilenceFromTheFloor(t *testing.T) {
 
 func TestStrayShards(t *testing.T) {
 	ctx := context.Background()
-	_, c, _ := newMem(t)
-	addServers(t, c, 7)
-	f := mustCreate(t, c, ms.RootIno, "f", syscall.S_IFREG|0o644)
-	ch, _ := c.AllocChunk(ctx, 4, 2, 1024, 4096, false)
-	if _, err := c.CommitExtents(ctx, f.Ino, []ms.Extent{{Len: 4096, Chunk: ch.ID}}, nil, 4096); err != nil {
-		t.Fatal(err)
-	}
+	c, ch := committedChunk(t)
 	holder := ch.Shards[2].Server
 	held := ms.ShardName(ch.ID, 2)
 	other := ms.ShardName(ch.ID, 3) // placed on another server
