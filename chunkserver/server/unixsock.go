@@ -8,16 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/chunkserver/store"
+	"github.com/dockyard/dockyard/internal/unixsock"
 )
 
 // The short-circuit socket: clients on this host open shard files through it
@@ -26,10 +25,6 @@ import (
 // docs/chunkserver.md). The socket is owner-only and a connecting process
 // must run as the server's user (or root), who can read the shard files
 // anyway; a descriptor handed out reads that one shard file and nothing else.
-
-// maxSocketPath is the longest path a Unix socket can be bound to (sun_path
-// holds 108 bytes with the terminating NUL on Linux).
-const maxSocketPath = 107
 
 type shortCircuit struct {
 	ln       *net.UnixListener
@@ -59,46 +54,16 @@ func (s *Server) listenShortCircuit() (*shortCircuit, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, chunkserver.ShortCircuitSocket)
-	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("socket path %s is longer than %d bytes", path, maxSocketPath)
-	}
-	if err := removeStaleSocket(path); err != nil {
-		return nil, err
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// The peer check on every connection covers the moment before the
+	// socket's mode is set.
+	ln, err := unixsock.Listen(path, "chunkserver")
 	if err != nil {
-		return nil, err
-	}
-	// Until this chmod the socket has the umask's mode; the peer check on
-	// every connection covers that moment.
-	if err := os.Chmod(path, 0o600); err != nil {
-		_ = ln.Close()
 		return nil, err
 	}
 	var rnd [16]byte
 	_, _ = rand.Read(rnd[:])
 	return &shortCircuit{ln: ln, path: path, instance: hex.EncodeToString(rnd[:]), opener: opener,
 		conns: map[*net.UnixConn]struct{}{}}, nil
-}
-
-// removeStaleSocket removes a socket left by a server that died without
-// closing it, and refuses to touch anything else at path.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		_ = c.Close()
-		return fmt.Errorf("another chunkserver answers on %s", path)
-	}
-	return os.Remove(path)
 }
 
 // withShortCircuit adds the endpoint describing the socket to the API.
