@@ -16,20 +16,12 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/dockyard/dockyard/internal/testwait"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+var waitFor = testwait.Within
 
 func TestForegroundWaitIdle(t *testing.T) {
 	ctx := context.Background()

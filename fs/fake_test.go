@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dockyard/dockyard/chunkserver"
+	"github.com/dockyard/dockyard/internal/testwait"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
@@ -489,16 +490,7 @@ func (c *cluster) server(addr string) *fakeShards {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testwait.For
 
 // chunkAt returns the chunk holding file offset off of path p. Chunk ids
 // follow allocation order, which parallel uploads shuffle.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/internal/testwait"
 	"github.com/dockyard/dockyard/local"
 )
 
@@ -119,13 +120,5 @@ func TestShortCircuitReadsThroughTheFSClient(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the deadline passes.
+var waitFor = testwait.For

@@ -10,19 +10,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dockyard/dockyard/internal/testwait"
 )
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+var waitFor = testwait.For
 
 // testLanes returns lanes whose valves do not open during a test unless it
 // asks for that.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dockyard/dockyard/chunkserver/server"
 	"github.com/dockyard/dockyard/chunkserver/store"
+	"github.com/dockyard/dockyard/internal/testwait"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
@@ -96,16 +97,7 @@ func (f *fakeMeta) snapshot() (hbs []metaserver.Heartbeat, repaired []metaserver
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = testwait.For
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

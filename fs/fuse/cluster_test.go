@@ -14,6 +14,7 @@ import (
 	csserver "github.com/dockyard/dockyard/chunkserver/server"
 	"github.com/dockyard/dockyard/chunkserver/store"
 	dfs "github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/internal/testwait"
 	"github.com/dockyard/dockyard/metaserver"
 	msserver "github.com/dockyard/dockyard/metaserver/server"
 )
@@ -149,13 +150,4 @@ func (c *testCluster) mountWith(t testing.TB, client *dfs.Client, opt Options) (
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var waitFor = testwait.Within

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	ms "github.com/dockyard/dockyard/metaserver"
+
+	"github.com/dockyard/dockyard/internal/testwait"
 )
 
 func testConfig(t *testing.T, id, dir string) Config {
@@ -35,16 +37,7 @@ func startNode(t *testing.T, cfg Config) *Node {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = testwait.Within
 
 func startCluster(t *testing.T, size int, tune ...func(*Config)) []*Node {
 	t.Helper()

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/dockyard/dockyard/internal/testwait"
 )
 
 func storeDeferred(t testing.TB, s *Store, logs []*raft.Log) {
@@ -195,13 +197,5 @@ func TestSyncDelay(t *testing.T) {
 	waitFor(t, "entries up to 30 synced after the delay", func() bool { return s2.Durable() == 30 })
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or the deadline passes.
+var waitFor = testwait.For
