@@ -48,6 +48,10 @@ binds a host directory. Add :ro for read-only.`,
 			if err != nil {
 				return err
 			}
+			vols, err := parseVolumeSpecs(volumeSpecs)
+			if err != nil {
+				return err
+			}
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
@@ -83,10 +87,6 @@ binds a host directory. Add :ro for read-only.`,
 				return err
 			}
 			root, _, err := images.Prepare(ctx, res)
-			if err != nil {
-				return err
-			}
-			vols, err := parseVolumeSpecs(volumeSpecs)
 			if err != nil {
 				return err
 			}
