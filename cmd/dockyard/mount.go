@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,8 +58,15 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if verifyKey != "" && imageRef == "" {
-				return fmt.Errorf("--verify-key checks an image's signature; it needs --image")
+			var pub crypto.PublicKey
+			if verifyKey != "" {
+				if imageRef == "" {
+					return fmt.Errorf("--verify-key checks an image's signature; it needs --image")
+				}
+				var err error
+				if pub, err = loadVerifyKey(verifyKey); err != nil {
+					return err
+				}
 			}
 			mc, err := dialMeta(cmd, meta)
 			if err != nil {
@@ -109,7 +117,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			var srv *fuse.Server
 			if imageRef != "" {
-				srv, err = mountImage(mctx, mc, imageRef, verifyKey, args[0], log)
+				srv, err = mountImage(mctx, mc, imageRef, pub, args[0], log)
 			} else {
 				srv, err = fuse.Mount(mctx, args[0], client, opt)
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"log/slog"
 
 	"github.com/dockyard/dockyard/chunkserver"
@@ -11,9 +12,9 @@ import (
 )
 
 // mountImage mounts one image's merged tree on dir, as `dockyard run` does
-// before it starts the container. With verifyKey (a PEM public key file) the
-// image must carry a signature made with that key.
-func mountImage(ctx context.Context, mc *metaserver.Client, ref, verifyKey, dir string, log *slog.Logger) (*fuse.Server, error) {
+// before it starts the container. With pub set the image must carry a
+// signature made with that key.
+func mountImage(ctx context.Context, mc *metaserver.Client, ref string, pub crypto.PublicKey, dir string, log *slog.Logger) (*fuse.Server, error) {
 	r, err := image.ParseRef(ref)
 	if err != nil {
 		return nil, err
@@ -23,11 +24,7 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, verifyKey, dir 
 	if err != nil {
 		return nil, err
 	}
-	if verifyKey != "" {
-		pub, err := loadVerifyKey(verifyKey)
-		if err != nil {
-			return nil, err
-		}
+	if pub != nil {
 		if err := resolver.Verify(ctx, res, pub); err != nil {
 			return nil, err
 		}

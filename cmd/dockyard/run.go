@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -52,6 +53,12 @@ binds a host directory. Add :ro for read-only.`,
 			if err != nil {
 				return err
 			}
+			var pub crypto.PublicKey
+			if verifyKey != "" {
+				if pub, err = loadVerifyKey(verifyKey); err != nil {
+					return err
+				}
+			}
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
@@ -65,12 +72,8 @@ binds a host directory. Add :ro for read-only.`,
 			if err != nil {
 				return err
 			}
-			if verifyKey != "" {
+			if pub != nil {
 				// Before a byte of the image is read.
-				pub, err := loadVerifyKey(verifyKey)
-				if err != nil {
-					return err
-				}
 				if err := resolver.Verify(ctx, res, pub); err != nil {
 					return err
 				}
