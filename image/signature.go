@@ -324,13 +324,12 @@ func (r *Resolver) sign(ctx context.Context, ref Ref, d digest.Digest, key crypt
 		return err
 	}
 	if referrer {
-		// The subject's media type is not known here and the API only
-		// matches on its digest.
-		m.ArtifactType = SignatureArtifactType
-		m.Subject = &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d}
-		if top, err := r.descriptor(ctx, ref, d); err == nil {
-			m.Subject = &top
+		subject, err := r.descriptor(ctx, ref, d)
+		if err != nil {
+			return err
 		}
+		m.ArtifactType = SignatureArtifactType
+		m.Subject = &subject
 	}
 	m.Layers = append(m.Layers, layer)
 	diffIDs := make([]digest.Digest, len(m.Layers))
