@@ -31,6 +31,7 @@ type fakeMeta struct {
 	// each call first sends the names it was asked about there, then waits
 	// for strayRelease, so a test paces the passes.
 	strays       map[string]bool
+	strayErr     error // answered instead while set
 	strayCalls   chan []string
 	strayRelease chan struct{}
 }
@@ -50,6 +51,9 @@ func (f *fakeMeta) StrayShards(ctx context.Context, _ metaserver.ServerID, names
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.strayErr != nil {
+		return nil, f.strayErr
+	}
 	var out []string
 	for _, n := range names {
 		if f.strays[n] {

@@ -420,6 +420,18 @@ func TestStrayShardsNeedTwoPasses(t *testing.T) {
 	if !exists("00000000000000b0.1") {
 		t.Fatal("a shard reported stray once was deleted")
 	}
+	// A pass the metaserver cannot answer deletes nothing.
+	meta.mu.Lock()
+	meta.strayErr = errors.New("metaserver unreachable")
+	meta.mu.Unlock()
+	meta.strayRelease <- struct{}{}
+	pass()
+	if !exists("00000000000000b0.1") {
+		t.Fatal("a failed pass deleted a shard")
+	}
+	meta.mu.Lock()
+	meta.strayErr = nil
+	meta.mu.Unlock()
 	meta.strayRelease <- struct{}{}
 	pass()
 	if exists("00000000000000b0.1") {
