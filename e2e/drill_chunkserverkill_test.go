@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dockyard/dockyard/chunkserver"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
@@ -252,28 +253,45 @@ func TestDrillChunkserverKillDuringReads(t *testing.T) {
 	c.WaitChunkserversUp(len(c.Chunks))
 	c.WaitRedundant(3 * time.Minute)
 	r3 := c.WaitFsckClean(2 * time.Minute)
-	var onDisk int
+	// Each server's shard files are the shards the chunk map places there:
+	// no copy rebuilt elsewhere is left behind. The map may hold more than
+	// fsck counts, which walks only the files: a chunk allocated meanwhile
+	// by a write that failed on a restarting server, or not yet committed,
+	// is placed too.
+	var onDisk, mapped int
 	c.waitFor(time.Minute, "the shard files on the chunkservers to match the shards in use", func() (bool, string) {
+		st, err := c.Status()
+		if err != nil {
+			return false, err.Error()
+		}
+		inMap := map[metaserver.ServerID]int{}
+		mapped = 0
+		for _, cs := range st.Chunkservers {
+			inMap[cs.ID] = cs.Shards
+			mapped += cs.Shards
+		}
 		onDisk = 0
+		ok := true
 		var per []string
 		for _, p := range c.Chunks {
-			n, err := drillShardsOnDisk(p.flag("--listen"))
+			id, n, err := drillShardsOnDisk(p.flag("--listen"))
 			if err != nil {
 				return false, err.Error()
 			}
 			onDisk += n
-			per = append(per, fmt.Sprintf("%s %d", p.name, n))
+			ok = ok && n == inMap[id]
+			per = append(per, fmt.Sprintf("%s %d on disk/%d in the map", p.name, n, inMap[id]))
 		}
-		return onDisk == r3.Shards, fmt.Sprintf("%d shard files (%s), fsck counts %d shards", onDisk,
-			strings.Join(per, ", "), r3.Shards)
+		return ok, fmt.Sprintf("%d shard files (%s); the map places %d (repairs queued %d, degraded %d), fsck counts %d shards in %d chunks",
+			onDisk, strings.Join(per, ", "), mapped, st.RepairsQueued, st.Degraded, r3.Shards, r3.Chunks)
 	})
 	rejoined := time.Since(back)
 	t.Logf("DRILL chunkserver-kill: images %d (%d layer bytes), chunks %d; phase 1: 2 of 7 SIGKILLed during %d reads "+
 		"(%d bytes, 0 failed), declared down after %s, full redundancy (status degraded 0, fsck %d/%d healthy) after %s; "+
 		"phase 2: 2 more SIGKILLed during %d reads (%d bytes, 0 failed), status lost %d, fsck lost %d degraded %d; "+
-		"final pull verified %d bytes; phase 3: all 4 restarted, full redundancy and no duplicate shard (%d files = %d shards) after %s",
+		"final pull verified %d bytes; phase 3: all 4 restarted, full redundancy and no stray shard (%d files = %d shards in the map; fsck counts %d) after %s",
 		len(images), written, r.Chunks, ops1, bytes1, downAfter.Round(100*time.Millisecond), r.Healthy, r.Chunks,
-		repaired.Round(100*time.Millisecond), ops2, bytes2, st.Lost, r2.Lost, r2.Degraded, verified, onDisk, r3.Shards,
+		repaired.Round(100*time.Millisecond), ops2, bytes2, st.Lost, r2.Lost, r2.Degraded, verified, onDisk, mapped, r3.Shards,
 		rejoined.Round(100*time.Millisecond))
 }
 
@@ -321,21 +339,20 @@ func drillStates(st *metaserver.Status, ids map[metaserver.ServerID]bool) map[me
 	return out
 }
 
-// drillShardsOnDisk asks a chunkserver how many shard files it holds.
-func drillShardsOnDisk(addr string) (int, error) {
+// drillShardsOnDisk asks a chunkserver its ID and how many shard files it
+// holds.
+func drillShardsOnDisk(addr string) (metaserver.ServerID, int, error) {
 	resp, err := drillHTTP.Get("http://" + addr + "/status")
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	defer resp.Body.Close()
-	var st struct {
-		Shards int `json:"shards"`
-	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s/status: %s", addr, resp.Status)
+		return "", 0, fmt.Errorf("%s/status: %s", addr, resp.Status)
 	}
+	var st chunkserver.StatusReply
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, fmt.Errorf("%s/status: %w", addr, err)
+		return "", 0, fmt.Errorf("%s/status: %w", addr, err)
 	}
-	return st.Shards, nil
+	return metaserver.ServerID(st.ID), st.Shards, nil
 }
