@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -235,9 +234,8 @@ func drillHostPort(t *testing.T, host string) string {
 
 // probeHostPort returns an address on host with a port free right now.
 func probeHostPort(host string) string {
-	if l, err := net.Listen("tcp", net.JoinHostPort(host, "0")); err == nil {
-		defer l.Close()
-		return l.Addr().String()
+	if addr, err := freeHostPort(host); err == nil {
+		return addr
 	}
 	// An address inside another network namespace cannot be probed from
 	// here; nothing else listens in the drill's fresh namespace.

@@ -9,12 +9,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,7 +109,27 @@ func binary() (string, error) {
 
 // FreePort returns a loopback address nobody listens on right now.
 func FreePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freeHostPort("127.0.0.1")
+}
+
+// freeHostPort returns an address on host whose port is free right now,
+// chosen below the kernel's ephemeral range (32768 and up by default). A
+// port from that range, as a listen on port 0 hands out, can be taken by the
+// local end of any outgoing connection between the probe and the server's
+// own bind; the drills' read loads open thousands. Below it only another
+// server probing at random can collide, and the probe sees those.
+func freeHostPort(host string) (string, error) {
+	for range 64 {
+		port := 10000 + rand.IntN(22000)
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", err
 	}
