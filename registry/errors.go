@@ -42,6 +42,7 @@ var (
 	ErrTagInvalid        = ErrorCode{"TAG_INVALID", "manifest tag did not match URI", http.StatusBadRequest}
 	ErrPaginationInvalid = ErrorCode{"PAGINATION_NUMBER_INVALID", "invalid number of results requested", http.StatusBadRequest}
 	ErrNotFound          = ErrorCode{"NOT_FOUND", "no such endpoint", http.StatusNotFound}
+	ErrSearchInvalid     = ErrorCode{"SEARCH_INVALID", "invalid search query", http.StatusBadRequest}
 	ErrUnavailable       = ErrorCode{"UNAVAILABLE", "storage is temporarily unavailable", http.StatusServiceUnavailable}
 	// ErrFull is UNAVAILABLE with the cause spelled out and 507, the status
 	// the chunkservers themselves answer with, so `docker push` shows why.

@@ -127,11 +127,14 @@ func New(cfg Config, blobs BlobStore, meta metaserver.KV) (*Registry, error) {
 	e.Any("/v2", r.dispatch)
 	e.Any("/v2/*", r.dispatch)
 	e.GET("/metrics", echo.WrapHandler(m.handler))
+	e.Match([]string{http.MethodGet, http.MethodHead}, "/v1/_ping", r.ping)
+	e.GET("/v1/search", r.search)
 	r.echo = e
 	return r, nil
 }
 
-// Handler returns the registry's HTTP handler (/v2/... and /metrics).
+// Handler returns the registry's HTTP handler (/v2/..., /v1/ search and
+// /metrics).
 func (r *Registry) Handler() http.Handler { return r.echo }
 
 // Echo returns the Echo instance, for callers that mount more routes on it
