@@ -206,6 +206,8 @@ type fakeMeta struct {
 	reports   []string
 	commits   int
 	allocs    int
+	committed map[metaserver.ChunkID]bool
+	abandoned []metaserver.ChunkID
 }
 
 func newFakeMeta(servers []string) *fakeMeta {
@@ -216,6 +218,8 @@ func newFakeMeta(servers []string) *fakeMeta {
 		chunks:  map[metaserver.ChunkID]*metaserver.Chunk{},
 		servers: servers,
 		down:    map[string]bool{},
+
+		committed: map[metaserver.ChunkID]bool{},
 	}
 	m.inodes[metaserver.RootIno] = &metaserver.Inode{Attr: metaserver.Attr{Ino: metaserver.RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2}}
 	return m
@@ -406,6 +410,20 @@ func (m *fakeMeta) AllocChunk(_ context.Context, k, mm int, shardSize, size int6
 	return ch, nil
 }
 
+func (m *fakeMeta) AbandonChunk(_ context.Context, id metaserver.ChunkID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.chunks[id]; !ok {
+		return nil
+	}
+	if m.committed[id] {
+		return metaserver.Errf("abandonchunk", syscall.EBUSY, "chunk %d is committed", id)
+	}
+	delete(m.chunks, id)
+	m.abandoned = append(m.abandoned, id)
+	return nil
+}
+
 func (m *fakeMeta) CommitExtents(_ context.Context, ino metaserver.Ino, exts []metaserver.Extent, sums map[metaserver.ChunkID][]uint64, newSize uint64) (metaserver.Attr, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -418,6 +436,9 @@ func (m *fakeMeta) CommitExtents(_ context.Context, ino metaserver.Ino, exts []m
 		if !ok || e.ChunkOff+e.Len > uint64(ch.Size) {
 			return metaserver.Attr{}, metaserver.Errf("commit", syscall.EINVAL, "bad extent %+v", e)
 		}
+	}
+	for _, e := range exts {
+		m.committed[e.Chunk] = true
 	}
 	for id, s := range sums {
 		ch := m.chunks[id]

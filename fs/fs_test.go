@@ -760,6 +760,11 @@ func TestWriteSurvivesAFreshlyDeadServer(t *testing.T) {
 	if cl.meta.allocs <= 5 {
 		t.Fatalf("%d allocations for 5 chunks: the dead server was never hit", cl.meta.allocs)
 	}
+	// Every failed placement was given back; only the file's chunks remain.
+	if len(cl.meta.abandoned) != cl.meta.allocs-5 || len(cl.meta.chunks) != 5 {
+		t.Fatalf("%d allocations, %d abandoned, %d chunks left in the map; want every allocation but the 5 used abandoned",
+			cl.meta.allocs, len(cl.meta.abandoned), len(cl.meta.chunks))
+	}
 }
 
 // TestSlowShardWithNoSpare: two shards are gone and a third is slow, so the

@@ -84,8 +84,21 @@ func (c *Client) writeChunk(ctx context.Context, buf []byte, size int64) (metase
 		}
 		lastErr = err
 		c.log.Debug("chunk write failed; retrying on a new placement", "chunk", ch.ID, "attempt", attempt+1, "err", err)
+		c.abandon(ctx, ch.ID)
 	}
 	return metaserver.Chunk{}, nil, fmt.Errorf("writing a chunk of %d bytes: %d placements failed, last: %w", size, c.opt.WriteAttempts, lastErr)
+}
+
+// abandon gives a chunk whose shards could not all be stored back to the
+// metaserver, so its placement is freed now and not when its lease runs out
+// (minutes later), and the shards that did land are deleted. Best effort:
+// the lease still collects the chunk if this fails.
+func (c *Client) abandon(ctx context.Context, id metaserver.ChunkID) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opt.IOTimeout)
+	defer cancel()
+	if err := c.meta.AbandonChunk(ctx, id); err != nil {
+		c.log.Debug("abandoning a chunk; its lease will collect it", "chunk", id, "err", err)
+	}
 }
 
 func (c *Client) alloc(ctx context.Context, k, m int, shardSize, size int64, replicated bool) (metaserver.Chunk, error) {

@@ -95,6 +95,12 @@ type Chunks interface {
 	// overlap), records the shard checksums, marks the chunks committed, sets
 	// size to max(size, newSize) and mtime/ctime, and bumps Gen — one Raft entry.
 	CommitExtents(ctx context.Context, ino Ino, extents []Extent, sums map[ChunkID][]uint64, newSize uint64) (Attr, error)
+	// AbandonChunk gives back a chunk that AllocChunk placed and its writer
+	// will not commit (storing its shards failed): the metaserver forgets it
+	// and has its chunkservers delete whatever shards landed, now rather than
+	// when the lease runs out. A chunk already forgotten is no error; a
+	// committed one is refused (EBUSY), since files use it.
+	AbandonChunk(ctx context.Context, id ChunkID) error
 	GetChunk(ctx context.Context, id ChunkID) (Chunk, error)
 	// ReportBadShard tells the metaserver a shard is missing or corrupt; it
 	// schedules a repair.

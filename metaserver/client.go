@@ -820,6 +820,10 @@ func (c *Client) GetChunk(ctx context.Context, id ChunkID) (ch Chunk, err error)
 	return
 }
 
+func (c *Client) AbandonChunk(ctx context.Context, id ChunkID) error {
+	return c.call(ctx, OpAbandonChunk, ChunkArgs{ID: id}, nil)
+}
+
 func (c *Client) ReportBadShard(ctx context.Context, id ChunkID, index int, reason string) error {
 	return c.call(ctx, OpReportBadShard, BadShardArgs{ID: id, Index: index, Reason: reason}, nil)
 }

@@ -44,6 +44,7 @@ const (
 	OpCommitExtents       = "commitextents"
 	OpGetChunk            = "getchunk"
 	OpReportBadShard      = "reportbadshard"
+	OpAbandonChunk        = "abandonchunk"
 	OpHeartbeat           = "heartbeat"
 	OpChunkservers        = "chunkservers"
 	OpSetChunkserverState = "setchunkserverstate"
@@ -69,7 +70,7 @@ func IsRead(op string) bool { return reads[op] }
 var mutations = map[string]bool{
 	OpSetAttr: true, OpCreate: true, OpLink: true, OpUnlink: true, OpRmdir: true,
 	OpRename: true, OpSetXattr: true, OpRemoveXattr: true, OpCreateTree: true,
-	OpAllocChunk: true, OpCommitExtents: true, OpReportBadShard: true,
+	OpAllocChunk: true, OpCommitExtents: true, OpReportBadShard: true, OpAbandonChunk: true,
 	OpHeartbeat: true, OpSetChunkserverState: true, OpCompleteRepair: true,
 	OpAddMember: true, OpRemoveMember: true, OpKVTxn: true,
 }

@@ -556,6 +556,21 @@ func (f *FSM) assignRepair(j *repairJob, rng *rand.Rand) {
 	j.Target, j.Handed = picked[0].ID, 0
 }
 
+// applyAbandonChunk frees an uncommitted chunk at its writer's word, as the
+// lease would later. A committed chunk is data some file uses: refused.
+func (f *FSM) applyAbandonChunk(a ms.ChunkArgs) error {
+	const op = "abandonchunk"
+	ch, ok := f.chunks[a.ID]
+	if !ok {
+		return nil // freed already: by an earlier try of this call, or the lease
+	}
+	if ch.Committed {
+		return ms.Errf(op, syscall.EBUSY, "chunk %d is committed", a.ID)
+	}
+	f.freeChunk(ch)
+	return nil
+}
+
 func (f *FSM) applyReportBadShard(c *command, a ms.BadShardArgs) error {
 	const op = "reportbadshard"
 	ch, ok := f.chunks[a.ID]

@@ -370,6 +370,12 @@ func (f *FSM) dispatch(c *command) (any, error) {
 			return nil, err
 		}
 		return f.applyCommitExtents(c, a)
+	case ms.OpAbandonChunk:
+		a, err := decode[ms.ChunkArgs](c)
+		if err != nil {
+			return nil, err
+		}
+		return nil, f.applyAbandonChunk(a)
 	case ms.OpReportBadShard:
 		a, err := decode[ms.BadShardArgs](c)
 		if err != nil {

@@ -258,6 +258,48 @@ func TestUncommittedChunkLeaseExpires(t *testing.T) {
 	}
 }
 
+// TestAbandonChunk: a writer gives back a chunk it could not store; the
+// metaserver forgets it at once and its servers are told to delete its
+// shards. A committed chunk is refused, a forgotten one is no error.
+func TestAbandonChunk(t *testing.T) {
+	ctx := context.Background()
+	_, c, _ := newMem(t)
+	addServers(t, c, 6)
+	ch, err := c.AllocChunk(ctx, 4, 2, 1024, 4096, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AbandonChunk(ctx, ch.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetChunk(ctx, ch.ID); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("abandoned chunk still known: %v", err)
+	}
+	deletes := map[string]int{}
+	for _, r := range heartbeatAll(t, c, 0, 1, 2, 3, 4, 5) {
+		for _, name := range r.Deletes {
+			deletes[name]++
+		}
+	}
+	for _, s := range ch.Shards {
+		if deletes[ms.ShardName(ch.ID, s.Index)] != 1 {
+			t.Errorf("shard %d: %d deletes queued, want 1 (%v)", s.Index, deletes[ms.ShardName(ch.ID, s.Index)], deletes)
+		}
+	}
+	if st, _ := c.Status(ctx); st.Degraded != 0 || st.Lost != 0 {
+		t.Errorf("status after abandoning: %+v", st)
+	}
+	if err := c.AbandonChunk(ctx, ch.ID); err != nil {
+		t.Errorf("abandoning twice: %v", err)
+	}
+
+	c2, committed := committedChunk(t)
+	wantErrno(t, "committed chunk", c2.AbandonChunk(ctx, committed.ID), syscall.EBUSY)
+	if _, err := c2.GetChunk(ctx, committed.ID); err != nil {
+		t.Fatalf("committed chunk lost to an abandon: %v", err)
+	}
+}
+
 func TestLivenessRepairAndDrain(t *testing.T) {
 	ctx := context.Background()
 	m, c, clk := newMem(t)
