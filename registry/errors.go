@@ -43,7 +43,12 @@ var (
 	ErrPaginationInvalid = ErrorCode{"PAGINATION_NUMBER_INVALID", "invalid number of results requested", http.StatusBadRequest}
 	ErrNotFound          = ErrorCode{"NOT_FOUND", "no such endpoint", http.StatusNotFound}
 	ErrSearchInvalid     = ErrorCode{"SEARCH_INVALID", "invalid search query", http.StatusBadRequest}
-	ErrUnavailable       = ErrorCode{"UNAVAILABLE", "storage is temporarily unavailable", http.StatusServiceUnavailable}
+	ErrACIUnknown        = ErrorCode{"ACI_UNKNOWN", "no image for this name, version, os and arch", http.StatusNotFound}
+	ErrACIInvalid        = ErrorCode{"ACI_INVALID", "the image cannot be converted to an ACI", http.StatusUnprocessableEntity}
+	// ErrSignatureUnknown answers .aci.asc: ACIs are built on request and
+	// no key of the registry's could vouch for them.
+	ErrSignatureUnknown = ErrorCode{"SIGNATURE_UNKNOWN", "Dockyard serves ACIs unsigned; fetch them with signature checks off (rkt: --insecure-options=image)", http.StatusNotFound}
+	ErrUnavailable      = ErrorCode{"UNAVAILABLE", "storage is temporarily unavailable", http.StatusServiceUnavailable}
 	// ErrFull is UNAVAILABLE with the cause spelled out and 507, the status
 	// the chunkservers themselves answer with, so `docker push` shows why.
 	ErrFull     = ErrorCode{"UNAVAILABLE", "storage full: no chunkserver has room for the data; add or free capacity", http.StatusInsufficientStorage}

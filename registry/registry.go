@@ -123,18 +123,20 @@ func New(cfg Config, blobs BlobStore, meta metaserver.KV) (*Registry, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = r.errorHandler
+	e.Pre(r.discoveryMiddleware)
 	e.Use(r.observe)
 	e.Any("/v2", r.dispatch)
 	e.Any("/v2/*", r.dispatch)
 	e.GET("/metrics", echo.WrapHandler(m.handler))
 	e.Match([]string{http.MethodGet, http.MethodHead}, "/v1/_ping", r.ping)
 	e.GET("/v1/search", r.search)
+	e.Match([]string{http.MethodGet, http.MethodHead}, appcPrefix+"*", r.serveACI)
 	r.echo = e
 	return r, nil
 }
 
-// Handler returns the registry's HTTP handler (/v2/..., /v1/ search and
-// /metrics).
+// Handler returns the registry's HTTP handler (/v2/..., /v1/ search, appc
+// discovery and /appc/ ACIs, /metrics).
 func (r *Registry) Handler() http.Handler { return r.echo }
 
 // Echo returns the Echo instance, for callers that mount more routes on it
