@@ -11,6 +11,11 @@
 // registry instance after a restart; a blob becomes visible only once its
 // digest has been verified.
 //
+// Beside /v2/ it answers Docker V1 search (/v1/search, /v1/_ping) over the
+// catalog, and appc discovery (?ac-discovery=1) with ACIs built on request
+// from the stored images by the converter (/appc/); see
+// docs/registry-protocols.md.
+//
 // The package must never exit the process and never import the metaserver's
 // or chunkserver's server code.
 package registry
