@@ -33,7 +33,7 @@ func TestDiskCapacityAcrossPuts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := fileSize(1<<20, alignedDataOffset); after.Used-before.Used != want || after.Shards != before.Shards+1 {
+	if want := (shardHeader{size: 1 << 20, off: alignedDataOffset}).fileSize(); after.Used-before.Used != want || after.Shards != before.Shards+1 {
 		t.Errorf("Usage after a 1 MiB Put: used %d -> %d, shards %d -> %d; want +%d bytes, +1 shard",
 			before.Used, after.Used, before.Shards, after.Shards, want)
 	}

@@ -36,6 +36,12 @@ import (
 //	data    the shard's bytes, at offset 64 (version 1) or 4096 (version 2)
 //	trailer one xxhash64 u64 per BlockSize block of data (the last may be short)
 //
+// Versions 3 and 4 are versions 1 and 2 encrypted (WithEncryption, see
+// encrypt.go): the header's shard checksum is masked, its first 24 zero
+// bytes hold the salt (16 bytes) and the master key's fingerprint (8), the
+// data is AES-256-GCM ciphertext of the same length, and the trailer holds
+// one 16-byte GCM tag per block instead of its xxhash64.
+//
 // The data sits at a fixed offset, so a ranged read is one pread for the
 // blocks it touches and one for their checksums; the header's own checksum
 // catches a damaged header before its size is trusted. Shards of
@@ -76,7 +82,8 @@ type Disk struct {
 	dir    string
 	limit  int64 // configured capacity, math.MaxInt64 when unlimited
 	noSync bool
-	packed bool // write every shard as version 1 (WithPackedFormat)
+	packed bool  // write every shard as version 1 (WithPackedFormat)
+	keys   *Keys // encrypt shards at rest (WithEncryption); nil: plaintext
 	// groupCommit makes Puts share file-system flushes (see syncGroup)
 	// instead of fsyncing their own file and directory.
 	groupCommit bool
@@ -196,7 +203,20 @@ func OpenDisk(dir string, capacity int64, opts ...DiskOption) (*Disk, error) {
 			return nil, fmt.Errorf("opening shard store: %w", err)
 		}
 	}
-	if err := d.load(); err != nil {
+	// The marker is read first, so a store whose key is missing fails
+	// before its shards are walked.
+	m, err := d.readMarker()
+	if err != nil {
+		return nil, fmt.Errorf("opening shard store %s: %w", dir, err)
+	}
+	if m != nil && d.keys == nil {
+		return nil, fmt.Errorf("opening shard store %s: %w", dir, d.checkEncryption(m, loadStats{}))
+	}
+	st, err := d.load()
+	if err != nil {
+		return nil, fmt.Errorf("opening shard store %s: %w", dir, err)
+	}
+	if err := d.checkEncryption(m, st); err != nil {
 		return nil, fmt.Errorf("opening shard store %s: %w", dir, err)
 	}
 	if !d.noSync && d.groupCommit && groupCommit {
@@ -213,10 +233,11 @@ func OpenDisk(dir string, capacity int64, opts ...DiskOption) (*Disk, error) {
 // load builds the in-memory index from the shard files' headers. A file whose
 // header is damaged stays indexed as corrupt, so reads fail with ErrCorrupt
 // and the scrubber reports it, instead of the shard silently vanishing.
-func (d *Disk) load() error {
+func (d *Disk) load() (loadStats, error) {
+	st := loadStats{byKey: map[[8]byte]int{}, unknown: map[[8]byte]int{}}
 	subs, err := os.ReadDir(d.dir)
 	if err != nil {
-		return err
+		return st, err
 	}
 	for _, sub := range subs {
 		if !sub.IsDir() {
@@ -225,53 +246,74 @@ func (d *Disk) load() error {
 		subdir := filepath.Join(d.dir, sub.Name())
 		files, err := os.ReadDir(subdir)
 		if err != nil {
-			return err
+			return st, err
 		}
 		for _, f := range files {
 			path := filepath.Join(subdir, f.Name())
 			if strings.Contains(f.Name(), tmpMarker) {
 				if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("removing leftover %s: %w", path, err)
+					return st, fmt.Errorf("removing leftover %s: %w", path, err)
 				}
 				continue
 			}
 			if !chunkserver.ValidName(f.Name()) || f.IsDir() {
 				continue // not ours; leave it alone
 			}
-			e, err := readEntry(path)
+			e, hdr, err := d.readEntry(f.Name(), path)
 			if err != nil {
-				return err
+				return st, err
+			}
+			switch {
+			case e.corrupt:
+			case !hdr.enc:
+				st.plain++
+			default:
+				st.byKey[hdr.fp]++
+				if d.keys == nil {
+					break
+				}
+				if _, ok := d.keys.byFingerprint(hdr.fp); !ok {
+					st.unknown[hdr.fp]++
+				}
 			}
 			d.index[f.Name()] = e
 			d.used += e.file
 		}
 	}
-	return nil
+	return st, nil
 }
 
-func readEntry(path string) (diskEntry, error) {
+// readEntry indexes the shard file at path from its header. An encrypted
+// shard's checksum is unmasked when the store holds its key.
+func (d *Disk) readEntry(name, path string) (diskEntry, shardHeader, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return diskEntry{}, err
+		return diskEntry{}, shardHeader{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return diskEntry{}, err
+		return diskEntry{}, shardHeader{}, err
 	}
-	size, sum, off, ok, err := readHeader(f)
+	hdr, ok, err := readHeader(f)
 	if err != nil {
-		return diskEntry{}, err
+		return diskEntry{}, shardHeader{}, err
 	}
-	if !ok || fi.Size() != fileSize(size, off) {
-		return diskEntry{file: fi.Size(), corrupt: true}, nil
+	if !ok || fi.Size() != hdr.fileSize() {
+		return diskEntry{file: fi.Size(), corrupt: true}, shardHeader{}, nil
 	}
-	return diskEntry{size: size, sum: sum, file: fi.Size()}, nil
+	sum := hdr.sum
+	if hdr.enc && d.keys != nil {
+		if key, ok := d.keys.byFingerprint(hdr.fp); ok {
+			c, err := newShardCipher(key, name, hdr)
+			if err != nil {
+				return diskEntry{}, shardHeader{}, err
+			}
+			sum = c.sum()
+		}
+	}
+	return diskEntry{size: hdr.size, sum: sum, file: fi.Size()}, hdr, nil
 }
-
-// fileSize is the length of the file of a shard of size bytes whose data
-// starts at off.
-func fileSize(size, off int64) int64 { return off + size + 8*int64(numBlocks(size)) }
 
 // dataOffset is where a Put places the data of a shard of size bytes.
 func (d *Disk) dataOffset(size int64) int64 {
@@ -289,64 +331,83 @@ func ShardDataOffset(path string) (int64, error) {
 		return 0, err
 	}
 	defer f.Close()
-	_, _, off, ok, err := readHeader(f)
+	hdr, ok, err := readHeader(f)
 	if err != nil {
 		return 0, err
 	}
 	if !ok {
 		return 0, fmt.Errorf("%s: header: %w", path, ErrCorrupt)
 	}
-	return off, nil
+	return hdr.off, nil
 }
 
-// encodeHeader fills h, HeaderSize bytes, with the header of a shard whose
-// data starts at off (HeaderSize or alignedDataOffset).
-func encodeHeader(h []byte, size int64, sum uint64, off int64) {
-	version := uint32(formatPacked)
-	if off == alignedDataOffset {
+// encodeHeader fills h, HeaderSize bytes, with the header hdr describes;
+// hdr.off is HeaderSize or alignedDataOffset, hdr.sum as stored.
+func encodeHeader(h []byte, hdr shardHeader) {
+	var version uint32
+	switch {
+	case hdr.off == alignedDataOffset && hdr.enc:
+		version = formatAlignedEncrypted
+	case hdr.off == alignedDataOffset:
 		version = formatAligned
+	case hdr.enc:
+		version = formatPackedEncrypted
+	default:
+		version = formatPacked
 	}
 	copy(h, diskMagic[:])
 	binary.LittleEndian.PutUint32(h[8:], version)
 	binary.LittleEndian.PutUint32(h[12:], BlockSize)
-	binary.LittleEndian.PutUint64(h[16:], uint64(size))
-	binary.LittleEndian.PutUint64(h[24:], sum)
+	binary.LittleEndian.PutUint64(h[16:], uint64(hdr.size))
+	binary.LittleEndian.PutUint64(h[24:], hdr.sum)
 	clear(h[32:56])
+	if hdr.enc {
+		copy(h[32:48], hdr.salt[:])
+		copy(h[48:56], hdr.fp[:])
+	}
 	binary.LittleEndian.PutUint64(h[56:], xxhash.Sum64(h[:56]))
 }
 
 // readHeader reads the header of the open shard file f and checks it as
 // parseHeader does; a file too short to hold one is not ok, not an error.
-func readHeader(f *os.File) (size int64, sum uint64, off int64, ok bool, err error) {
-	var hdr [HeaderSize]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil && !errors.Is(err, io.EOF) {
-		return 0, 0, 0, false, err
+func readHeader(f *os.File) (hdr shardHeader, ok bool, err error) {
+	var buf [HeaderSize]byte
+	if _, err := f.ReadAt(buf[:], 0); err != nil && !errors.Is(err, io.EOF) {
+		return shardHeader{}, false, err
 	}
-	size, sum, off, ok = parseHeader(hdr[:])
-	return size, sum, off, ok, nil
+	hdr, ok = parseHeader(buf[:])
+	return hdr, ok, nil
 }
 
-// parseHeader checks a shard file's header and returns the shard's size,
-// checksum and where its data starts.
-func parseHeader(h []byte) (size int64, sum uint64, off int64, ok bool) {
+// parseHeader checks a shard file's header and returns what it says.
+func parseHeader(h []byte) (hdr shardHeader, ok bool) {
 	if len(h) < HeaderSize || [8]byte(h[:8]) != diskMagic ||
 		binary.LittleEndian.Uint64(h[56:]) != xxhash.Sum64(h[:56]) ||
 		binary.LittleEndian.Uint32(h[12:]) != BlockSize {
-		return 0, 0, 0, false
+		return shardHeader{}, false
 	}
 	switch binary.LittleEndian.Uint32(h[8:]) {
 	case formatPacked:
-		off = HeaderSize
+		hdr.off = HeaderSize
 	case formatAligned:
-		off = alignedDataOffset
+		hdr.off = alignedDataOffset
+	case formatPackedEncrypted:
+		hdr.off, hdr.enc = HeaderSize, true
+	case formatAlignedEncrypted:
+		hdr.off, hdr.enc = alignedDataOffset, true
 	default:
-		return 0, 0, 0, false
+		return shardHeader{}, false
 	}
-	size = int64(binary.LittleEndian.Uint64(h[16:]))
-	if size < 0 {
-		return 0, 0, 0, false
+	hdr.size = int64(binary.LittleEndian.Uint64(h[16:]))
+	if hdr.size < 0 {
+		return shardHeader{}, false
 	}
-	return size, binary.LittleEndian.Uint64(h[24:]), off, true
+	hdr.sum = binary.LittleEndian.Uint64(h[24:])
+	if hdr.enc {
+		hdr.salt = [16]byte(h[32:48])
+		hdr.fp = [8]byte(h[48:56])
+	}
+	return hdr, true
 }
 
 // Path returns the file holding shard name. Tests use it to damage a shard the
@@ -398,13 +459,29 @@ func (d *Disk) put(name string, data []byte, buffered bool) (uint64, error) {
 	// Header and trailer share one pooled buffer: the header is filled in
 	// by writeTemp, the trailer's block checksums are computed straight
 	// into it.
-	off := d.dataOffset(int64(len(data)))
-	need := fileSize(int64(len(data)), off)
-	mp := getMeta(HeaderSize + 8*numBlocks(int64(len(data))))
+	hdr := shardHeader{size: int64(len(data)), off: d.dataOffset(int64(len(data))), sum: chunkserver.Sum(data), enc: d.keys != nil}
+	need := hdr.fileSize()
+	mp := getMeta(HeaderSize + int(hdr.entrySize())*numBlocks(hdr.size))
 	defer metaBufs.Put(mp)
 	meta := *mp
-	sum := chunkserver.Sum(data)
-	putBlockSums(meta[HeaderSize:], data)
+	sum := hdr.sum
+	if hdr.enc {
+		// The trailer gets the blocks' tags, the file the ciphertext.
+		key := d.keys.Primary()
+		hdr.salt, hdr.fp = newSalt(), d.keys.primaryFP
+		c, err := deriveCipher(key, hdr.salt)
+		if err != nil {
+			return 0, fmt.Errorf("put %s: %w", name, err)
+		}
+		hdr.sum ^= c.mask
+		c.bind(name, hdr)
+		ctp := getCT(len(data))
+		defer ctBufs.Put(ctp)
+		c.seal(*ctp, meta[HeaderSize:], data)
+		data = *ctp
+	} else {
+		putBlockSums(meta[HeaderSize:], data)
+	}
 
 	// Reserve the space first so concurrent Puts cannot together overshoot
 	// the limit. A replaced shard's bytes are credited, so rewriting a shard
@@ -434,7 +511,7 @@ func (d *Disk) put(name string, data []byte, buffered bool) (uint64, error) {
 	}()
 
 	final := d.Path(name)
-	tmp, err := d.writeTemp(final, data, meta, sum, off, buffered)
+	tmp, err := d.writeTemp(final, data, meta, hdr, buffered)
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", name, err)
 	}
@@ -521,8 +598,8 @@ func (d *Disk) drop(name string) {
 // writeTemp writes and fsyncs the shard file under a temporary name next to
 // final and returns that name; on any failure it removes the file. meta holds
 // HeaderSize bytes for the header, then the encoded trailer; the data goes at
-// off. A buffered file is not fsynced; its writeback is started instead.
-func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64, off int64, buffered bool) (path string, err error) {
+// hdr.off. A buffered file is not fsynced; its writeback is started instead.
+func (d *Disk) writeTemp(final string, data, meta []byte, hdr shardHeader, buffered bool) (path string, err error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	path = final + tmpMarker + hex.EncodeToString(rnd[:])
@@ -536,8 +613,8 @@ func (d *Disk) writeTemp(final string, data, meta []byte, sum uint64, off int64,
 			_ = os.Remove(path)
 		}
 	}()
-	encodeHeader(meta[:HeaderSize], int64(len(data)), sum, off)
-	if err := writeParts(f, meta[:HeaderSize], headerPad[:off-HeaderSize], data, meta[HeaderSize:]); err != nil {
+	encodeHeader(meta[:HeaderSize], hdr)
+	if err := writeParts(f, meta[:HeaderSize], headerPad[:hdr.off-HeaderSize], data, meta[HeaderSize:]); err != nil {
 		return "", noSpace(err)
 	}
 	switch {
@@ -637,22 +714,30 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	// index, so size and blocks come from the same file even if a Put
 	// replaces the shard meanwhile; reading it every time (one pread of a
 	// cached page) also catches a header damaged since the file was opened.
-	size, _, dataOff, ok, err := readHeader(f)
+	hdr, ok, err := readHeader(f)
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", name, err)
 	}
 	if !ok {
 		return 0, fmt.Errorf("read %s: header: %w", name, ErrCorrupt)
 	}
+	size, dataOff := hdr.size, hdr.off
 	n, eof := readSpan(size, len(p), off)
 	if n == 0 {
 		return 0, eof
 	}
+	var c *shardCipher
+	if hdr.enc {
+		if c, err = d.cipherFor(h, name, hdr); err != nil {
+			return 0, fmt.Errorf("read %s: %w", name, err)
+		}
+	}
 	first, last := off/BlockSize, (off+int64(n)-1)/BlockSize
 	lo, hi := first*BlockSize, min((last+1)*BlockSize, size)
 
-	sums := make([]byte, 8*(last-first+1))
-	if err := chunkserver.ReadFullAt(f, sums, dataOff+size+8*first); err != nil {
+	es := hdr.entrySize()
+	sums := make([]byte, es*(last-first+1))
+	if err := chunkserver.ReadFullAt(f, sums, dataOff+size+es*first); err != nil {
 		return 0, fmt.Errorf("read %s: checksums: %w", name, err)
 	}
 	// Read straight into p when the request is block-aligned, the common
@@ -674,7 +759,13 @@ func (d *Disk) ReadAt(name string, p []byte, off int64) (int, error) {
 	if err := chunkserver.ReadFullAt(f, buf, dataOff+lo); err != nil {
 		return 0, fmt.Errorf("read %s: %w", name, err)
 	}
-	if bad := chunkserver.BadBlock(buf, BlockSize, sums); bad >= 0 {
+	var bad int64
+	if c != nil {
+		bad = c.open(buf, buf, sums, first) // in place
+	} else {
+		bad = chunkserver.BadBlock(buf, BlockSize, sums)
+	}
+	if bad >= 0 {
 		if &buf[0] == &p[0] {
 			clear(p[:n]) // never hand back bytes that failed their checksum
 		}

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // maxOpenShards bounds the read handles Disk keeps open: enough for the
@@ -37,6 +38,9 @@ type shardHandle struct {
 	gen  uint64
 	f    *os.File
 	refs int // readers using f, plus one while cached
+	// cipher is the file's, for an encrypted shard, derived on its
+	// first read (see Disk.cipherFor).
+	cipher atomic.Pointer[shardCipher]
 }
 
 func newHandleCache(limit int) *handleCache {

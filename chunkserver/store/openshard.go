@@ -37,6 +37,9 @@ func (d *Disk) OpenShard(name string) (*os.File, chunkserver.ShardLayout, error)
 	if e.corrupt {
 		return fail(fmt.Errorf("header: %w", ErrCorrupt))
 	}
+	if d.keys != nil {
+		return fail(ErrEncrypted) // no need to open what cannot be handed out
+	}
 	f, err := os.Open(d.Path(name))
 	if errors.Is(err, os.ErrNotExist) {
 		return fail(ErrNotFound) // deleted since the index lookup
@@ -55,25 +58,29 @@ func (d *Disk) OpenShard(name string) (*os.File, chunkserver.ShardLayout, error)
 // fileLayout checks an open shard file's header and length, read from the
 // file itself so they belong to the same file whatever Puts ran meanwhile.
 func fileLayout(f *os.File) (chunkserver.ShardLayout, error) {
-	size, sum, off, ok, err := readHeader(f)
+	hdr, ok, err := readHeader(f)
 	if err != nil {
 		return chunkserver.ShardLayout{}, err
 	}
 	if !ok {
 		return chunkserver.ShardLayout{}, fmt.Errorf("header: %w", ErrCorrupt)
 	}
+	if hdr.enc {
+		// Whatever the store's keys, the file holds ciphertext.
+		return chunkserver.ShardLayout{}, ErrEncrypted
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return chunkserver.ShardLayout{}, err
 	}
-	if fi.Size() != fileSize(size, off) {
-		return chunkserver.ShardLayout{}, fmt.Errorf("file of %d bytes, header says %d: %w", fi.Size(), fileSize(size, off), ErrCorrupt)
+	if fi.Size() != hdr.fileSize() {
+		return chunkserver.ShardLayout{}, fmt.Errorf("file of %d bytes, header says %d: %w", fi.Size(), hdr.fileSize(), ErrCorrupt)
 	}
 	return chunkserver.ShardLayout{
-		Size:       size,
-		Sum:        sum,
-		DataOffset: off,
+		Size:       hdr.size,
+		Sum:        hdr.sum,
+		DataOffset: hdr.off,
 		BlockSize:  BlockSize,
-		SumsOffset: off + size,
+		SumsOffset: hdr.off + hdr.size,
 	}, nil
 }
