@@ -736,6 +736,16 @@ func (c *MetaCache) Unlink(ctx context.Context, parent metaserver.Ino, name stri
 	return err
 }
 
+// ForgetInode drops the cached attributes of ino and refuses replies to
+// reads of it sent before now. Unlink and Rename reach the inode under a
+// name through the names the cache holds; a caller that knows which inode
+// the name held (the kernel does) tells the cache after the mutation, so the
+// inode's new link count and ctime are never answered stale from a name the
+// cache did not hold.
+func (c *MetaCache) ForgetInode(ctx context.Context, ino metaserver.Ino) {
+	c.forget(ctx, nil, ino)
+}
+
 func (c *MetaCache) Rmdir(ctx context.Context, parent metaserver.Ino, name string) error {
 	names := []dentKey{{parent, name}}
 	c.forget(ctx, names, parent)

@@ -515,3 +515,38 @@ func TestMetaCacheOwnReplyNotReplacedByOlderChange(t *testing.T) {
 		t.Fatalf("after the confirming change: %+v, cached %v", v, ok)
 	}
 }
+
+// TestMetaCacheForgetInode: a name the cache does not hold is unlinked
+// while the inode's attributes are cached (here, from a hard link this mount
+// made). The cache cannot tell which inode the name held, so it keeps the
+// old link count; the caller that knows (the FUSE mount, whose open-file
+// orphan links do exactly this before every unlink of an open file) tells
+// it, and the next getattr asks the metaserver.
+func TestMetaCacheForgetInode(t *testing.T) {
+	r := newCacheRig(t, MetaCacheOptions{})
+	ctx := context.Background()
+	gate := r.feed.hold() // no feed change drops what the link settles
+	a := createFile(t, r.remote, metaserver.RootIno, "a")
+	linked, err := r.c.Link(ctx, a.Ino, metaserver.RootIno, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if linked.Nlink != 2 {
+		t.Fatalf("link answered nlink %d", linked.Nlink)
+	}
+	if err := r.c.Unlink(ctx, metaserver.RootIno, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.c.GetAttr(ctx, a.Ino); got.Nlink != 2 {
+		t.Fatalf("the cache learned of the unlink by itself (nlink %d); this test no longer shows why ForgetInode exists", got.Nlink)
+	}
+	r.c.ForgetInode(ctx, a.Ino)
+	got, err := r.c.GetAttr(ctx, a.Ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Nlink != 1 {
+		t.Fatalf("after ForgetInode: nlink %d, want 1", got.Nlink)
+	}
+	close(gate)
+}

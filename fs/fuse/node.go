@@ -367,10 +367,22 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err != nil {
 		return n.m.fail("unlink", n.ino, err)
 	}
-	if err := n.m.meta.Unlink(ctx, n.ino, name); err != nil {
+	err = n.m.meta.Unlink(ctx, n.ino, name)
+	n.m.forgetIno(ctx, ino)
+	if err != nil {
 		return n.m.fail("unlink", n.ino, err)
 	}
 	return 0
+}
+
+// forgetIno tells the metadata cache that an unlink or rename changed the
+// attributes of ino, the inode the kernel knew under the name: the cache may
+// not hold that name, and would answer the old link count (see
+// fs.MetaCache.ForgetInode). ino 0 (the kernel knew no inode) is ignored.
+func (m *mountState) forgetIno(ctx context.Context, ino metaserver.Ino) {
+	if m.cache != nil && ino != 0 {
+		m.cache.ForgetInode(ctx, ino)
+	}
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -400,6 +412,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if n.m.hideReserved(np.ino, newName) {
 		return syscall.EPERM
 	}
+	// The moved inode's ctime and a replaced one's link count change.
+	var moved, replaced metaserver.Ino
+	if ch := n.GetChild(name); ch != nil {
+		moved = metaserver.Ino(ch.StableAttr().Ino)
+	}
+	if ch := np.GetChild(newName); ch != nil {
+		replaced = metaserver.Ino(ch.StableAttr().Ino)
+	}
 	// A replaced target that is open here must stay readable.
 	if flags&(metaserver.RenameExchange|metaserver.RenameNoreplace) == 0 {
 		ino, st, err := np.holdIfOpen(ctx, newName)
@@ -410,7 +430,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return n.m.fail("rename", n.ino, err)
 		}
 	}
-	if err := n.m.meta.Rename(ctx, n.ino, name, np.ino, newName, flags); err != nil {
+	err := n.m.meta.Rename(ctx, n.ino, name, np.ino, newName, flags)
+	n.m.forgetIno(ctx, moved)
+	n.m.forgetIno(ctx, replaced)
+	if err != nil {
 		return n.m.fail("rename", n.ino, err)
 	}
 	return 0

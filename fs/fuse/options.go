@@ -169,6 +169,8 @@ type mountState struct {
 	// feed is the client's metadata cache when it may push changes to the
 	// kernel (nil otherwise); see feed.go.
 	feed *kernelFeed
+	// cache is the client's metadata cache, if it has one.
+	cache *dfs.MetaCache
 
 	// READ requests that reached the mount and the bytes they returned: a
 	// file the kernel keeps in its page cache costs none (Server.Stats).
@@ -216,9 +218,12 @@ func NewRoot(c *dfs.Client, opt Options) (gofs.InodeEmbedder, *gofs.Options) {
 	m := &mountState{client: c, meta: uninterrupted{c.Meta()}, opt: opt, log: opt.Logger, states: map[metaserver.Ino]*inoState{}}
 	m.orphans = newOrphanage(m)
 	root := &node{m: m, ino: opt.Root}
-	if cache, ok := c.Meta().(*dfs.MetaCache); ok && opt.FeedTimeout > 0 {
-		m.feed = newKernelFeed(m, cache)
-		m.feed.register(root)
+	if cache, ok := c.Meta().(*dfs.MetaCache); ok {
+		m.cache = cache
+		if opt.FeedTimeout > 0 {
+			m.feed = newKernelFeed(m, cache)
+			m.feed.register(root)
+		}
 	}
 	entry, attr, neg := opt.EntryTimeout, opt.AttrTimeout, opt.NegativeTimeout
 	gopt := &gofs.Options{
