@@ -30,6 +30,14 @@ const ShortCircuitSocket = "shortcircuit.sock"
 // ShortCircuitVersion is the protocol version in the hello.
 const ShortCircuitVersion = 1
 
+// ShortCircuitVersionBytes is the version a server speaks when it hands out
+// no descriptors, because its shard files hold ciphertext (encryption at
+// rest): it refuses SCOpen and answers SCRead with the verified plaintext
+// instead, and says so with ShortCircuitHello.NoDescriptors. Clients that
+// know only version 1 refuse such a socket and read over HTTP, so none of
+// them ever reads a shard file that is not plaintext.
+const ShortCircuitVersionBytes = 2
+
 // Operations of a ShortCircuitRequest.
 const (
 	// SCOpen asks for a read-only descriptor of the named shard's file.
@@ -42,6 +50,11 @@ const (
 	// data, and the reply carries the shard's checksum in Sum. Buffered
 	// asks for a buffered write (see Client.PutBuffered).
 	SCPut = "put"
+	// SCRead reads Size bytes at Off of the named shard through the
+	// store, which checks (and decrypts) them: the reply frame, with the
+	// byte count in Size, is followed by that many bytes. Only servers of
+	// ShortCircuitVersionBytes answer it.
+	SCRead = "read"
 )
 
 // ErrShortCircuitIdentity: the socket answered as a different chunkserver
@@ -67,6 +80,8 @@ type ShortCircuitHello struct {
 	Version  int    `json:"version"`
 	ID       string `json:"id"`
 	Instance string `json:"instance"`
+	// NoDescriptors (version 2): read with SCRead, not SCOpen.
+	NoDescriptors bool `json:"noDescriptors,omitempty"`
 }
 
 // ShortCircuitRequest is a client's frame.
@@ -75,6 +90,8 @@ type ShortCircuitRequest struct {
 	Name     string `json:"name"`
 	Size     int64  `json:"size,omitempty"`
 	Buffered bool   `json:"buffered,omitempty"`
+	// Off is where an SCRead starts.
+	Off int64 `json:"off,omitempty"`
 }
 
 // ShortCircuitReply answers one request. Status is 0 on success; otherwise
@@ -88,6 +105,8 @@ type ShortCircuitReply struct {
 	Layout *ShardLayout `json:"layout,omitempty"`
 	// Sum is a stored shard's checksum, in the reply to SCPut.
 	Sum uint64 `json:"sum,omitempty"`
+	// Size is how many bytes follow the reply to SCRead.
+	Size int64 `json:"size,omitempty"`
 }
 
 // ShardLayout says where a shard's bytes and block checksums sit in its

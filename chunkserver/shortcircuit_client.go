@@ -136,6 +136,9 @@ type ShortCircuit struct {
 
 	downUntil atomic.Int64 // unix nanoseconds; reads go over HTTP before it
 	closed    atomic.Bool
+	// noFDs: the server hands out no descriptors (its shard files are
+	// encrypted), so reads ask it for the bytes over the socket (SCRead).
+	noFDs atomic.Bool
 
 	fds fdCache
 
@@ -170,7 +173,7 @@ func (s *ShortCircuit) connectLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := dialShortCircuit(ctx, info)
+	conn, hello, err := dialShortCircuit(ctx, info)
 	if err != nil {
 		return fmt.Errorf("chunkserver %s: short-circuit: %w", s.addr, err)
 	}
@@ -178,6 +181,7 @@ func (s *ShortCircuit) connectLocked(ctx context.Context) error {
 		_ = s.conn.Close()
 	}
 	s.info, s.conn = info, conn
+	s.noFDs.Store(hello.NoDescriptors)
 	return nil
 }
 
@@ -205,11 +209,11 @@ func fetchShortCircuitInfo(ctx context.Context, hc *http.Client, addr string) (S
 }
 
 // dialShortCircuit connects to info.Socket and checks the hello against info.
-func dialShortCircuit(ctx context.Context, info ShortCircuitInfo) (*net.UnixConn, error) {
+func dialShortCircuit(ctx context.Context, info ShortCircuitInfo) (*net.UnixConn, ShortCircuitHello, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", info.Socket)
 	if err != nil {
-		return nil, err
+		return nil, ShortCircuitHello{}, err
 	}
 	conn := nc.(*net.UnixConn)
 	_ = conn.SetDeadline(deadline(ctx))
@@ -220,18 +224,24 @@ func dialShortCircuit(ctx context.Context, info ShortCircuitInfo) (*net.UnixConn
 	}
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("reading hello on %s: %w", info.Socket, err)
+		return nil, hello, fmt.Errorf("reading hello on %s: %w", info.Socket, err)
 	}
-	if hello.Version != ShortCircuitVersion {
+	// Version 2 differs from 1 only in serving reads as bytes, which it
+	// must say; a version 1 server always hands out descriptors.
+	if hello.Version != ShortCircuitVersion && (hello.Version != ShortCircuitVersionBytes || !hello.NoDescriptors) {
 		_ = conn.Close()
-		return nil, fmt.Errorf("socket %s speaks version %d, want %d", info.Socket, hello.Version, ShortCircuitVersion)
+		return nil, hello, fmt.Errorf("socket %s speaks version %d, want %d or %d", info.Socket, hello.Version, ShortCircuitVersion, ShortCircuitVersionBytes)
+	}
+	if hello.Version == ShortCircuitVersion && hello.NoDescriptors {
+		_ = conn.Close()
+		return nil, hello, fmt.Errorf("socket %s speaks version %d without descriptors", info.Socket, hello.Version)
 	}
 	if hello.ID != info.ID || hello.Instance != info.Instance {
 		_ = conn.Close()
-		return nil, fmt.Errorf("socket %s answered as %s (run %.8s), want %s (run %.8s): %w",
+		return nil, hello, fmt.Errorf("socket %s answered as %s (run %.8s), want %s (run %.8s): %w",
 			info.Socket, hello.ID, hello.Instance, info.ID, info.Instance, ErrShortCircuitIdentity)
 	}
-	return conn, nil
+	return conn, hello, nil
 }
 
 func deadline(ctx context.Context) time.Time {
@@ -329,6 +339,9 @@ func (s *ShortCircuit) drainIdle() {
 func (s *ShortCircuit) readLocal(ctx context.Context, name string, p []byte, off int64) error {
 	if !ValidName(name) {
 		return NewStatusError(http.StatusBadRequest, ErrorName, fmt.Sprintf("invalid shard name %q", name))
+	}
+	if s.noFDs.Load() {
+		return s.readBytes(ctx, name, p, off)
 	}
 	h := s.fds.get(name)
 	fresh := false
@@ -511,9 +524,56 @@ func (s *ShortCircuit) putLocal(ctx context.Context, name string, data []byte, b
 	return reply.Sum, nil
 }
 
-// dialPut opens another connection for puts. After the socket path was
-// down it first asks the server again where its socket is and who answers
-// there, as opens do, so a restarted server is found.
+// readBytes asks the server for len(p) bytes at off of shard name over a
+// pooled connection, as putLocal sends them: the server reads them through
+// its store, which checks them, so they arrive as plaintext already
+// verified (and a corrupt block as the server's answer, reported by it).
+func (s *ShortCircuit) readBytes(ctx context.Context, name string, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil
+	}
+	var c *net.UnixConn
+	select {
+	case c = <-s.idle:
+	default:
+		var err error
+		if c, err = s.dialPut(ctx); err != nil {
+			return fmt.Errorf("short-circuit read %s: %w", name, err)
+		}
+	}
+	_ = c.SetDeadline(deadline(ctx))
+	var reply ShortCircuitReply
+	err := WriteShortCircuitFrame(c, ShortCircuitRequest{Op: SCRead, Name: name, Off: off, Size: int64(len(p))}, nil)
+	if err == nil {
+		// Exactly the frame: the bytes follow it on the connection.
+		err = ReadShortCircuitRequest(c, &reply)
+	}
+	if err == nil && reply.Status == 0 {
+		if reply.Size != int64(len(p)) {
+			err = fmt.Errorf("reply of %d bytes to a read of %d", reply.Size, len(p))
+		} else {
+			_, err = io.ReadFull(c, p)
+		}
+	}
+	if err != nil {
+		_ = c.Close()
+		return fmt.Errorf("short-circuit read %s: %w", name, err)
+	}
+	s.release(c)
+	switch reply.Status {
+	case 0:
+		return nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		// As the HTTP client makes of a 416.
+		return fmt.Errorf("range %d+%d past end of shard: %w", off, len(p), io.ErrUnexpectedEOF)
+	default:
+		return NewStatusError(reply.Status, reply.Kind, reply.Msg)
+	}
+}
+
+// dialPut opens another connection for puts and byte reads. After the
+// socket path was down it first asks the server again where its socket is
+// and who answers there, as opens do, so a restarted server is found.
 func (s *ShortCircuit) dialPut(ctx context.Context) (*net.UnixConn, error) {
 	s.mu.Lock()
 	if s.conn == nil {
@@ -524,7 +584,8 @@ func (s *ShortCircuit) dialPut(ctx context.Context) (*net.UnixConn, error) {
 	}
 	info := s.info
 	s.mu.Unlock()
-	return dialShortCircuit(ctx, info)
+	c, _, err := dialShortCircuit(ctx, info)
+	return c, err
 }
 
 // release keeps c for the next put, or closes it.

@@ -25,4 +25,7 @@ func ReadShortCircuitRequest(io.Reader, any) error { return errNoShortCircuit }
 // WriteShortCircuitPut fails: descriptors cannot be passed here.
 func WriteShortCircuitPut(*net.UnixConn, ShortCircuitRequest, []byte) error { return errNoShortCircuit }
 
+// WriteShortCircuitData fails: descriptors cannot be passed here.
+func WriteShortCircuitData(*net.UnixConn, any, []byte) error { return errNoShortCircuit }
+
 func (h *scFile) unlinked() bool { return true }

@@ -163,7 +163,13 @@ func ReadShortCircuitRequest(r io.Reader, v any) error {
 // WriteShortCircuitPut sends a put request followed by its data in one
 // writev.
 func WriteShortCircuitPut(c *net.UnixConn, req ShortCircuitRequest, data []byte) error {
-	body, err := json.Marshal(req)
+	return WriteShortCircuitData(c, req, data)
+}
+
+// WriteShortCircuitData sends v as one frame followed by data, in one
+// writev: a put request, or the reply to a read.
+func WriteShortCircuitData(c *net.UnixConn, v any, data []byte) error {
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ type metrics struct {
 	scRefused  atomic.Int64
 	scOpens    atomic.Int64
 	scPuts     atomic.Int64
+	scReads    atomic.Int64
 }
 
 type reqKey struct {
@@ -116,6 +117,7 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	p("dockyard_chunkserver_flush_errors_total", "counter", "Background flushes of buffered shards that failed.", m.flushErrors.Load())
 	p("dockyard_chunkserver_short_circuit_opens_total", "counter", "Shard files handed to clients on this host over the short-circuit socket.", m.scOpens.Load())
 	p("dockyard_chunkserver_short_circuit_puts_total", "counter", "Shards stored from bytes sent over the short-circuit socket.", m.scPuts.Load())
+	p("dockyard_chunkserver_short_circuit_reads_total", "counter", "Shard reads answered with bytes over the short-circuit socket (stores that hand out no descriptors).", m.scReads.Load())
 	p("dockyard_chunkserver_short_circuit_connections", "gauge", "Short-circuit connections open.", g.scConns)
 	fmt.Fprintf(w, "# HELP dockyard_chunkserver_short_circuit_connections_total Connections to the short-circuit socket by result: accepted, or refused for their peer's uid.\n# TYPE dockyard_chunkserver_short_circuit_connections_total counter\n")
 	fmt.Fprintf(w, "dockyard_chunkserver_short_circuit_connections_total{result=\"accepted\"} %d\n", m.scAccepted.Load())

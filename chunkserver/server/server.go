@@ -60,6 +60,12 @@ type Config struct {
 	// take from writers that never fsync; negative leaves it to Sync and
 	// shutdown. Used only when the server opens its own disk store.
 	FlushInterval time.Duration
+	// Encryption, when set, makes the disk store encrypt shards at rest
+	// with its primary key and read them with any of its keys
+	// (store.WithEncryption); the short-circuit socket then serves bytes
+	// instead of descriptors. Used only when the server opens its own disk
+	// store.
+	Encryption *store.Keys
 	// Store replaces the disk store in DataDir (e.g. store.NewMemory in
 	// tests). The caller keeps ownership: Close does not close it.
 	Store store.Store
@@ -216,6 +222,9 @@ func New(cfg Config) (*Server, error) {
 		}
 		if cfg.FlushInterval != 0 {
 			opts = append(opts, store.WithFlushInterval(cfg.FlushInterval))
+		}
+		if cfg.Encryption != nil {
+			opts = append(opts, store.WithEncryption(cfg.Encryption))
 		}
 		// The store starts its flusher at once, before s.log exists.
 		opts = append(opts, store.WithFlushErrorHandler(func(err error) {

@@ -25,12 +25,21 @@ import (
 // docs/chunkserver.md). The socket is owner-only and a connecting process
 // must run as the server's user (or root), who can read the shard files
 // anyway; a descriptor handed out reads that one shard file and nothing else.
+//
+// A store that encrypts its shards hands out no descriptors: the files hold
+// ciphertext, and giving a client the means to decrypt them would spread the
+// key. Such a server speaks chunkserver.ShortCircuitVersionBytes and serves
+// reads as bytes over the socket (SCRead), read and checked by the store;
+// that still skips loopback HTTP, and clients that only know descriptors
+// refuse the socket and read over HTTP.
 
 type shortCircuit struct {
 	ln       *net.UnixListener
 	path     string
 	instance string
 	opener   store.ShardOpener
+	// bytesOnly: the shard files are encrypted; serve reads, not files.
+	bytesOnly bool
 
 	mu     sync.Mutex
 	conns  map[*net.UnixConn]struct{}
@@ -62,8 +71,9 @@ func (s *Server) listenShortCircuit() (*shortCircuit, error) {
 	}
 	var rnd [16]byte
 	_, _ = rand.Read(rnd[:])
+	enc, _ := s.store.(interface{ Encrypted() bool })
 	return &shortCircuit{ln: ln, path: path, instance: hex.EncodeToString(rnd[:]), opener: opener,
-		conns: map[*net.UnixConn]struct{}{}}, nil
+		bytesOnly: enc != nil && enc.Encrypted(), conns: map[*net.UnixConn]struct{}{}}, nil
 }
 
 // withShortCircuit adds the endpoint describing the socket to the API.
@@ -150,6 +160,9 @@ func (s *Server) serveShortCircuitConn(c *net.UnixConn) {
 	}
 	s.metrics.scAccepted.Add(1)
 	hello := chunkserver.ShortCircuitHello{Version: chunkserver.ShortCircuitVersion, ID: string(s.id), Instance: s.sc.instance}
+	if s.sc.bytesOnly {
+		hello.Version, hello.NoDescriptors = chunkserver.ShortCircuitVersionBytes, true
+	}
 	if err := chunkserver.WriteShortCircuitFrame(c, hello, nil); err != nil {
 		return
 	}
@@ -176,7 +189,13 @@ func (s *Server) answerShortCircuit(c *net.UnixConn, r io.Reader, req chunkserve
 	switch req.Op {
 	case chunkserver.SCPut:
 		return s.putShortCircuit(c, r, req)
+	case chunkserver.SCRead:
+		return s.readShortCircuit(c, req)
 	case chunkserver.SCOpen:
+		if s.sc.bytesOnly {
+			return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: http.StatusNotImplemented,
+				Msg: "shard files are encrypted at rest: no descriptors; read with " + chunkserver.SCRead}, nil)
+		}
 		if err := s.checkOpen(); err != nil {
 			return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: http.StatusServiceUnavailable, Msg: err.Error()}, nil)
 		}
@@ -241,4 +260,42 @@ func (s *Server) putShortCircuit(c *net.UnixConn, r io.Reader, req chunkserver.S
 	s.observeLocal(http.MethodPut, http.StatusCreated, start)
 	s.metrics.scPuts.Add(1)
 	return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Sum: sum}, nil)
+}
+
+// readShortCircuit answers SCRead: the bytes read through the store (so
+// checked and, for an encrypted store, decrypted) after the reply frame,
+// with the same size limit, error mapping and metrics as a GET.
+func (s *Server) readShortCircuit(c *net.UnixConn, req chunkserver.ShortCircuitRequest) error {
+	start := time.Now()
+	reply := func(code int, kind, msg string) error {
+		s.observeLocal(http.MethodGet, code, start)
+		return chunkserver.WriteShortCircuitFrame(c, chunkserver.ShortCircuitReply{Status: code, Kind: kind, Msg: msg}, nil)
+	}
+	if req.Size < 0 || req.Off < 0 {
+		return reply(http.StatusBadRequest, "", fmt.Sprintf("read of %d bytes at %d", req.Size, req.Off))
+	}
+	if err := s.checkSize(req.Size); err != nil {
+		return reply(http.StatusRequestEntityTooLarge, "", err.Error())
+	}
+	if !chunkserver.ValidName(req.Name) {
+		return reply(http.StatusBadRequest, chunkserver.ErrorName, fmt.Sprintf("invalid shard name %q", req.Name))
+	}
+	if err := s.checkOpen(); err != nil {
+		return reply(http.StatusServiceUnavailable, "", err.Error())
+	}
+	bp := s.getBuf(int(req.Size))
+	defer s.putBuf(bp)
+	n, err := s.store.ReadAt(req.Name, *bp, req.Off)
+	switch {
+	case err == nil || (errors.Is(err, io.EOF) && n == len(*bp)):
+	case errors.Is(err, io.EOF):
+		return reply(http.StatusRequestedRangeNotSatisfiable, "", fmt.Sprintf("range %d+%d past end of shard", req.Off, req.Size))
+	default:
+		code, kind := s.storeFailure(req.Name, err)
+		return reply(code, kind, err.Error())
+	}
+	s.metrics.bytesOut.Add(int64(n))
+	s.observeLocal(http.MethodGet, http.StatusPartialContent, start)
+	s.metrics.scReads.Add(1)
+	return chunkserver.WriteShortCircuitData(c, chunkserver.ShortCircuitReply{Size: req.Size}, *bp)
 }
