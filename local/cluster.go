@@ -19,6 +19,7 @@ import (
 
 	"github.com/dockyard/dockyard/chunkserver"
 	csserver "github.com/dockyard/dockyard/chunkserver/server"
+	"github.com/dockyard/dockyard/chunkserver/store"
 	"github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/internal/clusterauth"
 	"github.com/dockyard/dockyard/metaserver"
@@ -58,6 +59,9 @@ type Config struct {
 	// Unix socket in each one's directory (csserver.Config.ShortCircuit).
 	// The cluster's own clients call the servers in process anyway.
 	ShortCircuit bool
+	// Encryption makes every chunkserver encrypt its shards at rest with
+	// these keys (csserver.Config.Encryption).
+	Encryption *store.Keys
 	// Meta is the metaserver to use. Nil runs an in-memory metaserver (tests).
 	Meta Meta
 	// FS tunes the fs client (K, M, chunk size...). MaxUploads defaults to
@@ -165,6 +169,7 @@ func (c *Cluster) startChunkserver(i int) error {
 		FlushInterval:     c.cfg.FlushInterval,
 		GroupCommit:       c.cfg.GroupCommit,
 		ShortCircuit:      c.cfg.ShortCircuit,
+		Encryption:        c.cfg.Encryption,
 		Cluster:           c.Meta,
 		Chunks:            c.Meta,
 		HeartbeatInterval: c.cfg.HeartbeatInterval,

@@ -23,6 +23,7 @@ func init() { subcommands = append(subcommands, chunkserverCmd) }
 func chunkserverCmd() *cobra.Command {
 	var (
 		data, listen, advertise, meta    string
+		keyFile                          string
 		labels                           []string
 		capacity, scrubRate              string
 		fsync, groupCommit, shortCircuit bool
@@ -64,6 +65,10 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 			if rate == 0 {
 				rate = -1 // the flag's 0 means off; the config's 0 means default
 			}
+			keys, err := loadEncryptionKeys(keyFile)
+			if err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			secret, err := serverClusterSecret(cmd, log, listen)
 			if err != nil {
@@ -83,6 +88,7 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 				ScrubRate:   rate,
 				NoSync:      !fsync,
 				GroupCommit: groupCommit,
+				Encryption:  keys,
 				// Mounts on this host read shard files themselves.
 				ShortCircuit: shortCircuit,
 				// The flag's 0 means off; the config's 0 means default.
@@ -123,6 +129,80 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 	addFlushIntervalFlag(f, &flushInterval)
 	addShortCircuitServerFlag(f, &shortCircuit)
 	addGroupCommitFlag(f, &groupCommit)
+	addEncryptionKeyFlag(f, &keyFile)
+	cmd.AddCommand(keygenCmd())
+	return cmd
+}
+
+// addEncryptionKeyFlag adds --encryption-key-file, shared by chunkserver
+// and serve; pass its value through loadEncryptionKeys.
+func addEncryptionKeyFlag(f *pflag.FlagSet, path *string) {
+	f.StringVar(path, "encryption-key-file", "", "encrypt shards at rest with the keys in this file (made by "+
+		"`dockyard chunkserver keygen`; the first key encrypts new shards, the others read older ones); a data "+
+		"directory once started with it never starts without it")
+}
+
+// loadEncryptionKeys reads --encryption-key-file; "" means no encryption.
+func loadEncryptionKeys(path string) (*store.Keys, error) {
+	if path == "" {
+		return nil, nil
+	}
+	keys, err := store.LoadKeys(path)
+	if err != nil {
+		return nil, fmt.Errorf("--encryption-key-file: %w", err)
+	}
+	return keys, nil
+}
+
+func keygenCmd() *cobra.Command {
+	var (
+		id     string
+		rotate bool
+	)
+	cmd := &cobra.Command{
+		Use:   "keygen FILE [--id ID] [--rotate]",
+		Short: "Make a key file for encrypting shards at rest (--encryption-key-file)",
+		Long: `keygen writes a new random 256-bit key to FILE, readable by its owner only. Give the file to
+every chunkserver (or to serve) with --encryption-key-file. Keep a copy apart from the disks: without
+it the shards cannot be read.
+
+With --rotate it adds a new key in front of those already in FILE: restarted with it, chunkservers
+encrypt new shards with the new key and still read the ones written under the older keys. A key can
+leave the file once no shard uses it; a chunkserver refuses to start without a key its shards need.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := args[0]
+			key, err := store.GenerateKey(id)
+			if err != nil {
+				return fmt.Errorf("--id: %w", err)
+			}
+			var keys *store.Keys
+			if rotate {
+				old, err := store.LoadKeys(path)
+				if err != nil {
+					return err
+				}
+				if keys, err = old.AddPrimary(key); err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+			} else {
+				if _, err := os.Lstat(path); err == nil {
+					return fmt.Errorf("%s exists: give --rotate to add a new primary key to it", path)
+				}
+				if keys, err = store.NewKeys(key); err != nil {
+					return err
+				}
+			}
+			if err := store.WriteKeyFile(path, keys); err != nil {
+				return fmt.Errorf("writing %s: %w", path, err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: key %s is now the primary key in %s (keys: %s)\n",
+				key.ID, path, strings.Join(keys.IDs(), ", "))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&id, "id", "", "the new key's ID (default: today's date and random digits)")
+	cmd.Flags().BoolVar(&rotate, "rotate", false, "add the new key in front of the keys already in FILE")
 	return cmd
 }
 

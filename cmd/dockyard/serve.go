@@ -26,7 +26,7 @@ func init() { subcommands = append(subcommands, serveCmd) }
 func serveCmd() *cobra.Command {
 	var (
 		data, listen, metaListen, raftListen, ec, logLevel         string
-		volumeSocket                                               string
+		volumeSocket, keyFile                                      string
 		chunkservers, chunkBasePort, localDownloads                int
 		chunkCapacityMB                                            int64
 		gcInterval, convertMaxDefer, flushInterval                 time.Duration
@@ -58,6 +58,10 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				if raftListen, err = nextPort(metaListen); err != nil {
 					return fmt.Errorf("--meta-listen: %w", err)
 				}
+			}
+			keys, err := loadEncryptionKeys(keyFile)
+			if err != nil {
+				return err
 			}
 			if err := os.MkdirAll(data, 0o755); err != nil {
 				return err
@@ -97,6 +101,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				GroupCommit:   groupCommit,
 				HTTPOnly:      shardHTTP,
 				ShortCircuit:  shortCircuit,
+				Encryption:    keys,
 				Meta:          nodeMeta{node},
 				Auth:          secret,
 				FS:            dfs.Options{K: k, M: m, DurableWrites: durableWrites, Logger: log},
@@ -151,6 +156,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	f.BoolVar(&shardHTTP, "shard-http", false, "send this process's own shard traffic over loopback HTTP instead of "+
 		"calling its chunkservers directly (for comparison; other processes always use HTTP)")
 	addShortCircuitServerFlag(f, &shortCircuit)
+	addEncryptionKeyFlag(f, &keyFile)
 	f.DurationVar(&gcInterval, "gc-interval", 10*time.Minute, "how often the registry collects unreferenced blobs and idle uploads (0 = never)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	addConvertFlag(f, &convertMaxDefer)
