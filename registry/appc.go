@@ -55,6 +55,9 @@ func (r *Registry) discover(c echo.Context) error {
 		// namespaces that are not repositories have no images.
 		return ErrNameUnknown.With("%q is not a repository", "/"+repo)
 	}
+	if err := r.authorizePull(c, repo); err != nil {
+		return err
+	}
 	ok, err := r.rec.repoExists(req.Context(), repo)
 	if err != nil {
 		return err
@@ -120,6 +123,9 @@ func (r *Registry) serveACI(c echo.Context) error {
 	req := c.Request()
 	q, ext, err := parseACIPath(strings.TrimPrefix(req.URL.Path, appcPrefix))
 	if err != nil {
+		return err
+	}
+	if err := r.authorizePull(c, q.repo); err != nil {
 		return err
 	}
 	if ext == "aci.asc" {

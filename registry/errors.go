@@ -37,6 +37,10 @@ var (
 	ErrUnsupported         = ErrorCode{"UNSUPPORTED", "the operation is unsupported", http.StatusMethodNotAllowed}
 	ErrTooManyRequests     = ErrorCode{"TOOMANYREQUESTS", "too many requests", http.StatusTooManyRequests}
 
+	// ErrTokenRequest is a token request the token endpoint cannot answer:
+	// a malformed scope, another service, an unsupported grant.
+	ErrTokenRequest = ErrorCode{"TOKEN_REQUEST_INVALID", "invalid token request", http.StatusBadRequest}
+
 	ErrRangeInvalid      = ErrorCode{"RANGE_INVALID", "invalid content range", http.StatusRequestedRangeNotSatisfiable}
 	ErrTooLarge          = ErrorCode{"SIZE_EXCEEDED", "content exceeds the configured size limit", http.StatusRequestEntityTooLarge}
 	ErrTagInvalid        = ErrorCode{"TAG_INVALID", "manifest tag did not match URI", http.StatusBadRequest}
@@ -152,7 +156,13 @@ func (r *Registry) errorHandler(err error, c echo.Context) {
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentType, "application/json; charset=utf-8")
 	if re.Code.Status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Basic realm="dockyard"`)
+		// The auth layer names the token endpoint and scope; elsewhere
+		// (the token endpoint itself, search, appc) Basic credentials do.
+		if ch, ok := c.Get(challengeKey).(string); ok {
+			h.Set("WWW-Authenticate", ch)
+		} else {
+			h.Set("WWW-Authenticate", `Basic realm="dockyard"`)
+		}
 	}
 	if c.Request().Method == http.MethodHead {
 		c.Response().WriteHeader(re.Code.Status)

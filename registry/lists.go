@@ -63,7 +63,7 @@ func (r *Registry) catalog(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	repos, more, err := r.rec.listSuffixes(c.Request().Context(), "r/", last, n)
+	repos, more, err := r.listRepos(c, last, n)
 	if err != nil {
 		return err
 	}
@@ -109,3 +109,40 @@ func (r *Registry) getReferrers(c echo.Context, name, ref string) error {
 	}
 	return c.Blob(http.StatusOK, MediaTypeOCIIndex, b)
 }
+
+// listRepos pages through the repositories the request may pull (all of
+// them without auth): at most n (n < 0: all) after last.
+func (r *Registry) listRepos(c echo.Context, last string, n int) ([]string, bool, error) {
+	ctx := c.Request().Context()
+	if r.auth == nil {
+		return r.rec.listSuffixes(ctx, "r/", last, n)
+	}
+	var out []string
+	for {
+		names, more, err := r.rec.listSuffixes(ctx, "r/", last, catalogScanBatch)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, name := range names {
+			ok, err := r.mayList(c, name)
+			if err != nil {
+				return nil, false, err
+			}
+			if !ok {
+				continue
+			}
+			if n >= 0 && len(out) == n {
+				return out, true, nil
+			}
+			out = append(out, name)
+		}
+		if !more {
+			return out, false, nil
+		}
+		last = names[len(names)-1]
+	}
+}
+
+// catalogScanBatch is how many repository records a filtered catalog
+// reads at a time.
+const catalogScanBatch = 500

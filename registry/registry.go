@@ -62,6 +62,9 @@ type Config struct {
 	// downloadLanes). Default: the number of CPUs, at least
 	// minLocalDownloads; negative: no limit.
 	LocalDownloads int
+	// Auth, when set, requires users and tokens (see AuthConfig); nil
+	// leaves the registry open to whoever reaches it.
+	Auth *AuthConfig
 }
 
 func (c *Config) setDefaults() {
@@ -98,12 +101,16 @@ type Registry struct {
 	log     *slog.Logger
 	metrics *metrics
 	lanes   *downloadLanes // nil: downloads are not ordered
+	auth    *auth          // nil: no access control
 }
 
 // New builds a registry over a blob store and the metaserver's KV.
 func New(cfg Config, blobs BlobStore, meta metaserver.KV) (*Registry, error) {
 	if blobs == nil || meta == nil {
 		return nil, errors.New("registry: a blob store and a KV are required")
+	}
+	if cfg.Auth != nil && cfg.Auth.Users == nil {
+		return nil, errors.New("registry: auth needs a user store")
 	}
 	cfg.setDefaults()
 	r := &Registry{
@@ -120,6 +127,11 @@ func New(cfg Config, blobs BlobStore, meta metaserver.KV) (*Registry, error) {
 	if cfg.LocalDownloads > 0 {
 		r.lanes = newDownloadLanes(cfg.LocalDownloads)
 	}
+	if cfg.Auth != nil {
+		ac := *cfg.Auth
+		ac.setDefaults()
+		r.auth = &auth{cfg: ac, keys: &keyring{kv: meta}, now: cfg.Now}
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = r.errorHandler
@@ -131,12 +143,15 @@ func New(cfg Config, blobs BlobStore, meta metaserver.KV) (*Registry, error) {
 	e.Match([]string{http.MethodGet, http.MethodHead}, "/v1/_ping", r.ping)
 	e.GET("/v1/search", r.search)
 	e.Match([]string{http.MethodGet, http.MethodHead}, appcPrefix+"*", r.serveACI)
+	if r.auth != nil {
+		e.Match([]string{http.MethodGet, http.MethodPost}, TokenPath, r.token)
+	}
 	r.echo = e
 	return r, nil
 }
 
 // Handler returns the registry's HTTP handler (/v2/..., /v1/ search, appc
-// discovery and /appc/ ACIs, /metrics).
+// discovery and /appc/ ACIs, /metrics, and /token when auth is on).
 func (r *Registry) Handler() http.Handler { return r.echo }
 
 // Echo returns the Echo instance, for callers that mount more routes on it
@@ -156,6 +171,9 @@ func (r *Registry) dispatch(c echo.Context) error {
 	c.Set(routeKey, rt.kind)
 	if rt.name != "" && !ValidName(rt.name) {
 		return ErrNameInvalid.With("%q", rt.name)
+	}
+	if err := r.authorizeV2(c, rt); err != nil {
+		return err
 	}
 	m := req.Method
 	if r.cfg.OnTransfer != nil && isTransfer(rt.kind, m) {

@@ -91,6 +91,9 @@ func searchParams(c echo.Context) (q string, n, page int, err error) {
 // the requested page are kept.
 func (r *Registry) search(c echo.Context) error {
 	c.Set(routeKey, "v1-search")
+	if err := r.authorizePull(c, ""); err != nil {
+		return err
+	}
 	q, n, page, err := searchParams(c)
 	if err != nil {
 		return err
@@ -108,6 +111,11 @@ func (r *Registry) search(c echo.Context) error {
 		}
 		for _, name := range names {
 			if !strings.Contains(strings.ToLower(name), term) {
+				continue
+			}
+			if ok, err := r.mayList(c, name); err != nil {
+				return err
+			} else if !ok {
 				continue
 			}
 			if total >= first && total < first+n {

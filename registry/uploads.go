@@ -96,6 +96,9 @@ func (r *Registry) mount(c echo.Context, name, m, from string) (bool, error) {
 		if !ValidName(from) {
 			return false, nil
 		}
+		if ok, err := r.mayPull(c, from); err != nil || !ok {
+			return false, err
+		}
 		l, _, err := r.rec.link(ctx, from, d)
 		if errors.Is(err, ErrBlobUnknown.E()) {
 			return false, nil
@@ -103,6 +106,10 @@ func (r *Registry) mount(c echo.Context, name, m, from string) (bool, error) {
 			return false, err
 		}
 		size = l.Size
+	} else if r.auth != nil {
+		// With access control a digest is no proof of a right to read
+		// it: the client uploads the blob, or names a source it may pull.
+		return false, nil
 	} else {
 		// Anonymous mount: without access control every blob in the
 		// registry is readable, so any repository holding it will do.
