@@ -137,8 +137,8 @@ Sizes accept a unit: 500M, 20GiB, 1T (powers of 1024).`,
 // addEncryptionKeyFlag adds --encryption-key-file, shared by chunkserver
 // and serve; pass its value through loadEncryptionKeys.
 func addEncryptionKeyFlag(f *pflag.FlagSet, path *string) {
-	f.StringVar(path, "encryption-key-file", "", "encrypt shards at rest with the keys in this file (made by "+
-		"`dockyard chunkserver keygen`; the first key encrypts new shards, the others read older ones); a data "+
+	f.StringVar(path, "encryption-key-file", "", "encrypt shards at rest with the keys in `FILE` (made by "+
+		"dockyard chunkserver keygen; the first key encrypts new shards, the others read older ones); a data "+
 		"directory once started with it never starts without it")
 }
 
