@@ -29,6 +29,7 @@ func registryCmd() *cobra.Command {
 		convertMaxDefer                time.Duration
 		durableWrites                  bool
 		localDownloads                 int
+		authOpts                       authFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "registry --listen ADDR --meta ADDR[,ADDR...]",
@@ -37,7 +38,8 @@ func registryCmd() *cobra.Command {
 Blobs are files of the cluster's file system under /.dockyard/registry, erasure
 coded across the chunkservers; manifests, tags and upload state are records in the
 metaservers. The registry keeps no state of its own, so several can serve one
-cluster. /metrics serves Prometheus metrics. Unreferenced blobs and idle uploads
+cluster. /metrics serves Prometheus metrics. --auth requires users (dockyard admin
+user add) and docker's token login (docs/auth.md). Unreferenced blobs and idle uploads
 are collected online every --gc-interval (0 disables it). It runs until SIGINT or
 SIGTERM.`,
 		Args: cobra.NoArgs,
@@ -45,6 +47,9 @@ SIGTERM.`,
 			k, m, err := registryECFlag(ec)
 			if err != nil {
 				return fmt.Errorf("--ec: %w", err)
+			}
+			if err := authOpts.check(); err != nil {
+				return err
 			}
 			level := slog.LevelInfo
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -57,8 +62,13 @@ SIGTERM.`,
 			}
 			defer mc.Close()
 			ctx := cmd.Context()
+			authCfg, err := authOpts.config(ctx, mc, log)
+			if err != nil {
+				return err
+			}
 			client := dfs.New(mc, shardClient(), dfs.Options{K: k, M: m, DurableWrites: durableWrites, Logger: log})
 			reg, queue, err := newRegistry(ctx, client, registry.Config{
+				Auth:            authCfg,
 				MaxBlobSize:     maxBlobMB << 20,
 				MaxManifestSize: maxManifestKB << 10,
 				GCGrace:         gcGrace,
@@ -89,6 +99,7 @@ SIGTERM.`,
 	addConvertFlag(f, &convertMaxDefer)
 	addLocalDownloadsFlag(f, &localDownloads)
 	addDurableWritesFlag(f, &durableWrites)
+	addAuthFlags(f, &authOpts)
 	return cmd
 }
 

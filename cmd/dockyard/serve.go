@@ -31,6 +31,7 @@ func serveCmd() *cobra.Command {
 		chunkCapacityMB                                            int64
 		gcInterval, convertMaxDefer, flushInterval                 time.Duration
 		fsync, shardHTTP, durableWrites, shortCircuit, groupCommit bool
+		authOpts                                                   authFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -45,6 +46,9 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			k, m, err := registryECFlag(ec)
 			if err != nil {
 				return fmt.Errorf("--ec: %w", err)
+			}
+			if err := authOpts.check(); err != nil {
+				return err
 			}
 			if k+m > chunkservers {
 				return fmt.Errorf("--ec %s needs at least %d chunkservers, --chunkservers is %d", ec, k+m, chunkservers)
@@ -114,7 +118,11 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 			defer cluster.Close()
 			log.Info("chunkservers up", "count", chunkservers, "ec", ec)
 
-			reg, queue, err := newRegistry(ctx, cluster.FS, registry.Config{LocalDownloads: localDownloads, Logger: log}, log, convertMaxDefer)
+			authCfg, err := authOpts.config(ctx, node.API(), log)
+			if err != nil {
+				return err
+			}
+			reg, queue, err := newRegistry(ctx, cluster.FS, registry.Config{LocalDownloads: localDownloads, Logger: log, Auth: authCfg}, log, convertMaxDefer)
 			if err != nil {
 				return err
 			}
@@ -163,6 +171,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 	addLocalDownloadsFlag(f, &localDownloads)
 	addDurableWritesFlag(f, &durableWrites)
 	addClusterSecretFlag(f)
+	addAuthFlags(f, &authOpts)
 	f.StringVar(&volumeSocket, "volume-socket", defaultServeVolumeSocket(), "serve Docker volumes stored in the file system (a volume "+
 		"plugin) on this Unix socket; dockerd finds plugins in /run/docker/plugins, and the driver's name is the file's name "+
 		"without .sock (\"\" = off; default on for root, who can mount volumes)")
