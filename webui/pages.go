@@ -469,8 +469,13 @@ func pct(used, capacity int64) int {
 }
 
 func (u *UI) cluster(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), u.cfg.StatusTimeout)
+	ctx, cancel := context.WithTimeout(withAuth(c), u.cfg.StatusTimeout)
 	defer cancel()
+	// The cluster's addresses and health are for the registry's users: a
+	// registry with auth asks for a login here as on its own /v2/.
+	if err := u.reg.mayUse(ctx); err != nil {
+		return u.fail(c, err)
+	}
 	st, err := u.cfg.Meta.Status(ctx)
 	if err != nil {
 		return u.fail(c, fmt.Errorf("asking the metaserver for status: %w: %w", ErrMetaserver, err))

@@ -60,6 +60,12 @@ const (
 	listPage         = 1000
 )
 
+// authKey carries the browser's Authorization header in a page's context:
+// the UI calls the registry as the visitor, so a registry with auth shows
+// each visitor what they may pull, and nothing to a visitor who did not
+// log in.
+type authKey struct{}
+
 // regClient calls the registry's HTTP handler in process. It goes through the
 // same router, middleware and error table as a remote client would.
 type regClient struct{ h http.Handler }
@@ -108,6 +114,9 @@ func (rc regClient) get(ctx context.Context, path, accept string, limit int) (re
 	}
 	req.RemoteAddr = "127.0.0.1:0"
 	req.Host = "webui.internal"
+	if a, ok := ctx.Value(authKey{}).(string); ok {
+		req.Header.Set("Authorization", a)
+	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
@@ -286,4 +295,16 @@ func (rc regClient) referrers(ctx context.Context, name, digest string) ([]descr
 		return nil, fmt.Errorf("decoding referrers of %s: %w", digest, err)
 	}
 	return idx.Manifests, nil
+}
+
+// mayUse asks the registry's /v2/ whether the visitor may use it at all:
+// it returns the registry's 401 or 403, and nil for anything else, so a
+// failing registry does not hide the cluster's state.
+func (rc regClient) mayUse(ctx context.Context) error {
+	_, err := rc.get(ctx, "/v2/", "", 1<<10)
+	var re *RegistryError
+	if errors.As(err, &re) && (re.Status == http.StatusUnauthorized || re.Status == http.StatusForbidden) {
+		return err
+	}
+	return nil
 }

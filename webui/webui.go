@@ -172,6 +172,14 @@ func (u *UI) fail(c echo.Context, err error) error {
 		ep.Status, ep.Heading = http.StatusGatewayTimeout, "The cluster did not answer in time"
 	case errors.As(err, &re) && re.Status >= 500:
 		ep.Status, ep.Heading = http.StatusBadGateway, "The registry could not answer"
+	case errors.As(err, &re) && re.Status == http.StatusUnauthorized:
+		// The registry requires users: the browser asks for the same user
+		// name and password docker login takes, and sends them as Basic
+		// credentials, which the registry accepts.
+		ep.Status, ep.Heading = http.StatusUnauthorized, "Log in to see this registry"
+		c.Response().Header().Set("WWW-Authenticate", `Basic realm="dockyard", charset="UTF-8"`)
+	case errors.As(err, &re) && re.Status == http.StatusForbidden:
+		ep.Status, ep.Heading = http.StatusForbidden, "You may not see this"
 	}
 	if ep.Status >= 500 {
 		u.cfg.Logger.Warn("webui: page failed", "path", c.Request().URL.Path, "status", ep.Status, "err", err)
@@ -180,5 +188,15 @@ func (u *UI) fail(c echo.Context, err error) error {
 }
 
 func (u *UI) ctx(c echo.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.Request().Context(), u.cfg.Timeout)
+	return context.WithTimeout(withAuth(c), u.cfg.Timeout)
+}
+
+// withAuth is the request's context carrying its credentials for the
+// registry calls.
+func withAuth(c echo.Context) context.Context {
+	ctx := c.Request().Context()
+	if a := c.Request().Header.Get(echo.HeaderAuthorization); a != "" {
+		ctx = context.WithValue(ctx, authKey{}, a)
+	}
+	return ctx
 }
