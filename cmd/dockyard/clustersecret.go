@@ -22,8 +22,8 @@ const clusterSecretFlag = "cluster-secret-file"
 // addClusterSecretFlag gives a command that sends or serves cluster traffic
 // the --cluster-secret-file flag.
 func addClusterSecretFlag(f *pflag.FlagSet) {
-	f.String(clusterSecretFlag, "", "file holding the cluster secret (hex or base64 of 32+ random bytes, "+
-		"e.g. from `openssl rand -hex 32`); servers then refuse cluster peers without it, clients sign with it")
+	f.String(clusterSecretFlag, "", "`FILE` holding the cluster secret (hex or base64 of 32+ random bytes, "+
+		"e.g. from openssl rand -hex 32); servers then refuse cluster peers without it, clients sign with it")
 }
 
 // loadedSecret is the secret the command loaded, for the shard clients it
