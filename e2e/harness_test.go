@@ -137,9 +137,9 @@ func freeHostPort(host string) (string, error) {
 	return l.Addr().String(), nil
 }
 
-// StartServe starts `dockyard serve` on dir with free ports and waits until the
-// registry answers /v2/.
-func StartServe(dir string) (*Cluster, error) {
+// StartServe starts `dockyard serve` on dir with free ports, and the flags
+// in args, and waits until the registry answers /v2/.
+func StartServe(dir string, args ...string) (*Cluster, error) {
 	bin, err := binary()
 	if err != nil {
 		return nil, err
@@ -163,6 +163,7 @@ func StartServe(dir string) (*Cluster, error) {
 	}
 	c.cmd = exec.Command(bin, "serve", "--data", filepath.Join(dir, "data"), "--listen", reg,
 		"--meta-listen", meta, "--raft-listen", raft, "--chunkserver-base-port", "0")
+	c.cmd.Args = append(c.cmd.Args, args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if err := c.cmd.Start(); err != nil {
 		return nil, err
