@@ -306,3 +306,37 @@ func TestAuthCraneSkopeo(t *testing.T) {
 		t.Errorf("anonymous push succeeded:\n%s", out)
 	}
 }
+
+// TestAuthConformance runs the OCI conformance suite against serve --auth
+// as an admin sending HTTP Basic credentials, which the registry accepts on
+// /v2/ directly; TestRegistryConformance covers the registry without auth.
+func TestAuthConformance(t *testing.T) {
+	bin := os.Getenv("DOCKYARD_CONFORMANCE_BIN")
+	if bin == "" {
+		Missing(t, "DOCKYARD_CONFORMANCE_BIN is not set (the OCI conformance suite binary)")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		Missing(t, "conformance binary: %v", err)
+	}
+	c := startAuthServe(t)
+	pw := authUsers(t, c)
+	results := t.TempDir()
+	repo := "root/" + strings.TrimPrefix(uniqueRepo("conformance"), "e2e/")
+	out, err := runWith(10*time.Minute, []string{
+		"OCI_REGISTRY=" + c.Registry, "OCI_TLS=disabled",
+		"OCI_REPO1=" + repo + "/repo1", "OCI_REPO2=" + repo + "/repo2",
+		"OCI_VERSION=1.1", "OCI_RESULTS_DIR=" + results,
+		"OCI_USERNAME=root", "OCI_PASSWORD=" + pw["root"],
+		"OCI_TEST_PULL=1", "OCI_TEST_PUSH=1", "OCI_TEST_CONTENT_DISCOVERY=1", "OCI_TEST_CONTENT_MANAGEMENT=1",
+	}, "", bin)
+	if err != nil {
+		t.Fatalf("conformance suite failed with auth: %v\n%s", err, out)
+	}
+	junit, err := os.ReadFile(filepath.Join(results, "junit.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(junit, []byte(`failures="0"`)) || !bytes.Contains(junit, []byte(`errors="0"`)) {
+		t.Fatalf("junit.xml reports failures:\n%s", out)
+	}
+}
