@@ -74,7 +74,7 @@ func adminStatusCmd() *cobra.Command {
 				orDash(st.Leader), health, st.Inodes, st.Chunks, st.MovesQueued, st.AppliedIndex)
 			printMembers(w, st.Members)
 			fmt.Fprintln(w)
-			printChunkservers(w, st.Chunkservers)
+			printChunkservers(w, st.Chunkservers, false)
 			return nil
 		}),
 	}
@@ -96,11 +96,19 @@ func printMembers(w io.Writer, ms []metaserver.Member) {
 	tw.Flush()
 }
 
-func printChunkservers(w io.Writer, cs []metaserver.ChunkserverInfo) {
+// printChunkservers lists chunkservers as a table. Removed ones are kept by
+// the metaserver for good (so a removed server that comes back is refused);
+// they are left out unless all is set, and counted below the table.
+func printChunkservers(w io.Writer, cs []metaserver.ChunkserverInfo, all bool) {
 	sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHUNKSERVER\tADDRESS\tSTATE\tUSED\tCAPACITY\tSHARDS\tLABELS\tLAST HEARTBEAT")
+	removed := 0
 	for _, c := range cs {
+		if c.State == metaserver.StateRemoved && !all {
+			removed++
+			continue
+		}
 		var labels []string
 		for k, v := range c.Labels {
 			labels = append(labels, k+"="+v)
@@ -114,6 +122,9 @@ func printChunkservers(w io.Writer, cs []metaserver.ChunkserverInfo) {
 			humanBytes(c.Capacity), c.Shards, orDash(strings.Join(labels, ",")), hb)
 	}
 	tw.Flush()
+	if removed > 0 {
+		fmt.Fprintf(w, "(%d removed not shown; `dockyard admin chunkservers ls --all` lists them)\n", removed)
+	}
 }
 
 func adminChunkserversCmd() *cobra.Command {
@@ -122,6 +133,7 @@ func adminChunkserversCmd() *cobra.Command {
 		Aliases: []string{"cs"},
 		Short:   "List, drain and remove chunkservers",
 	}
+	var all bool
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List chunkservers with state, capacity and shard counts",
@@ -134,10 +146,11 @@ func adminChunkserversCmd() *cobra.Command {
 			if jsonFlag(cmd) {
 				return printJSON(cmd.OutOrStdout(), cs)
 			}
-			printChunkservers(cmd.OutOrStdout(), cs)
+			printChunkservers(cmd.OutOrStdout(), cs, all)
 			return nil
 		}),
 	}
+	ls.Flags().BoolVar(&all, "all", false, "list removed chunkservers too")
 	var wait bool
 	drain := &cobra.Command{
 		Use:   "drain ID",
