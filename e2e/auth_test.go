@@ -340,3 +340,43 @@ func TestAuthConformance(t *testing.T) {
 		t.Fatalf("junit.xml reports failures:\n%s", out)
 	}
 }
+
+// TestAuthPodman: podman login, push into one's namespace, push into
+// another's refused, logout, pull refused.
+func TestAuthPodman(t *testing.T) {
+	RequireTool(t, "podman")
+	c := startAuthServe(t)
+	pw := authUsers(t, c)
+	rootfs := rootfsTar(t)
+	reg := c.Registry
+	authfile := filepath.Join(t.TempDir(), "auth.json")
+	podman := func(stdin string, args ...string) (string, error) {
+		return runWith(5*time.Minute, []string{"REGISTRY_AUTH_FILE=" + authfile}, stdin, "podman", args...)
+	}
+	mustPodman := func(stdin string, args ...string) {
+		t.Helper()
+		if out, err := podman(stdin, args...); err != nil {
+			t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	id := strings.TrimPrefix(uniqueRepo("auth"), "e2e/auth-")
+	mine, theirs := reg+"/alice/podman-"+id+":v1", reg+"/bob/podman-"+id+":v1"
+	t.Cleanup(func() { RunErr(time.Minute, "podman", "rmi", "-f", mine, theirs) })
+	mustPodman("", "import", rootfs, mine)
+	mustPodman("", "tag", mine, theirs)
+	if out, err := podman("", "push", "--tls-verify=false", mine); err == nil {
+		t.Errorf("podman push without a login succeeded:\n%s", out)
+	}
+	mustPodman(pw["alice"]+"\n", "login", "--tls-verify=false", "-u", "alice", "--password-stdin", reg)
+	mustPodman("", "push", "--tls-verify=false", mine)
+	// A HEAD answers 403 without a body, so podman prints the status.
+	if out, err := podman("", "push", "--tls-verify=false", theirs); err == nil ||
+		!strings.Contains(strings.ToLower(out), "denied") && !strings.Contains(out, "403") {
+		t.Errorf("podman push into bob/ as alice: %v\n%s", err, out)
+	}
+	mustPodman("", "logout", reg)
+	mustPodman("", "rmi", mine)
+	if out, err := podman("", "pull", "--tls-verify=false", mine); err == nil {
+		t.Errorf("podman pull after logout succeeded:\n%s", out)
+	}
+}
