@@ -16,6 +16,11 @@
 // from the stored images by the converter (/appc/); see
 // docs/registry-protocols.md.
 //
+// Access control is optional (Config.Auth): users with bcrypt passwords and
+// grants in the metaserver KV, HTTP Basic or docker's bearer tokens (EdDSA
+// JWTs from /token, signed with one key per cluster kept in the KV); see
+// docs/auth.md. Without it the registry is open to whoever reaches it.
+//
 // The package must never exit the process and never import the metaserver's
 // or chunkserver's server code.
 package registry

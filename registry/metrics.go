@@ -103,6 +103,9 @@ func (r *Registry) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if status == http.StatusNotFound && req.Method == http.MethodHead {
 			level = slog.LevelDebug // clients probe for blobs before pushing them
 		}
+		if status == http.StatusUnauthorized && req.Header.Get(echo.HeaderAuthorization) == "" {
+			level = slog.LevelDebug // the first leg of every token login; failed logins stay at info
+		}
 		r.log.Log(req.Context(), level, "registry request", attrs...)
 		return nil
 	}
