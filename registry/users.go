@@ -74,7 +74,7 @@ type Grant struct {
 type User struct {
 	Name    string  `json:"name"`
 	Admin   bool    `json:"admin,omitempty"`
-	Hash    []byte  `json:"hash"`
+	Hash    []byte  `json:"hash,omitempty"`
 	Grants  []Grant `json:"grants,omitempty"`
 	Created int64   `json:"created"` // unix seconds
 }
