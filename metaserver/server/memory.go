@@ -21,11 +21,13 @@ type Memory struct {
 	// first use.
 	Now        func() time.Time
 	ChunkLease time.Duration
+	// Tracker answers the peer tracker's ops, as a leader's would.
+	Tracker *Tracker
 }
 
 // NewMemory returns an empty in-memory metaserver.
 func NewMemory() *Memory {
-	return &Memory{fsm: NewFSM(), Now: time.Now, ChunkLease: defaultChunkLease}
+	return &Memory{fsm: NewFSM(), Now: time.Now, ChunkLease: defaultChunkLease, Tracker: NewTracker(TrackerConfig{})}
 }
 
 // API returns a client of this in-memory metaserver.
@@ -41,6 +43,8 @@ func (m *Memory) Exec(ctx context.Context, op, reqID string, args []byte) ([]byt
 		return encodeReply(m.fsm.query(op, args))
 	case op == ms.OpStatus:
 		return encodeReply(m.fsm.status(), nil)
+	case ms.IsTrackerOp(op):
+		return m.Tracker.Exec(op, args)
 	case op == ms.OpMembers:
 		return encodeReply([]ms.Member{{ID: "memory", Leader: true, Voter: true}}, nil)
 	case op == ms.OpAddMember || op == ms.OpRemoveMember:

@@ -50,6 +50,9 @@ type Node struct {
 	ln    net.Listener
 	srv   *http.Server
 	met   *metrics
+	// tracker is the peer tracker, answered by the leader only (soft
+	// state, see tracker.go).
+	tracker *Tracker
 
 	verify    leaderVerifier
 	readyMu   sync.Mutex
@@ -78,7 +81,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("metaserver: data directory: %w", err)
 	}
-	n := &Node{cfg: cfg, fsm: NewFSM(), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, fsm: NewFSM(), tracker: NewTracker(TrackerConfig{}), stop: make(chan struct{})}
 	n.verify.n = n
 	n.inert = n.inertLogs
 	defer func() {
@@ -340,6 +343,11 @@ func (n *Node) Exec(ctx context.Context, op, reqID string, args []byte) ([]byte,
 			return nil, err
 		}
 		return nil, n.changeMembership(op, a)
+	case ms.IsTrackerOp(op):
+		if n.raft.State() != raft.Leader {
+			return nil, n.notLeader()
+		}
+		return n.tracker.Exec(op, args)
 	case isQuery(op):
 		if ms.StaleAllowed(ctx) {
 			// Any node answers from what it has applied so far.
@@ -639,6 +647,9 @@ func (n *Node) maintain() {
 		leader := n.raft.State() == raft.Leader
 		if leader && !wasLeader {
 			n.leaderSince.Store(time.Now().UnixNano())
+		}
+		if wasLeader && !leader {
+			n.tracker.Reset()
 		}
 		wasLeader = leader
 		if leader {
