@@ -25,7 +25,7 @@ func runCmd() *cobra.Command {
 		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
 		env, volumeSpecs                                                                        []string
 		keep, verbose                                                                           bool
-		spanCacheDir, verifyKey                                                                 string
+		spanCacheDir, verifyKey, name                                                           string
 		spanCacheMB                                                                             int64
 	)
 	cmd := &cobra.Command{
@@ -38,12 +38,20 @@ Everything is torn down when the process exits, and run exits with the process's
 
 -v NAME:/path mounts the Dockyard volume NAME (dfs:/volumes/NAME, created if missing; the
 same volumes Docker's containers get through the volume plugin) at /path; -v /host/dir:/path
-binds a host directory. Add :ro for read-only.`,
+binds a host directory. Add :ro for read-only.
+
+--name NAME keeps the container's state (its overlay upper dir: what it wrote and deleted) after it
+exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" removes it.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := image.ParseRef(args[0])
 			if err != nil {
 				return err
+			}
+			if name != "" {
+				if err := container.CheckName(name); err != nil {
+					return err
+				}
 			}
 			plat, err := parsePlatform(platform)
 			if err != nil {
@@ -95,12 +103,28 @@ binds a host directory. Add :ro for read-only.`,
 			}
 
 			id := newContainerID()
-			dir := filepath.Join(stateDir, id)
+			started := false
+			if name != "" {
+				// A named container's state outlives it, until
+				// `dockyard container rm`; one that never started is
+				// not kept.
+				if err := container.Reserve(stateDir, container.Record{Name: name, Image: ref.String(),
+					Manifest: res.ManifestDigest.String(), Scheme: scheme, Created: time.Now().UTC()}); err != nil {
+					return err
+				}
+				id = name
+				keep = true
+			}
+			dir := container.Dir(stateDir, id)
+			defer func() {
+				if name == "" || !started {
+					os.RemoveAll(dir)
+				}
+			}()
 			lower := filepath.Join(dir, "image")
 			if err := os.MkdirAll(lower, 0o700); err != nil {
 				return err
 			}
-			defer os.RemoveAll(dir)
 			srv, err := images.Mount(ctx, lower, root)
 			if err != nil {
 				return err
@@ -122,6 +146,7 @@ binds a host directory. Add :ro for read-only.`,
 			if cmd.Flags().Changed("entrypoint") {
 				ep = strings.Fields(entrypoint)
 			}
+			started = true
 			return container.Run(ctx, container.RunOptions{
 				Lower:    lower,
 				StateDir: filepath.Join(dir, "bundle"),
@@ -153,6 +178,7 @@ binds a host directory. Add :ro for read-only.`,
 	f.StringVar(&spanCacheDir, "span-cache-dir", defaultSpanCacheDir, "keep decompressed image bytes here between runs (empty: memory only, every run starts cold)")
 	f.Int64Var(&spanCacheMB, "span-cache-mb", 4096, "most MiB the span cache may keep on disk")
 	f.BoolVar(&keep, "keep", false, "keep the bundle and the upper dir after exit (for debugging)")
+	f.StringVar(&name, "name", "", "name the container and keep its state after exit, for dockyard commit --container NAME (removed by dockyard container rm NAME)")
 	f.StringArrayVarP(&volumeSpecs, "volume", "v", nil, "mount a Dockyard volume (NAME:/path) or a host directory (/dir:/path), :ro for read-only; repeatable")
 	f.BoolVar(&verbose, "verbose", false, "log what run does")
 	f.StringVar(&verifyKey, "verify-key", "", "run only if the image carries a signature made with this PEM public key (cosign's format; see dockyard sign)")
