@@ -11,12 +11,16 @@ import (
 	"time"
 
 	dfs "github.com/dockyard/dockyard/fs"
+	"github.com/dockyard/dockyard/fs/fuse"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
 // DFSTree is a directory in the Dockyard file system (a volume is one:
 // /volumes/NAME), read through the file-system client without a mount.
-// Paths are resolved without following symlinks.
+// Paths are resolved without following symlinks. Like a mount of the whole
+// namespace, it hides the file system's own tree (/.dockyard: registry
+// blobs, image trees whose bytes live in layer blobs) and refuses to start
+// inside it.
 type DFSTree struct {
 	c    *dfs.Client
 	root string
@@ -29,6 +33,9 @@ func NewDFSTree(ctx context.Context, c *dfs.Client, root string) (*DFSTree, erro
 		return nil, fmt.Errorf("dfs:%s: want an absolute path", root)
 	}
 	root = path.Clean(root)
+	if reserved := "/" + fuse.ReservedName; root == reserved || strings.HasPrefix(root, reserved+"/") {
+		return nil, fmt.Errorf("dfs:%s: %s holds Dockyard's own files, not a directory to commit", root, reserved)
+	}
 	a, err := c.Stat(ctx, root)
 	if err != nil {
 		return nil, fmt.Errorf("dfs:%s: %w", root, err)
@@ -47,9 +54,12 @@ func (d *DFSTree) ReadDir(ctx context.Context, p string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, len(ents))
-	for i, e := range ents {
-		names[i] = e.Name
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if d.path(p) == "/" && e.Name == fuse.ReservedName {
+			continue
+		}
+		names = append(names, e.Name)
 	}
 	return names, nil
 }
