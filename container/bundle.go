@@ -1,9 +1,10 @@
 // Package container turns an image's configuration and a root file system into
 // an OCI runtime bundle and runs it with runc: what `dockyard run` does after
 // the image's merged tree is mounted. It owns the overlay (a local upper
-// directory over the read-only lazy mount), the runtime spec and the process's
-// exit code; it never reads image bytes itself, so it works over any lower
-// directory. It sits beside the converter (cmd -> container), not below it,
+// directory over the read-only lazy mount, kept after exit for a named
+// container; see state.go), the runtime spec and the process's exit code;
+// it never reads image bytes itself, so it works over any lower directory.
+// It sits beside the converter (cmd -> container), not below it,
 // because nothing but the command line starts containers.
 package container
 

@@ -2,7 +2,9 @@
 // REF against a registry over HTTP (manifest, platform, config, as any client
 // does), makes sure the converter has indexed the image into a merged tree in
 // the file system, and mounts that tree read-only and lazily. `dockyard run`
-// and `dockyard mount --image` are thin wrappers over it.
+// and `dockyard mount --image` are thin wrappers over it. The other way round,
+// it writes a directory as a layer and pushes an image with it (`dockyard
+// commit`), through the same API.
 //
 // Manifests and configs come through the registry's public API rather than
 // its records, so the run side depends on the protocol, not on how a registry
