@@ -78,8 +78,12 @@ func (r *Resolver) Push(ctx context.Context, ref Ref, c Commit) (digest.Digest, 
 		return "", err
 	}
 	cfgDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
-	if err := r.upload(ctx, ref, cfgDesc.Digest, cfgDesc.Size, bytes.NewReader(cfg)); err != nil {
-		return "", fmt.Errorf("uploading the config: %w", err)
+	if ok, err := r.hasBlob(ctx, ref, cfgDesc.Digest); err != nil {
+		return "", err
+	} else if !ok {
+		if err := r.upload(ctx, ref, cfgDesc.Digest, cfgDesc.Size, bytes.NewReader(cfg)); err != nil {
+			return "", fmt.Errorf("uploading the config: %w", err)
+		}
 	}
 	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfgDesc, Layers: layers}
 	m.SchemaVersion = 2
