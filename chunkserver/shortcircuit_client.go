@@ -494,18 +494,12 @@ func (s *ShortCircuit) put(ctx context.Context, name string, data []byte, buffer
 // along: the bytes cannot be damaged between two processes of one host, and
 // the server returns the sum of what it stored.
 func (s *ShortCircuit) putLocal(ctx context.Context, name string, data []byte, buffered bool) (uint64, error) {
-	var c *net.UnixConn
-	select {
-	case c = <-s.idle:
-	default:
-		var err error
-		if c, err = s.dialPut(ctx); err != nil {
-			return 0, fmt.Errorf("short-circuit put %s: %w", name, err)
-		}
+	c, err := s.pooled(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("short-circuit put %s: %w", name, err)
 	}
-	_ = c.SetDeadline(deadline(ctx))
 	var reply ShortCircuitReply
-	err := WriteShortCircuitPut(c, ShortCircuitRequest{Op: SCPut, Name: name, Size: int64(len(data)), Buffered: buffered}, data)
+	err = WriteShortCircuitPut(c, ShortCircuitRequest{Op: SCPut, Name: name, Size: int64(len(data)), Buffered: buffered}, data)
 	var f *os.File
 	if err == nil {
 		f, err = ReadShortCircuitFrame(c, &reply)
@@ -532,18 +526,12 @@ func (s *ShortCircuit) readBytes(ctx context.Context, name string, p []byte, off
 	if len(p) == 0 {
 		return nil
 	}
-	var c *net.UnixConn
-	select {
-	case c = <-s.idle:
-	default:
-		var err error
-		if c, err = s.dialPut(ctx); err != nil {
-			return fmt.Errorf("short-circuit read %s: %w", name, err)
-		}
+	c, err := s.pooled(ctx)
+	if err != nil {
+		return fmt.Errorf("short-circuit read %s: %w", name, err)
 	}
-	_ = c.SetDeadline(deadline(ctx))
 	var reply ShortCircuitReply
-	err := WriteShortCircuitFrame(c, ShortCircuitRequest{Op: SCRead, Name: name, Off: off, Size: int64(len(p))}, nil)
+	err = WriteShortCircuitFrame(c, ShortCircuitRequest{Op: SCRead, Name: name, Off: off, Size: int64(len(p))}, nil)
 	if err == nil {
 		// Exactly the frame: the bytes follow it on the connection.
 		err = ReadShortCircuitRequest(c, &reply)
@@ -569,6 +557,23 @@ func (s *ShortCircuit) readBytes(ctx context.Context, name string, p []byte, off
 	default:
 		return NewStatusError(reply.Status, reply.Kind, reply.Msg)
 	}
+}
+
+// pooled returns an idle connection for a put or a byte read, or dials
+// one, with ctx's deadline set on it. The caller hands it back with release
+// once its exchange is complete, or closes it after an error.
+func (s *ShortCircuit) pooled(ctx context.Context) (*net.UnixConn, error) {
+	var c *net.UnixConn
+	select {
+	case c = <-s.idle:
+	default:
+		var err error
+		if c, err = s.dialPut(ctx); err != nil {
+			return nil, err
+		}
+	}
+	_ = c.SetDeadline(deadline(ctx))
+	return c, nil
 }
 
 // dialPut opens another connection for puts and byte reads. After the
