@@ -65,6 +65,9 @@ func TestMain(m *testing.M) {
 		shared.Stop()
 		os.RemoveAll(shared.DataDir)
 	}
+	if builtBin != "" {
+		os.RemoveAll(filepath.Dir(builtBin))
+	}
 	os.Exit(code)
 }
 
