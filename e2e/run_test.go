@@ -115,6 +115,21 @@ func TestRunFromRegistry(t *testing.T) {
 		t.Fatalf("mounts left behind:\n%s", mounts)
 	}
 
+	// --keep leaves the bundle and the upper dir (what the container wrote)
+	// for a look afterwards, and nothing mounted.
+	out = Run(t, 2*time.Minute, bin, "run", "--keep", "--meta", c.Meta, "--state-dir", state, ref+":configured", "--",
+		"echo kept > /etc/kept")
+	upper, _ := filepath.Glob(filepath.Join(state, "*", "bundle", "*", "upper", "etc", "kept"))
+	if len(upper) != 1 || !strings.Contains(out, "kept the container's bundle") {
+		t.Fatalf("--keep: upper files %v, output %q", upper, out)
+	}
+	if b, err := os.ReadFile(upper[0]); err != nil || string(b) != "kept\n" {
+		t.Fatalf("kept upper file: %q, %v", b, err)
+	}
+	if mounts, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(mounts), state) {
+		t.Fatalf("--keep left mounts behind:\n%s", mounts)
+	}
+
 	// Unknown images and tags fail with one clear line.
 	out, err = RunErr(time.Minute, bin, "run", "--meta", c.Meta, "--state-dir", state, c.Registry+"/e2e/nope:1")
 	if err == nil || !strings.Contains(out, "image not found") {

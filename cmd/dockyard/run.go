@@ -117,7 +117,14 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 			}
 			dir := container.Dir(stateDir, id)
 			defer func() {
-				if name == "" || !started {
+				switch {
+				case !started:
+					os.RemoveAll(dir)
+				case name == "" && keep:
+					// The image mount and volumes under dir are gone by
+					// now; the bundle and upper dir stay for debugging.
+					fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: kept the container's bundle and upper dir in %s\n", dir)
+				case name == "":
 					os.RemoveAll(dir)
 				}
 			}()
