@@ -195,9 +195,6 @@ func (r *Resolver) send(ctx context.Context, method, u string, body io.Reader, s
 
 func statusError(method, u string, resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return fmt.Errorf("%s %s: %s: the registry wants credentials, which commit does not send yet", method, u, resp.Status)
-	}
 	return fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(msg)))
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -44,8 +45,16 @@ type Resolver struct {
 	HTTP *http.Client // default http.DefaultClient
 	// Scheme is "http" (default: Dockyard registries serve plain HTTP on
 	// loopback) or "https".
+	// Scheme set to "http" explicitly, rather than left empty, also lets
+	// credentials go over plain HTTP to hosts that are not loopback.
 	Scheme   string
 	Platform converter.Platform // default linux/amd64
+	// Keychain finds credentials for registries that ask for them
+	// (default DefaultKeychain: docker's and podman's logins); see auth.go.
+	Keychain Keychain
+
+	authOnce sync.Once
+	authed   *http.Client
 }
 
 // Resolve fetches ref's manifest, picks the platform from an index, and
@@ -142,13 +151,6 @@ func (r *Resolver) get(ctx context.Context, ref Ref, kind, reference, accept str
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 	return body, strings.TrimSpace(mt), got, nil
-}
-
-func (r *Resolver) client() *http.Client {
-	if r.HTTP != nil {
-		return r.HTTP
-	}
-	return http.DefaultClient
 }
 
 // url is the registry API URL of path under ref's repository.
