@@ -44,6 +44,10 @@ binds a host directory. Add :ro for read-only.
 exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" removes it.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			scheme, err := registryScheme(cmd, scheme)
+			if err != nil {
+				return err
+			}
 			ref, err := image.ParseRef(args[0])
 			if err != nil {
 				return err
@@ -181,7 +185,7 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 	f.StringVar(&hostname, "hostname", "", "container host name")
 	f.StringVar(&stateDir, "state-dir", "/run/dockyard", "where mounts and bundles of running containers live")
 	f.StringVar(&runtime, "runtime", "runc", "OCI runtime binary")
-	f.StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https")
+	f.StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https (http set explicitly also lets logins go unencrypted to a registry that is not on loopback)")
 	f.StringVar(&spanCacheDir, "span-cache-dir", defaultSpanCacheDir, "keep decompressed image bytes here between runs (empty: memory only, every run starts cold)")
 	f.Int64Var(&spanCacheMB, "span-cache-mb", 4096, "most MiB the span cache may keep on disk")
 	f.BoolVar(&keep, "keep", false, "keep the bundle and the upper dir after exit (for debugging)")

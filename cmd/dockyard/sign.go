@@ -29,6 +29,10 @@ e.g. from "openssl ecparam -genkey -name prime256v1 -noout -out key.pem" (public
 through the OCI 1.1 referrers API instead (cosign's --registry-referrers-mode oci-1-1).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			scheme, err := registryScheme(cmd, scheme)
+			if err != nil {
+				return err
+			}
 			b, err := os.ReadFile(key)
 			if err != nil {
 				return err
@@ -62,7 +66,7 @@ through the OCI 1.1 referrers API instead (cosign's --registry-referrers-mode oc
 	}
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key to sign with (required)")
 	cmd.Flags().BoolVar(&referrer, "referrer", false, "attach the signature through the referrers API instead of the sha256-HEX.sig tag")
-	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https")
+	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https (http set explicitly also lets logins go unencrypted to a registry that is not on loopback)")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
 }
@@ -74,6 +78,10 @@ func verifyCmd() *cobra.Command {
 		Short: "Check that an image carries a signature made with a key (cosign's format)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			scheme, err := registryScheme(cmd, scheme)
+			if err != nil {
+				return err
+			}
 			pub, err := loadVerifyKey(key)
 			if err != nil {
 				return err
@@ -95,7 +103,7 @@ func verifyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&key, "key", "", "PEM public key the signature must verify with (required)")
-	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https")
+	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https (http set explicitly also lets logins go unencrypted to a registry that is not on loopback)")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
 }
