@@ -24,6 +24,7 @@ type Client struct {
 
 	cache *blockCache // nil when disabled
 	disk  *diskCache  // nil unless Options.CacheDir is set
+	p2p   *P2P        // nil unless Options.P2P is set (and the cache is on)
 
 	// uploads bounds the chunks being encoded or uploaded, over all files.
 	uploads chan struct{}
@@ -85,6 +86,14 @@ func New(meta metaserver.API, shards *chunkserver.Client, opt Options) *Client {
 			} else {
 				c.disk = d
 			}
+		}
+	}
+	if opt.P2P != nil {
+		if c.cache == nil {
+			c.log.Warn("p2p needs the block cache; this client neither serves nor asks peers")
+		} else {
+			c.p2p = opt.P2P
+			c.p2p.attach(c)
 		}
 	}
 	c.bufCap = int64(opt.K+opt.M) * shardSizeFor(opt.ChunkSize, opt.K)

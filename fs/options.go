@@ -99,6 +99,10 @@ type Options struct {
 	// and made durable by File.Sync, as a local file system makes a file's
 	// data durable at fsync; see fs/sync.go.
 	DurableWrites bool
+	// P2P, when set, serves this client's cached blocks to peers and
+	// fetches missing blocks from peers before the chunkservers (see
+	// p2p.go). Several clients may share one. It needs the memory cache.
+	P2P *P2P
 }
 
 // LayerOpener reads files whose bytes live inside a layer blob.

@@ -181,7 +181,7 @@ func (c *Client) cachedBlocks(ctx context.Context, ch *metaserver.Chunk, a, n in
 			buf := sl.buf
 			// The fetch is not tied to this caller's context alone: other
 			// readers may be waiting on the same flight.
-			err := c.readShards(context.WithoutCancel(ctx), ch, buf, from)
+			err := c.fetchRun(context.WithoutCancel(ctx), ch, buf, from)
 			keys := make([]blockKey, 0, r.to-r.from)
 			bl := make([][]byte, 0, r.to-r.from)
 			for i := r.from; i < r.to; i++ {
@@ -213,7 +213,7 @@ func (c *Client) cachedBlocks(ctx context.Context, ch *metaserver.Chunk, a, n in
 			sl := getSlab(min(from+blockSize, ch.Size) - from)
 			defer sl.release()
 			buf := sl.buf
-			err := c.readShards(context.WithoutCancel(ctx), ch, buf, from)
+			err := c.fetchRun(context.WithoutCancel(ctx), ch, buf, from)
 			if err == nil {
 				c.disk.put(dl.key, buf)
 			}
