@@ -28,6 +28,22 @@ const mountReadAheadMB = 32
 
 func init() { subcommands = append(subcommands, mountCmd) }
 
+// startP2P starts the mount's peer server and its announcements to the
+// tracker. Without a cluster secret, and listening where other hosts can
+// connect, it warns: the blocks become readable by anyone who can reach it.
+func startP2P(mc *metaserver.Client, listen, advertise string, log *slog.Logger) (*dfs.P2P, error) {
+	secret := loadedSecret.Load()
+	p, err := dfs.NewP2P(mc, dfs.P2POptions{Listen: listen, Advertise: advertise, Secret: secret, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--p2p-listen: %w", err)
+	}
+	if secret == nil && !loopback(p.ListenAddr()) {
+		log.Warn("no --"+clusterSecretFlag+": any host that can reach the peer server may read the blocks this mount caches; see docs/security.md",
+			"listen", p.ListenAddr())
+	}
+	return p, nil
+}
+
 func mountCmd() *cobra.Command {
 	var (
 		meta             string
@@ -46,6 +62,8 @@ func mountCmd() *cobra.Command {
 		scWrites         bool
 		passthrough      bool
 		fileCacheMB      int64
+		p2pListen        string
+		p2pAdvertise     string
 	)
 	cmd := &cobra.Command{
 		Use:   "mount [--meta ADDRS] [--image REF] DIR",
@@ -68,12 +86,22 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 					return err
 				}
 			}
+			if p2pAdvertise != "" && p2pListen == "" {
+				return fmt.Errorf("--p2p-advertise names the address of the peer server; it needs --p2p-listen")
+			}
 			mc, err := dialMeta(cmd, meta)
 			if err != nil {
 				return err
 			}
 			defer mc.Close()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			var p2p *dfs.P2P
+			if p2pListen != "" {
+				if p2p, err = startP2P(mc, p2pListen, p2pAdvertise, log); err != nil {
+					return err
+				}
+				defer p2p.Close()
+			}
 			var meta metaserver.API = mc
 			var cacheDrops func() uint64
 			if metaCache && imageRef == "" {
@@ -95,6 +123,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 				ReadAhead:     readAheadMB << 20,
 				DurableWrites: durableWrites,
 				Logger:        log,
+				P2P:           p2p,
 			})
 			opt.Logger = log
 			opt.Debug = debug
@@ -117,7 +146,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			var srv *fuse.Server
 			if imageRef != "" {
-				srv, err = mountImage(mctx, mc, imageRef, pub, args[0], log)
+				srv, err = mountImage(mctx, mc, imageRef, pub, args[0], p2p, log)
 			} else {
 				srv, err = fuse.Mount(mctx, args[0], client, opt)
 			}
@@ -138,6 +167,11 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: unmounted %s: %d READ requests (%d bytes) reached the mount; %d opens served by passthrough; metadata cache dropped %d times\n",
 					srv.Dir, st.ReadRequests, st.ReadBytes, st.PassthroughOpens, drops)
+				if p2p != nil {
+					ps := p2p.Stats()
+					fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: p2p: %d blocks (%d bytes) read from peers, %d peer answers failed verification, %d fell back to the chunkservers; %d blocks (%d bytes) served to peers\n",
+						ps.PeerBlocks, ps.PeerBytes, ps.VerifyFailures, ps.PeerMisses, ps.ServedBlocks, ps.ServedBytes)
+				}
 			}()
 			done := make(chan error, 1)
 			go func() { done <- srv.Wait() }()
@@ -190,6 +224,10 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.StringVar(&opt.FileCacheDir, "file-cache-dir", fuse.DefaultFileCacheDir(), "directory for the passthrough copies (in a files/PID subdirectory, emptied at mount, removed at unmount)")
 	f.Int64Var(&fileCacheMB, "file-cache-mb", 0, "bound on the passthrough copies in MiB (0: 10 GiB or a tenth of the cache directory's file system, whichever is less)")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
+	f.StringVar(&p2pListen, "p2p-listen", "", "serve the blocks this mount caches to other mounting hosts on `ADDR` (host:port) and fetch blocks "+
+		"they hold before asking the chunkservers (off when empty). Without --"+clusterSecretFlag+" any host that can reach ADDR can read the cached blocks")
+	f.StringVar(&p2pAdvertise, "p2p-advertise", "", "`ADDR` other hosts dial to reach this mount's peer server, when --p2p-listen's address is not reachable as is "+
+		"(a wildcard such as 0.0.0.0:7000, or behind NAT)")
 	f.StringVar(&verifyKey, "verify-key", "", "with --image: mount only if the image carries a signature made with this PEM public key (cosign's format)")
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/dockyard/dockyard/chunkserver"
+	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/fs/fuse"
 	"github.com/dockyard/dockyard/image"
 	"github.com/dockyard/dockyard/metaserver"
@@ -13,8 +14,9 @@ import (
 
 // mountImage mounts one image's merged tree on dir, as `dockyard run` does
 // before it starts the container. With pub set the image must carry a
-// signature made with that key.
-func mountImage(ctx context.Context, mc *metaserver.Client, ref string, pub crypto.PublicKey, dir string, log *slog.Logger) (*fuse.Server, error) {
+// signature made with that key. With p2p set, the image's blocks are also
+// served to and fetched from peers.
+func mountImage(ctx context.Context, mc *metaserver.Client, ref string, pub crypto.PublicKey, dir string, p2p *dfs.P2P, log *slog.Logger) (*fuse.Server, error) {
 	r, err := image.ParseRef(ref)
 	if err != nil {
 		return nil, err
@@ -29,7 +31,8 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref string, pub cryp
 			return nil, err
 		}
 	}
-	images, err := image.New(mc, localShardClient(log, false), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir})
+	images, err := image.New(mc, localShardClient(log, false), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir,
+		FS: dfs.Options{P2P: p2p}})
 	if err != nil {
 		return nil, err
 	}
