@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -61,26 +62,36 @@ type AuthError struct {
 }
 
 func (e *AuthError) Error() string {
-	what := e.Host
-	if e.Repo != "" {
-		what = e.Repo + " on " + e.Host
+	verb := e.Action + " " + e.Repo
+	if e.Repo == "" {
+		verb = "use it"
 	}
 	switch {
 	case e.User != "" && e.Status == http.StatusForbidden:
-		return fmt.Sprintf("user %s (credentials from %s) has no right to %s %s", e.User, e.Source, e.Action, what)
+		return fmt.Sprintf("registry %s: user %s (credentials from %s) has no right to %s", e.Host, e.User, e.Source, verb)
 	case e.User != "":
 		return fmt.Sprintf("registry %s refused user %s (credentials from %s): wrong password, unknown user or expired login; log in again with \"docker login %s\"",
 			e.Host, e.User, e.Source, e.Host)
 	case e.Lookup != nil:
-		return fmt.Sprintf("registry %s wants credentials to %s %s, and looking them up failed: %v", e.Host, e.Action, what, e.Lookup)
+		return fmt.Sprintf("registry %s wants credentials to %s, and looking them up failed: %v", e.Host, verb, e.Lookup)
 	case e.Status == http.StatusForbidden:
-		return fmt.Sprintf("registry %s does not let anonymous users %s %s; log in with \"docker login %s\"", e.Host, e.Action, what, e.Host)
+		return fmt.Sprintf("registry %s does not let anonymous users %s; log in with \"docker login %s\"", e.Host, verb, e.Host)
 	}
-	return fmt.Sprintf("registry %s wants credentials to %s %s and none were found; log in with \"docker login %s\" (Dockyard reads docker's config.json and podman's auth.json)",
-		e.Host, e.Action, what, e.Host)
+	return fmt.Sprintf("registry %s wants credentials to %s and none were found; log in with \"docker login %s\" (Dockyard reads docker's config.json and podman's auth.json)",
+		e.Host, verb, e.Host)
 }
 
 func (e *AuthError) Unwrap() error { return e.Lookup }
+
+// authError finds an AuthError in err: it says all there is to say, so
+// callers return it as it is rather than under the URL that was refused.
+func authError(err error) error {
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return nil
+}
 
 // client returns the Resolver's HTTP client with authentication added,
 // built once.

@@ -183,6 +183,9 @@ func (r *Resolver) send(ctx context.Context, method, u string, body io.Reader, s
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	resp, err := r.client().Do(req)
+	if ae := authError(err); ae != nil {
+		return nil, ae
+	}
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {

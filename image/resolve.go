@@ -114,6 +114,9 @@ func (r *Resolver) get(ctx context.Context, ref Ref, kind, reference, accept str
 	}
 	req.Header.Set("Accept", accept)
 	resp, err := r.client().Do(req)
+	if ae := authError(err); ae != nil {
+		return nil, "", "", ae
+	}
 	if err != nil {
 		return nil, "", "", fmt.Errorf("fetching %s: %w", url, err)
 	}

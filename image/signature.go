@@ -381,6 +381,9 @@ func (r *Resolver) do(ctx context.Context, method, url, contentType string, body
 	}
 	req.Header.Set("Content-Type", contentType)
 	resp, err := r.client().Do(req)
+	if ae := authError(err); ae != nil {
+		return ae
+	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, url, err)
 	}
