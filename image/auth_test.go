@@ -109,7 +109,7 @@ func (g *authGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *authGate) serveToken(w http.ResponseWriter, r *http.Request) {
 	g.tokenRequests++
-	user := ""
+	user, scopes, service := "", r.URL.Query()["scope"], r.URL.Query().Get("service")
 	if u, p, ok := r.BasicAuth(); ok {
 		if g.users[u] != p {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -117,12 +117,22 @@ func (g *authGate) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		user = u
 	}
-	if r.URL.Query().Get("service") != "stub" {
+	if r.Method == http.MethodPost {
+		// The OAuth2 refresh-token grant: an identity token "refresh-USER".
+		r.ParseForm()
+		u, _ := strings.CutPrefix(r.PostForm.Get("refresh_token"), "refresh-")
+		if r.PostForm.Get("grant_type") != "refresh_token" || g.users[u] == "" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		user, scopes, service = u, strings.Fields(r.PostForm.Get("scope")), r.PostForm.Get("service")
+	}
+	if service != "stub" {
 		http.Error(w, "wrong service", http.StatusBadRequest)
 		return
 	}
 	t := gateToken{user: user, access: map[string]string{}}
-	for _, s := range r.URL.Query()["scope"] {
+	for _, s := range scopes {
 		g.scopes = append(g.scopes, s)
 		parts := strings.Split(s, ":")
 		if len(parts) == 3 && owns(user, parts[1]) {
@@ -250,6 +260,20 @@ func TestAuthErrors(t *testing.T) {
 	})}}
 	if _, err = r.Resolve(ctx, ref); err == nil || !strings.Contains(err.Error(), "helper exploded") {
 		t.Errorf("broken helper: %v", err)
+	}
+}
+
+func TestAuthIdentityToken(t *testing.T) {
+	_, _, host := authTestRegistry(t)
+	ctx := context.Background()
+	ref := Ref{Registry: host, Repo: "alice/app", Tag: "v1"}
+	r := &Resolver{Keychain: Static{IdentityToken: "refresh-alice", Source: "test"}}
+	if _, err := r.Push(ctx, ref, testCommit(t, nil)); err != nil {
+		t.Fatalf("Push with an identity token: %v", err)
+	}
+	r = &Resolver{Keychain: Static{IdentityToken: "refresh-mallory", Source: "test"}}
+	if _, err := r.Resolve(ctx, ref); err == nil || !strings.Contains(err.Error(), "refused user (identity token) (credentials from test)") {
+		t.Errorf("an unknown identity token: %v", err)
 	}
 }
 
