@@ -95,7 +95,8 @@ func TestEncryptedServe(t *testing.T) {
 
 	// Without the key the directory is refused, with a reason.
 	c.Stop()
-	if _, err := StartServe(dir, "--volume-socket", ""); err == nil {
+	if keyless, err := StartServe(dir, "--volume-socket", ""); err == nil {
+		keyless.Stop()
 		t.Fatal("serve started on an encrypted directory without its key")
 	} else if !strings.Contains(err.Error(), "--encryption-key-file") {
 		t.Fatalf("serve without the key failed without naming the flag: %v", err)
