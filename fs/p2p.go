@@ -34,7 +34,7 @@ import (
 //     on a peer's behalf, so one request costs the cluster nothing more.
 //   - The leader metaserver's tracker (metaserver/server/tracker.go) knows
 //     which hosts hold blocks of which chunks, from their announcements:
-//     chunks fetched are announced in batches every second, and everything
+//     chunks fetched are announced in batches every p2pFlushEvery, and everything
 //     held is re-announced every AnnounceEvery (replacing the last list),
 //     which is also how a new leader's empty tracker refills.
 //   - On a block-cache miss the read asks the tracker (answers are cached for
@@ -64,8 +64,16 @@ const (
 	DefaultP2PPassOver      = 30 * time.Second
 )
 
-// p2pFlushEvery is how often newly fetched chunks are announced.
-const p2pFlushEvery = time.Second
+// p2pFlushEvery is how often newly fetched chunks are announced. Short,
+// because the case P2P is for is many hosts reading one image at the same
+// moment: a chunk one of them fetched is useful to the others only once the
+// tracker knows. An announcement is one small request to the leader, and
+// only sent when there is something new.
+const p2pFlushEvery = 250 * time.Millisecond
+
+// p2pFetchWorkers is how many block requests one fetch from a peer has in
+// flight.
+const p2pFetchWorkers = 4
 
 // maxP2PLookups bounds the cached tracker answers; the cache is dropped whole
 // when full, which costs a lookup per chunk afterwards.
@@ -222,7 +230,7 @@ func NewP2P(tracker metaserver.Tracker, o P2POptions) (*P2P, error) {
 	hc := o.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{
-			MaxIdleConnsPerHost: 64,
+			MaxIdleConnsPerHost: 256,
 			IdleConnTimeout:     time.Minute,
 			DialContext:         (&net.Dialer{Timeout: o.PeerTimeout}).DialContext,
 		}}
@@ -492,7 +500,13 @@ func (p *P2P) lookup(ctx context.Context, id metaserver.ChunkID, l *peerLookup) 
 	}
 	p.mu.Lock()
 	l.peers = r.Peers[id]
-	l.expires = time.Now().Add(p.opt.LookupTTL)
+	// "Nobody" is kept a quarter as long: in a burst of hosts reading
+	// one image, holders appear within the first announcement periods.
+	ttl := p.opt.LookupTTL
+	if len(l.peers) == 0 {
+		ttl /= 4
+	}
+	l.expires = time.Now().Add(ttl)
 	close(l.done)
 	p.mu.Unlock()
 }
@@ -570,14 +584,24 @@ func (p *P2P) fetchUnits(ctx context.Context, ch *metaserver.Chunk, sums []uint6
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, hi-lo)
+	next := make(chan int64, hi-lo)
 	for i := lo; i < hi; i++ {
+		next <- i
+	}
+	close(next)
+	// A few requests at a time per fetch: every reader of a hot chunk
+	// asks the same few peers at first, and hundreds of requests at once
+	// cost them connections rather than bytes.
+	for range min(p2pFetchWorkers, hi-lo) {
 		go func() {
-			a := i*blockSize - start
-			err := p.fetchBlock(ctx, peer, blockKey{ch.ID, i}, sl.buf[a:min(a+blockSize, end-start)])
-			if err != nil {
-				cancel()
+			for i := range next {
+				a := i*blockSize - start
+				err := p.fetchBlock(ctx, peer, blockKey{ch.ID, i}, sl.buf[a:min(a+blockSize, end-start)])
+				if err != nil {
+					cancel()
+				}
+				errs <- err
 			}
-			errs <- err
 		}()
 	}
 	var first error
