@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/fs/fuse"
@@ -42,6 +43,34 @@ func startP2P(mc *metaserver.Client, listen, advertise string, log *slog.Logger)
 			"listen", p.ListenAddr())
 	}
 	return p, nil
+}
+
+// addP2PFlags gives a command that mounts (mount, run) the peer-to-peer
+// flags.
+func addP2PFlags(f *pflag.FlagSet, listen, advertise *string) {
+	f.StringVar(listen, "p2p-listen", "", "serve the blocks this host caches to other mounting hosts on `ADDR` (host:port) and fetch blocks "+
+		"they hold before asking the chunkservers (off when empty). Without --"+clusterSecretFlag+" any host that can reach ADDR can read the cached blocks")
+	f.StringVar(advertise, "p2p-advertise", "", "`ADDR` other hosts dial to reach this host's peer server, when --p2p-listen's address is not reachable as is "+
+		"(a wildcard such as 0.0.0.0:7000, or behind NAT)")
+}
+
+// checkP2PFlags refuses --p2p-advertise without --p2p-listen.
+func checkP2PFlags(listen, advertise string) error {
+	if advertise != "" && listen == "" {
+		return fmt.Errorf("--p2p-advertise names the address of the peer server; it needs --p2p-listen")
+	}
+	return nil
+}
+
+// p2pSummary says in one line what peer-to-peer delivery did.
+func p2pSummary(ps dfs.P2PStats) string {
+	return fmt.Sprintf("%d blocks (%d bytes) read from peers, %d peer answers failed verification, %d fell back to the chunkservers; %d blocks (%d bytes) served to peers",
+		ps.PeerBlocks, ps.PeerBytes, ps.VerifyFailures, ps.PeerMisses, ps.ServedBlocks, ps.ServedBytes)
+}
+
+// logP2PStats logs p2pSummary at info level (run shows it with --verbose).
+func logP2PStats(log *slog.Logger, p *dfs.P2P) {
+	log.Info("p2p: " + p2pSummary(p.Stats()))
 }
 
 func mountCmd() *cobra.Command {
@@ -86,8 +115,8 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 					return err
 				}
 			}
-			if p2pAdvertise != "" && p2pListen == "" {
-				return fmt.Errorf("--p2p-advertise names the address of the peer server; it needs --p2p-listen")
+			if err := checkP2PFlags(p2pListen, p2pAdvertise); err != nil {
+				return err
 			}
 			mc, err := dialMeta(cmd, meta)
 			if err != nil {
@@ -168,9 +197,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: unmounted %s: %d READ requests (%d bytes) reached the mount; %d opens served by passthrough; metadata cache dropped %d times\n",
 					srv.Dir, st.ReadRequests, st.ReadBytes, st.PassthroughOpens, drops)
 				if p2p != nil {
-					ps := p2p.Stats()
-					fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: p2p: %d blocks (%d bytes) read from peers, %d peer answers failed verification, %d fell back to the chunkservers; %d blocks (%d bytes) served to peers\n",
-						ps.PeerBlocks, ps.PeerBytes, ps.VerifyFailures, ps.PeerMisses, ps.ServedBlocks, ps.ServedBytes)
+					fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: p2p: %s\n", p2pSummary(p2p.Stats()))
 				}
 			}()
 			done := make(chan error, 1)
@@ -224,10 +251,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.StringVar(&opt.FileCacheDir, "file-cache-dir", fuse.DefaultFileCacheDir(), "directory for the passthrough copies (in a files/PID subdirectory, emptied at mount, removed at unmount)")
 	f.Int64Var(&fileCacheMB, "file-cache-mb", 0, "bound on the passthrough copies in MiB (0: 10 GiB or a tenth of the cache directory's file system, whichever is less)")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
-	f.StringVar(&p2pListen, "p2p-listen", "", "serve the blocks this mount caches to other mounting hosts on `ADDR` (host:port) and fetch blocks "+
-		"they hold before asking the chunkservers (off when empty). Without --"+clusterSecretFlag+" any host that can reach ADDR can read the cached blocks")
-	f.StringVar(&p2pAdvertise, "p2p-advertise", "", "`ADDR` other hosts dial to reach this mount's peer server, when --p2p-listen's address is not reachable as is "+
-		"(a wildcard such as 0.0.0.0:7000, or behind NAT)")
+	addP2PFlags(f, &p2pListen, &p2pAdvertise)
 	f.StringVar(&verifyKey, "verify-key", "", "with --image: mount only if the image carries a signature made with this PEM public key (cosign's format)")
 	return cmd
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dockyard/dockyard/container"
 	"github.com/dockyard/dockyard/converter"
+	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/image"
 )
 
@@ -25,7 +26,7 @@ func runCmd() *cobra.Command {
 		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
 		env, volumeSpecs                                                                        []string
 		keep, verbose                                                                           bool
-		spanCacheDir, verifyKey, name                                                           string
+		spanCacheDir, verifyKey, name, p2pListen, p2pAdvertise                                  string
 		spanCacheMB                                                                             int64
 	)
 	cmd := &cobra.Command{
@@ -71,6 +72,9 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 					return err
 				}
 			}
+			if err := checkP2PFlags(p2pListen, p2pAdvertise); err != nil {
+				return err
+			}
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
@@ -96,8 +100,19 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 				return err
 			}
 			defer mc.Close()
+			var p2p *dfs.P2P
+			if p2pListen != "" {
+				if p2p, err = startP2P(mc, p2pListen, p2pAdvertise, log); err != nil {
+					return err
+				}
+				defer func() {
+					p2p.Close()
+					logP2PStats(log, p2p)
+				}()
+			}
 			images, err := image.New(mc, localShardClient(log, false), image.Options{
-				Logger: log, SpanCacheDir: spanCacheDir, SpanCacheDiskBytes: spanCacheMB << 20})
+				Logger: log, SpanCacheDir: spanCacheDir, SpanCacheDiskBytes: spanCacheMB << 20,
+				FS: dfs.Options{P2P: p2p}})
 			if err != nil {
 				return err
 			}
@@ -192,6 +207,7 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 	f.StringVar(&name, "name", "", "name the container and keep its state after exit, for dockyard commit --container NAME (removed by dockyard container rm NAME)")
 	f.StringArrayVarP(&volumeSpecs, "volume", "v", nil, "mount a Dockyard volume (NAME:/path) or a host directory (/dir:/path), :ro for read-only; repeatable")
 	f.BoolVar(&verbose, "verbose", false, "log what run does")
+	addP2PFlags(f, &p2pListen, &p2pAdvertise)
 	f.StringVar(&verifyKey, "verify-key", "", "run only if the image carries a signature made with this PEM public key (cosign's format; see dockyard sign)")
 	return cmd
 }
