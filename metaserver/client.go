@@ -805,6 +805,11 @@ func (c *Client) CreateTree(ctx context.Context, parent Ino, entries []TreeEntry
 	return
 }
 
+func (c *Client) CloneTree(ctx context.Context, src Ino, newParent Ino, newName string) (a Attr, err error) {
+	err = c.call(ctx, OpCloneTree, CloneTreeArgs{Src: src, NewParent: newParent, NewName: newName}, &a)
+	return
+}
+
 func (c *Client) AllocChunk(ctx context.Context, k, m int, shardSize int64, size int64, replicated bool) (ch Chunk, err error) {
 	err = c.call(ctx, OpAllocChunk, AllocChunkArgs{K: k, M: m, ShardSize: shardSize, Size: size, Replicated: replicated}, &ch)
 	return

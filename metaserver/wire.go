@@ -40,6 +40,7 @@ const (
 	OpStatFS              = "statfs"
 	OpResolvePath         = "resolvepath"
 	OpCreateTree          = "createtree"
+	OpCloneTree           = "clonetree"
 	OpAllocChunk          = "allocchunk"
 	OpCommitExtents       = "commitextents"
 	OpGetChunk            = "getchunk"
@@ -69,7 +70,7 @@ func IsRead(op string) bool { return reads[op] }
 
 var mutations = map[string]bool{
 	OpSetAttr: true, OpCreate: true, OpLink: true, OpUnlink: true, OpRmdir: true,
-	OpRename: true, OpSetXattr: true, OpRemoveXattr: true, OpCreateTree: true,
+	OpRename: true, OpSetXattr: true, OpRemoveXattr: true, OpCreateTree: true, OpCloneTree: true,
 	OpAllocChunk: true, OpCommitExtents: true, OpReportBadShard: true, OpAbandonChunk: true,
 	OpHeartbeat: true, OpSetChunkserverState: true, OpCompleteRepair: true,
 	OpAddMember: true, OpRemoveMember: true, OpKVTxn: true,
@@ -150,6 +151,12 @@ type (
 	CreateTreeArgs struct {
 		Parent  Ino         `json:"parent"`
 		Entries []TreeEntry `json:"entries"`
+	}
+	// CloneTreeArgs: clonetree copies the tree at Src to NewParent/NewName.
+	CloneTreeArgs struct {
+		Src       Ino    `json:"src"`
+		NewParent Ino    `json:"newParent"`
+		NewName   string `json:"newName"`
 	}
 	AllocChunkArgs struct {
 		K          int   `json:"k"`

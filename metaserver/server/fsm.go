@@ -358,6 +358,12 @@ func (f *FSM) dispatch(c *command) (any, error) {
 			return nil, err
 		}
 		return f.applyCreateTree(c, a)
+	case ms.OpCloneTree:
+		a, err := decode[ms.CloneTreeArgs](c)
+		if err != nil {
+			return nil, err
+		}
+		return f.applyCloneTree(c, a)
 	case ms.OpAllocChunk:
 		a, err := decode[ms.AllocChunkArgs](c)
 		if err != nil {

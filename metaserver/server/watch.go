@@ -158,6 +158,15 @@ func (f *FSM) touches(c *command) *touched {
 		// are one change instead of one per entry.
 		t.dirs = append(t.dirs, a.Parent)
 		t.inos = append(t.inos, a.Parent)
+	case ms.OpCloneTree:
+		a, err := decode[ms.CloneTreeArgs](c)
+		if err != nil {
+			return nil
+		}
+		// One new name in the destination; the inodes under it are new
+		// to every cache, and the source does not change.
+		name(a.NewParent, a.NewName)
+		t.inos = append(t.inos, a.NewParent)
 	default:
 		return nil
 	}
