@@ -790,6 +790,19 @@ func (c *MetaCache) CreateTree(ctx context.Context, parent metaserver.Ino, entri
 	return inos, err
 }
 
+// CloneTree adds one name to newParent, as Create does; the inodes under
+// it are new, so nothing cached describes them.
+func (c *MetaCache) CloneTree(ctx context.Context, src metaserver.Ino, newParent metaserver.Ino, newName string) (metaserver.Attr, error) {
+	k := dentKey{newParent, newName}
+	t := c.forget(ctx, []dentKey{k}, newParent)
+	a, err := c.API.CloneTree(ctx, src, newParent, newName)
+	if err == nil {
+		c.settle(t, k, a)
+	}
+	c.forget(ctx, nil, newParent)
+	return a, err
+}
+
 func (c *MetaCache) CommitExtents(ctx context.Context, ino metaserver.Ino, extents []metaserver.Extent, sums map[metaserver.ChunkID][]uint64, newSize uint64) (metaserver.Attr, error) {
 	t := c.forget(ctx, nil, ino)
 	a, err := c.API.CommitExtents(ctx, ino, extents, sums, newSize)
