@@ -133,14 +133,19 @@ func volPath(name string) string { return path.Join(Dir, name) }
 
 // Create makes the volume's directory. Options: mode (octal, default 0755),
 // uid and gid of the volume's root directory, so containers running as
-// another user can write to it. Creating a volume that exists is no error,
+// another user can write to it; from=VOLUME or from=VOLUME@SNAPSHOT makes
+// the new volume a clone of that volume as it is now, or of that snapshot,
+// sharing its bytes (mode, uid and gid then change the clone's root, which
+// otherwise keeps the source's). Creating a volume that exists is no error,
 // as Docker may ask again for a volume it already knows.
 func (d *Driver) Create(ctx context.Context, name string, opts map[string]string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	mode := uint32(0o755)
-	var set metaserver.SetAttrIn
+	var (
+		set  metaserver.SetAttrIn
+		from string
+	)
 	for k, v := range opts {
 		switch k {
 		case "mode":
@@ -148,7 +153,8 @@ func (d *Driver) Create(ctx context.Context, name string, opts map[string]string
 			if err != nil || m > 0o7777 {
 				return fmt.Errorf("%w: mode %q is not an octal permission", ErrBadOpt, v)
 			}
-			mode = uint32(m)
+			m32 := uint32(m)
+			set.Mode = &m32
 		case "uid", "gid":
 			id, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
@@ -160,8 +166,13 @@ func (d *Driver) Create(ctx context.Context, name string, opts map[string]string
 			} else {
 				set.Gid = &id32
 			}
+		case "from":
+			if v == "" {
+				return fmt.Errorf("%w: from is empty; want VOLUME or VOLUME@SNAPSHOT", ErrBadOpt)
+			}
+			from = v
 		default:
-			return fmt.Errorf("%w: %q (known: mode, uid, gid)", ErrBadOpt, k)
+			return fmt.Errorf("%w: %q (known: mode, uid, gid, from)", ErrBadOpt, k)
 		}
 	}
 	if a, err := d.c.Stat(ctx, volPath(name)); err == nil {
@@ -169,6 +180,20 @@ func (d *Driver) Create(ctx context.Context, name string, opts map[string]string
 			return fmt.Errorf("volume %s: %s is not a directory", name, volPath(name))
 		}
 		return nil
+	}
+	if from != "" {
+		if err := cloneVolume(ctx, d.c, from, name); err != nil {
+			return err
+		}
+		if err := cloneRootAttrs(ctx, d.c, name, set); err != nil {
+			return err
+		}
+		d.log.Info("volume: created", "name", name, "from", from)
+		return nil
+	}
+	mode := uint32(0o755)
+	if set.Mode != nil {
+		mode, set.Mode = *set.Mode, nil
 	}
 	ino, err := d.c.MkdirAll(ctx, volPath(name), mode)
 	if err != nil {
