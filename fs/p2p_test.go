@@ -364,7 +364,9 @@ func TestP2PReadFromFakePeer(t *testing.T) {
 			t.Logf("%s: %+v, %d shard reads, %v", mode, st, fromShards, took)
 			switch mode {
 			case "right":
-				if fromShards != 0 || st.PeerBytes != uint64(len(data)) || st.VerifyFailures != 0 {
+				// At least the file: a fetch brings whole data shards,
+				// and two misses in one shard at once may both fetch it.
+				if fromShards != 0 || st.PeerBytes < uint64(len(data)) || st.VerifyFailures != 0 {
 					t.Fatalf("%d shard reads, %d bytes from the peer: want everything from the peer", fromShards, st.PeerBytes)
 				}
 			case "wrong":
@@ -440,7 +442,10 @@ func TestP2PTwoClients(t *testing.T) {
 		t.Fatalf("second client made %d chunkserver requests, want none", n)
 	}
 	sa, sb := pa.Stats(), pb.Stats()
-	if sb.PeerBytes != uint64(len(data)) || sa.ServedBytes != uint64(len(data)) || sb.VerifyFailures != 0 {
+	// A peer fetch brings whole data shards, and two misses in one shard at
+	// once may both fetch it, so the bytes counted may pass the file's
+	// size; both sides count the same.
+	if sb.PeerBytes < uint64(len(data)) || sa.ServedBytes != sb.PeerBytes || sb.VerifyFailures != 0 {
 		t.Fatalf("first client %+v, second %+v: want every byte served by the first", sa, sb)
 	}
 	// The second client now holds the chunks too and says so; the
