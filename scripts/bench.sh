@@ -6,11 +6,11 @@
 # missing peer is reported and its benchmark skipped, the others still run.
 #
 #   scripts/bench.sh            # all
-#   scripts/bench.sh go meta    # only some: go meta ec fuse registry lazyrun
+#   scripts/bench.sh go meta    # only some: go meta ec p2p fuse registry lazyrun
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-which=${*:-go meta ec fuse registry lazyrun}
+which=${*:-go meta ec p2p fuse registry lazyrun}
 export DOCKYARD_BIN=${DOCKYARD_BIN:-$PWD/bin/dockyard}
 failed=()
 
@@ -26,13 +26,17 @@ run() {
 
 for b in $which; do
 	case "$b" in
-	go) run "go benchmarks" go test -run '^$' -bench . -benchmem -count=1 ./chunkserver/... ./fs/... ./converter/... ./registry/... ;;
+	go) run "go benchmarks" go test -run '^$' -bench . -benchmem -count=1 ./chunkserver/... ./fs/... ./converter/... ./registry/... ./metaserver/... ;;
 	meta) run "metaserver creates/lookups" go run ./bench/metabench ;;
 	ec) run "erasure-coded data path" go run ./bench/ecbench ;;
+	p2p)
+		run "peer-to-peer delivery, together" go run ./bench/p2p -clients 8 -size 256 -cs-mbps 200
+		run "peer-to-peer delivery, staggered" go run ./bench/p2p -clients 8 -size 256 -cs-mbps 200 -stagger 500ms
+		;;
 	fuse) run "FUSE mount vs weed mount" bench/fuse/run.sh ;;
 	registry) run "registry push/pull vs distribution" bench/registry/run.sh ;;
 	lazyrun) run "dockyard run vs docker pull+run" bench/lazyrun/run.sh ;;
-	*) echo "unknown benchmark $b (go meta ec fuse registry lazyrun)" >&2; exit 2 ;;
+	*) echo "unknown benchmark $b (go meta ec p2p fuse registry lazyrun)" >&2; exit 2 ;;
 	esac
 done
 if [ ${#failed[@]} -gt 0 ]; then
