@@ -148,36 +148,51 @@ func verifyPayload(pub crypto.PublicKey, p, sig []byte) bool {
 // the platform's manifest. It returns ErrNotSigned, with what it found, when
 // none does.
 func (r *Resolver) Verify(ctx context.Context, res *Resolved, pub crypto.PublicKey) error {
+	key, checked, lastBad, err := r.signedBy(ctx, res, []crypto.PublicKey{pub})
+	switch {
+	case err != nil:
+		return err
+	case key >= 0:
+		return nil
+	case checked == 0:
+		return fmt.Errorf("%s: %w: the image has no signatures (%s)", res.Ref, ErrNotSigned, SignatureTag(res.TopDigest))
+	}
+	return fmt.Errorf("%s: %w by this key among %d signatures (last: %v)", res.Ref, ErrNotSigned, checked, lastBad)
+}
+
+// signedBy looks for a signature covering res made with any of pubs: one on
+// what its reference named or on the platform's manifest. It returns the
+// index in pubs of the first key that verified one; otherwise -1, how many
+// signatures it checked and why the last check failed (nil when there were
+// none). err is a failure to read the signatures, not a bad signature.
+func (r *Resolver) signedBy(ctx context.Context, res *Resolved, pubs []crypto.PublicKey) (key, checked int, lastBad, err error) {
 	digests := []digest.Digest{res.TopDigest}
 	if res.ManifestDigest != res.TopDigest {
 		digests = append(digests, res.ManifestDigest)
 	}
-	checked := 0
-	var lastBad error
 	for _, d := range digests {
 		if d == "" {
 			continue
 		}
 		ms, err := r.signatureManifests(ctx, res.Ref, d)
 		if err != nil {
-			return err
+			return -1, checked, lastBad, err
 		}
 		for _, l := range layersOf(ms) {
 			if l.MediaType != SignatureMediaType {
 				continue
 			}
 			checked++
-			if err := r.checkSignature(ctx, res.Ref, d, l, pub); err != nil {
-				lastBad = err
-				continue
+			for i, pub := range pubs {
+				if err := r.checkSignature(ctx, res.Ref, d, l, pub); err != nil {
+					lastBad = err
+					continue
+				}
+				return i, checked, nil, nil
 			}
-			return nil
 		}
 	}
-	if checked == 0 {
-		return fmt.Errorf("%s: %w: the image has no signatures (%s)", res.Ref, ErrNotSigned, SignatureTag(digests[0]))
-	}
-	return fmt.Errorf("%s: %w by this key among %d signatures (last: %v)", res.Ref, ErrNotSigned, checked, lastBad)
+	return -1, checked, lastBad, nil
 }
 
 // signatureManifests returns the signature manifests of the image with
