@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,6 +83,7 @@ func mountCmd() *cobra.Command {
 		lazyOnSignal     bool
 		imageRef         string
 		verifyKey        string
+		policyPath       string
 		metaCache        bool
 		metaCacheEntries int
 		durableWrites    bool
@@ -105,13 +105,15 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var pub crypto.PublicKey
-			if verifyKey != "" {
-				if imageRef == "" {
-					return fmt.Errorf("--verify-key checks an image's signature; it needs --image")
-				}
+			if verifyKey != "" && imageRef == "" {
+				return fmt.Errorf("--verify-key checks an image's signature; it needs --image")
+			}
+			// The policy is about images; a file-system mount has none to
+			// check, even where the host has a policy.
+			var gate imageGate
+			if imageRef != "" {
 				var err error
-				if pub, err = loadVerifyKey(verifyKey); err != nil {
+				if gate, err = newImageGate(policyPath, verifyKey); err != nil {
 					return err
 				}
 			}
@@ -175,7 +177,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			var srv *fuse.Server
 			if imageRef != "" {
-				srv, err = mountImage(mctx, mc, imageRef, pub, args[0], p2p, log)
+				srv, err = mountImage(mctx, mc, imageRef, gate, args[0], p2p, log)
 			} else {
 				srv, err = fuse.Mount(mctx, args[0], client, opt)
 			}
@@ -252,6 +254,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.Int64Var(&fileCacheMB, "file-cache-mb", 0, "bound on the passthrough copies in MiB (0: 10 GiB or a tenth of the cache directory's file system, whichever is less)")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
 	addP2PFlags(f, &p2pListen, &p2pAdvertise)
-	f.StringVar(&verifyKey, "verify-key", "", "with --image: mount only if the image carries a signature made with this PEM public key (cosign's format)")
+	f.StringVar(&verifyKey, "verify-key", "", "with --image: mount only if the image carries a signature made with this PEM public key (cosign's format), in addition to what the policy requires")
+	addPolicyFlag(f, &policyPath)
 	return cmd
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"log/slog"
 
 	"github.com/dockyard/dockyard/chunkserver"
@@ -13,10 +12,10 @@ import (
 )
 
 // mountImage mounts one image's merged tree on dir, as `dockyard run` does
-// before it starts the container. With pub set the image must carry a
-// signature made with that key. With p2p set, the image's blocks are also
+// before it starts the container, once the image has passed gate (the
+// policy and --verify-key). With p2p set, the image's blocks are also
 // served to and fetched from peers.
-func mountImage(ctx context.Context, mc *metaserver.Client, ref string, pub crypto.PublicKey, dir string, p2p *dfs.P2P, log *slog.Logger) (*fuse.Server, error) {
+func mountImage(ctx context.Context, mc *metaserver.Client, ref string, gate imageGate, dir string, p2p *dfs.P2P, log *slog.Logger) (*fuse.Server, error) {
 	r, err := image.ParseRef(ref)
 	if err != nil {
 		return nil, err
@@ -26,10 +25,8 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref string, pub cryp
 	if err != nil {
 		return nil, err
 	}
-	if pub != nil {
-		if err := resolver.Verify(ctx, res, pub); err != nil {
-			return nil, err
-		}
+	if err := gate.check(ctx, resolver, res); err != nil {
+		return nil, err
 	}
 	images, err := image.New(mc, localShardClient(log, false), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir,
 		FS: dfs.Options{P2P: p2p}})

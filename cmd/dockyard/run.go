@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -26,7 +25,7 @@ func runCmd() *cobra.Command {
 		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
 		env, volumeSpecs                                                                        []string
 		keep, verbose                                                                           bool
-		spanCacheDir, verifyKey, name, p2pListen, p2pAdvertise                                  string
+		spanCacheDir, verifyKey, policyPath, name, p2pListen, p2pAdvertise                      string
 		spanCacheMB                                                                             int64
 	)
 	cmd := &cobra.Command{
@@ -66,11 +65,9 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 			if err != nil {
 				return err
 			}
-			var pub crypto.PublicKey
-			if verifyKey != "" {
-				if pub, err = loadVerifyKey(verifyKey); err != nil {
-					return err
-				}
+			gate, err := newImageGate(policyPath, verifyKey)
+			if err != nil {
+				return err
 			}
 			if err := checkP2PFlags(p2pListen, p2pAdvertise); err != nil {
 				return err
@@ -88,12 +85,9 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 			if err != nil {
 				return err
 			}
-			if pub != nil {
-				// Before a byte of the image is read.
-				if err := resolver.Verify(ctx, res, pub); err != nil {
-					return err
-				}
-				log.Info("signature verified", "ref", ref, "key", verifyKey)
+			// Before a byte of the image is read.
+			if err := gate.check(ctx, resolver, res); err != nil {
+				return err
 			}
 			mc, err := metaClient(cmd)
 			if err != nil {
@@ -208,7 +202,8 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 	f.StringArrayVarP(&volumeSpecs, "volume", "v", nil, "mount a Dockyard volume (NAME:/path) or a host directory (/dir:/path), :ro for read-only; repeatable")
 	f.BoolVar(&verbose, "verbose", false, "log what run does")
 	addP2PFlags(f, &p2pListen, &p2pAdvertise)
-	f.StringVar(&verifyKey, "verify-key", "", "run only if the image carries a signature made with this PEM public key (cosign's format; see dockyard sign)")
+	f.StringVar(&verifyKey, "verify-key", "", "run only if the image carries a signature made with this PEM public key (cosign's format; see dockyard sign), in addition to what the policy requires")
+	addPolicyFlag(f, &policyPath)
 	return cmd
 }
 
