@@ -216,9 +216,11 @@ scopes:
 	// One image per repository; sign signs its manifest.
 	resolve := func(repo string) *Resolved {
 		t.Helper()
+		f.mu.Lock()
 		if _, ok := f.manifests[repo+"@single"]; !ok {
 			f.image(t, repo)
 		}
+		f.mu.Unlock()
 		res, err := r.Resolve(ctx, Ref{Registry: addr, Repo: repo, Tag: "single"})
 		if err != nil {
 			t.Fatal(err)
