@@ -183,7 +183,7 @@ the same layer digest.`,
 	f.StringVar(&compression, "compression", image.Gzip, "layer compression: gzip or zstd")
 	f.Int64Var(&epoch, "source-date-epoch", sourceDateEpoch(), "clamp file times to this Unix time and use it as the image's creation time, for reproducible images (default $SOURCE_DATE_EPOCH, else off)")
 	f.StringVar(&stateDir, "state-dir", "/run/dockyard", "the state dir dockyard run keeps named containers in")
-	f.StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registries with: http or https (http set explicitly also lets logins go unencrypted to registries that are not on loopback)")
+	addRegistrySchemeFlag(f, &scheme)
 	f.StringVar(&platform, "platform", runtime.GOOS+"/"+runtime.GOARCH, "platform to pick from a multi-platform --from image")
 	f.String("meta", defaultMeta, "metaserver API addresses, comma-separated (for a dfs:/ DIR)")
 	addClusterSecretFlag(f)

@@ -84,6 +84,7 @@ func mountCmd() *cobra.Command {
 		imageRef         string
 		verifyKey        string
 		policyPath       string
+		scheme           string
 		metaCache        bool
 		metaCacheEntries int
 		durableWrites    bool
@@ -114,6 +115,9 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			if imageRef != "" {
 				var err error
 				if gate, err = newImageGate(policyPath, verifyKey); err != nil {
+					return err
+				}
+				if scheme, err = registryScheme(cmd, scheme); err != nil {
 					return err
 				}
 			}
@@ -177,7 +181,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			var srv *fuse.Server
 			if imageRef != "" {
-				srv, err = mountImage(mctx, mc, imageRef, gate, args[0], p2p, log)
+				srv, err = mountImage(mctx, mc, imageRef, scheme, gate, args[0], p2p, log)
 			} else {
 				srv, err = fuse.Mount(mctx, args[0], client, opt)
 			}
@@ -256,5 +260,6 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	addP2PFlags(f, &p2pListen, &p2pAdvertise)
 	f.StringVar(&verifyKey, "verify-key", "", "with --image: mount only if the image carries a signature made with this PEM public key (cosign's format), in addition to what the policy requires")
 	addPolicyFlag(f, &policyPath)
+	addRegistrySchemeFlag(f, &scheme)
 	return cmd
 }

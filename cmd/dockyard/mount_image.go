@@ -15,12 +15,12 @@ import (
 // before it starts the container, once the image has passed gate (the
 // policy and --verify-key). With p2p set, the image's blocks are also
 // served to and fetched from peers.
-func mountImage(ctx context.Context, mc *metaserver.Client, ref string, gate imageGate, dir string, p2p *dfs.P2P, log *slog.Logger) (*fuse.Server, error) {
+func mountImage(ctx context.Context, mc *metaserver.Client, ref, scheme string, gate imageGate, dir string, p2p *dfs.P2P, log *slog.Logger) (*fuse.Server, error) {
 	r, err := image.ParseRef(ref)
 	if err != nil {
 		return nil, err
 	}
-	resolver := &image.Resolver{}
+	resolver := &image.Resolver{Scheme: scheme}
 	res, err := resolver.Resolve(ctx, r)
 	if err != nil {
 		return nil, err

@@ -149,6 +149,6 @@ image passes and 1, with the reason, when the policy refuses it.`,
 	}
 	addPolicyFlag(cmd.Flags(), &path)
 	cmd.Flags().StringVar(&platform, "platform", "linux/amd64", "platform to pick from a multi-platform image, as run does")
-	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https (http set explicitly also lets logins go unencrypted to a registry that is not on loopback)")
+	addRegistrySchemeFlag(cmd.Flags(), &scheme)
 	return cmd
 }

@@ -4,7 +4,15 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
+
+// addRegistrySchemeFlag gives a command that talks to registries its
+// --registry-scheme flag; registryScheme reads it.
+func addRegistrySchemeFlag(f *pflag.FlagSet, scheme *string) {
+	f.StringVar(scheme, "registry-scheme", "http", "scheme to reach registries with: http or https (http set explicitly "+
+		"also lets logins go unencrypted to a registry that is not on loopback)")
+}
 
 // registryScheme is the image.Resolver Scheme for a command's
 // --registry-scheme: empty when the user left the flag alone (plain HTTP,

@@ -194,7 +194,7 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 	f.StringVar(&hostname, "hostname", "", "container host name")
 	f.StringVar(&stateDir, "state-dir", "/run/dockyard", "where mounts and bundles of running containers live")
 	f.StringVar(&runtime, "runtime", "runc", "OCI runtime binary")
-	f.StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https (http set explicitly also lets logins go unencrypted to a registry that is not on loopback)")
+	addRegistrySchemeFlag(f, &scheme)
 	f.StringVar(&spanCacheDir, "span-cache-dir", defaultSpanCacheDir, "keep decompressed image bytes here between runs (empty: memory only, every run starts cold)")
 	f.Int64Var(&spanCacheMB, "span-cache-mb", 4096, "most MiB the span cache may keep on disk")
 	f.BoolVar(&keep, "keep", false, "keep the bundle and the upper dir after exit (for debugging)")

@@ -66,7 +66,7 @@ through the OCI 1.1 referrers API instead (cosign's --registry-referrers-mode oc
 	}
 	cmd.Flags().StringVar(&key, "key", "", "PEM private key to sign with (required)")
 	cmd.Flags().BoolVar(&referrer, "referrer", false, "attach the signature through the referrers API instead of the sha256-HEX.sig tag")
-	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https (http set explicitly also lets logins go unencrypted to a registry that is not on loopback)")
+	addRegistrySchemeFlag(cmd.Flags(), &scheme)
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
 }
@@ -103,7 +103,7 @@ func verifyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&key, "key", "", "PEM public key the signature must verify with (required)")
-	cmd.Flags().StringVar(&scheme, "registry-scheme", "http", "scheme to reach the registry in REF with: http or https (http set explicitly also lets logins go unencrypted to a registry that is not on loopback)")
+	addRegistrySchemeFlag(cmd.Flags(), &scheme)
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
 }
