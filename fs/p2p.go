@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,17 +32,20 @@ import (
 // block a few times instead of once per host.
 //
 //   - Each host runs a peer server (p2pserver.go) answering
-//     GET /p2p/blocks/{chunk}/{block} from its caches only. It never fetches
-//     on a peer's behalf, so one request costs the cluster nothing more.
+//     GET /p2p/blocks/{chunk}/{first}-{last} from its caches only. It never
+//     fetches on a peer's behalf, so one request costs the cluster nothing
+//     more.
 //   - The leader metaserver's tracker (metaserver/server/tracker.go) knows
 //     which hosts hold blocks of which chunks, from their announcements:
 //     chunks fetched are announced in batches every p2pFlushEvery, and everything
 //     held is re-announced every AnnounceEvery (replacing the last list),
 //     which is also how a new leader's empty tracker refills.
 //   - On a block-cache miss the read asks the tracker (answers are cached for
-//     LookupTTL) and fetches from one peer; if the peer is slower than
-//     HedgeAfter the chunkservers are asked too and the first good answer
-//     wins. Any failure falls back to the chunkservers.
+//     LookupTTL) and fetches from one peer, in one request per run of
+//     units (below). Reads missing blocks of the same units at the same time
+//     share that fetch (peerFlight). If the peer is slower than HedgeAfter
+//     the chunkservers are asked too and the first good answer wins. Any
+//     failure falls back to the chunkservers.
 //
 // Integrity: a peer is not trusted with the bytes. The metaserver records the
 // xxhash64 of every whole shard at commit (metaserver.Shard.Sum), and data
@@ -51,7 +56,7 @@ import (
 // padded, as it was written) and compares. A chunk the map has no sums for is
 // never read from peers. A peer whose answer does not verify is passed over
 // for PassOver. With a cluster secret, requests carry the cluster credential
-// and answers a MAC over the block's hash bound to the request, so hosts
+// and answers a MAC over their bytes' hash bound to the request, so hosts
 // outside the cluster can neither read blocks nor answer in a peer's place.
 // docs/security.md has the trust model.
 
@@ -71,9 +76,9 @@ const (
 // only sent when there is something new.
 const p2pFlushEvery = 250 * time.Millisecond
 
-// p2pFetchWorkers is how many block requests one fetch from a peer has in
-// flight.
-const p2pFetchWorkers = 4
+// maxP2PRange bounds the blocks one request to a peer may ask for: 64 MiB,
+// more than a chunk holds.
+const maxP2PRange = 512
 
 // maxP2PLookups bounds the cached tracker answers; the cache is dropped whole
 // when full, which costs a lookup per chunk afterwards.
@@ -150,14 +155,14 @@ func (o P2POptions) withDefaults() P2POptions {
 
 // P2PStats counts what P2P did since it started.
 type P2PStats struct {
-	PeerBlocks     uint64 // blocks read from peers, verified
+	PeerBlocks     uint64 // blocks read from peers, verified (once per fetch, however many reads shared it)
 	PeerBytes      uint64 // their bytes
 	PeerMisses     uint64 // peer fetches that fell back: the peer lacked a block, failed or was too slow
 	VerifyFailures uint64 // peer answers dropped because they did not verify
 	HedgeWins      uint64 // reads the chunkservers answered first while a slow peer was asked
 	ServedBlocks   uint64 // blocks served to peers
 	ServedBytes    uint64 // their bytes
-	ServedMisses   uint64 // requests for blocks not held here (404)
+	ServedMisses   uint64 // requests for ranges of blocks not all held here (404)
 	Lookups        uint64 // tracker lookups made
 	Announced      uint64 // chunk ids announced to the tracker
 }
@@ -186,6 +191,9 @@ type P2P struct {
 	lookups map[metaserver.ChunkID]*peerLookup
 	bad     map[string]time.Time // peers passed over until then
 	pending map[metaserver.ChunkID]struct{}
+
+	fmu     sync.Mutex
+	flights map[unitKey]*peerFlight // running and lingering peer fetches, by unit
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -241,6 +249,7 @@ func NewP2P(tracker metaserver.Tracker, o P2POptions) (*P2P, error) {
 		lookups: map[metaserver.ChunkID]*peerLookup{},
 		bad:     map[string]time.Time{},
 		pending: map[metaserver.ChunkID]struct{}{},
+		flights: map[unitKey]*peerFlight{},
 		stop:    make(chan struct{}),
 	}
 	p.srv = &http.Server{Handler: o.Secret.Middleware(p.handler(), clusterauth.WithOpenPaths()),
@@ -330,55 +339,52 @@ func (p *P2P) fetch(ctx context.Context, c *Client, ch *metaserver.Chunk, buf []
 	if peer == "" {
 		return fromShards(ctx)
 	}
-	ulo, uhi := unitsCovering(ch, from, from+int64(len(buf)))
-	type answer struct {
-		sl  *slab
-		err error
-	}
-	pctx, pcancel := context.WithTimeout(ctx, p.opt.PeerTimeout)
+	to := from + int64(len(buf))
+	fls := p.join(c, ch, sums, peer, from, to)
+	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
-	res := make(chan answer, 1)
-	go func() {
-		sl, err := p.fetchUnits(pctx, ch, sums, peer, ulo, uhi)
-		res <- answer{sl, err}
-	}()
-	take := func(a answer) {
-		defer a.sl.release()
-		base := ulo * blockSize
-		copy(buf, a.sl.buf[from-base:])
-		p.offer(c, ch, ulo, uhi, a.sl, from, from+int64(len(buf)))
-		p.st.peerBlocks.Add(uint64(uhi - ulo))
-		p.st.peerBytes.Add(uint64(len(a.sl.buf)))
+	res := make(chan error, 1)
+	go func() { res <- p.wait(pctx, fls) }()
+	take := func() {
+		for _, f := range fls {
+			fa, fb := f.lo*blockSize, min(f.hi*blockSize, ch.Size)
+			a, b := max(from, fa), min(to, fb)
+			copy(buf[a-from:b-from], f.sl.buf[a-fa:b-fa])
+			p.offer(c, ch, f.lo, f.hi, f.sl, from, to)
+		}
+		p.leave(fls)
 		p.noteHeld(ch.ID)
 	}
 	hedge := time.NewTimer(p.opt.HedgeAfter)
 	defer hedge.Stop()
 	select {
-	case a := <-res:
-		if a.err == nil {
-			take(a)
+	case err := <-res:
+		if err == nil {
+			take()
 			return nil
 		}
-		p.failed(ch.ID, peer, a.err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fromShards(ctx)
 	case <-hedge.C:
 	}
 	// The peer is slow: ask the chunkservers too; the first good answer
-	// wins. Both sides stop writing before this returns.
+	// wins. Both sides stop writing before this returns. Giving up on the
+	// peer leaves the fetch to the other readers waiting on it, if any.
 	cctx, ccancel := context.WithCancel(ctx)
 	defer ccancel()
 	csDone := make(chan error, 1)
 	go func() { csDone <- c.readShards(cctx, ch, buf, from) }()
 	select {
-	case a := <-res:
-		if a.err == nil {
+	case err := <-res:
+		if err == nil {
 			ccancel()
 			<-csDone
-			take(a)
+			take()
 			return nil
 		}
-		p.failed(ch.ID, peer, a.err)
-		err := <-csDone
+		err = <-csDone
 		if err == nil {
 			p.noteHeld(ch.ID)
 		}
@@ -386,21 +392,207 @@ func (p *P2P) fetch(ctx context.Context, c *Client, ch *metaserver.Chunk, buf []
 	case err := <-csDone:
 		if err == nil {
 			pcancel()
-			a := <-res
-			a.sl.release()
+			if <-res == nil {
+				p.leave(fls) // it finished as it was given up
+			}
 			p.st.hedgeWins.Add(1)
-			p.st.peerMisses.Add(1)
 			p.noteHeld(ch.ID)
 			return nil
 		}
 		// The chunkservers failed; the peer may still answer.
-		a := <-res
-		if a.err == nil {
-			take(a)
+		if <-res == nil {
+			take()
 			return nil
 		}
-		p.failed(ch.ID, peer, a.err)
 		return err
+	}
+}
+
+// p2pLinger is how long a finished peer fetch stays joinable. A reader that
+// found a block missing from the cache and is about to ask a peer for its
+// shard may come moments after the fetch bringing that shard finished (its
+// other blocks were in this reader's own cache flight, so the fetch could
+// not cache them); it takes the bytes from the fetch instead of asking again.
+// The blocks are mostly in the block cache meanwhile, in the same slab, so
+// lingering seldom holds memory the cache does not.
+const p2pLinger = time.Second
+
+// unitKey names a verification unit (a data shard, or the whole chunk) by its
+// first block.
+type unitKey struct {
+	chunk metaserver.ChunkID
+	block int64
+}
+
+// A peerFlight is one fetch from a peer of blocks [lo, hi) of a chunk, whole
+// units, shared by every read that needs any of them while it runs (or
+// lingers): concurrent misses in one shard cost one request.
+//
+// Its slab is reference counted like the block cache's flights: the fetch
+// holds one until the flight stops lingering; each reader that joined before
+// it finished is given one when it finishes (users counts them), and one
+// that joins after takes its own. A reader gives its reference back with
+// leave. When every reader has left before the fetch finished, the fetch is
+// cancelled: nobody needs its bytes. One reader leaving (its context done,
+// the chunkservers answered it first) does not cancel it for the others.
+type peerFlight struct {
+	chunk  metaserver.ChunkID
+	lo, hi int64 // blocks
+	done   chan struct{}
+	cancel context.CancelFunc
+
+	// Under P2P.fmu:
+	users   int32
+	clients []*Client // whose caches take the blocks nobody read yet
+	sl      *slab     // after done, when err == nil
+	err     error
+}
+
+// unitBlocks returns how many blocks a verification unit of ch spans (a
+// data shard, or the whole chunk when shards are not whole blocks) and how
+// many blocks ch has.
+func unitBlocks(ch *metaserver.Chunk) (per, nblocks int64) {
+	nblocks = (ch.Size + blockSize - 1) / blockSize
+	if ch.ShardSize%blockSize != 0 {
+		return nblocks, nblocks
+	}
+	return ch.ShardSize / blockSize, nblocks
+}
+
+// join returns, in order, the peer flights bringing the units that cover
+// chunk bytes [a, b), counting the caller as a user of each: flights
+// already running (or lingering) are shared, and the units nobody is
+// fetching are fetched from peer, one flight per run of consecutive units.
+func (p *P2P) join(c *Client, ch *metaserver.Chunk, sums []uint64, peer string, a, b int64) []*peerFlight {
+	ulo, uhi := unitsCovering(ch, a, b)
+	per, nblocks := unitBlocks(ch)
+	var out, started []*peerFlight
+	var run *peerFlight // the flight being started for the current run of units
+	p.fmu.Lock()
+	for u := ulo; u < uhi; u += per {
+		k := unitKey{ch.ID, u}
+		if f := p.flights[k]; f != nil {
+			run = nil
+			if len(out) > 0 && out[len(out)-1] == f {
+				continue // one flight of several units
+			}
+			out = append(out, f)
+			if isClosed(f.done) {
+				f.sl.ref() // it finished: take the bytes now
+			} else {
+				f.users++
+				if !slices.Contains(f.clients, c) {
+					f.clients = append(f.clients, c)
+				}
+			}
+			continue
+		}
+		if run == nil {
+			run = &peerFlight{chunk: ch.ID, lo: u, done: make(chan struct{}), users: 1, clients: []*Client{c}}
+			out = append(out, run)
+			started = append(started, run)
+		}
+		run.hi = min(u+per, nblocks)
+		p.flights[k] = run
+	}
+	for _, f := range started {
+		var ctx context.Context
+		ctx, f.cancel = context.WithTimeout(context.Background(), p.opt.PeerTimeout)
+		go p.lead(ctx, f, ch, sums, peer)
+	}
+	p.fmu.Unlock()
+	return out
+}
+
+// lead runs flight f's fetch and hands its outcome to its users.
+func (p *P2P) lead(ctx context.Context, f *peerFlight, ch *metaserver.Chunk, sums []uint64, peer string) {
+	sl, err := p.fetchUnits(ctx, ch, sums, peer, f.lo, f.hi)
+	f.cancel()
+	if err == nil {
+		p.st.peerBlocks.Add(uint64(f.hi - f.lo))
+		p.st.peerBytes.Add(uint64(len(sl.buf)))
+		p.noteHeld(ch.ID)
+	}
+	p.fmu.Lock()
+	abandoned := f.users == 0
+	f.sl, f.err = sl, err
+	if err == nil {
+		sl.refs.Add(f.users)
+	} else {
+		p.dropFlightLocked(f)
+	}
+	clients := f.clients
+	f.clients = nil
+	close(f.done)
+	p.fmu.Unlock()
+	switch {
+	case err == nil:
+		// Blocks no user read go to the users' caches now, before
+		// anyone could miss them there and ask for them again.
+		for _, c := range clients {
+			p.offer(c, ch, f.lo, f.hi, sl, 0, 0)
+		}
+		// The fetch's reference is the lingering flight's.
+		time.AfterFunc(p2pLinger, func() {
+			p.fmu.Lock()
+			p.dropFlightLocked(f)
+			p.fmu.Unlock()
+			sl.release()
+		})
+	case abandoned:
+		// Every reader had the bytes from the chunkservers first.
+		p.st.peerMisses.Add(1)
+	default:
+		p.failed(ch.ID, peer, err)
+	}
+}
+
+// dropFlightLocked makes f no longer joinable.
+func (p *P2P) dropFlightLocked(f *peerFlight) {
+	for u := f.lo; u < f.hi; u++ { // keys are units' first blocks
+		k := unitKey{f.chunk, u}
+		if p.flights[k] == f {
+			delete(p.flights, k)
+		}
+	}
+}
+
+// wait waits for flights fls to finish. On success the caller holds a
+// reference to each one's slab, to give back with leave; on failure it holds
+// none.
+func (p *P2P) wait(ctx context.Context, fls []*peerFlight) error {
+	for _, f := range fls {
+		select {
+		case <-f.done:
+			if f.err != nil {
+				p.leave(fls)
+				return f.err
+			}
+		case <-ctx.Done():
+			p.leave(fls)
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// leave gives back the caller's place in flights fls: its slab reference
+// for a finished one, its place among the users of one still running (the
+// last user leaving cancels the fetch).
+func (p *P2P) leave(fls []*peerFlight) {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	for _, f := range fls {
+		if isClosed(f.done) {
+			if f.err == nil {
+				f.sl.release()
+			}
+			continue
+		}
+		if f.users--; f.users == 0 {
+			p.dropFlightLocked(f)
+			f.cancel()
+		}
 	}
 }
 
@@ -575,55 +767,27 @@ func checkUnits(ch *metaserver.Chunk, sums []uint64, lo int64, data []byte) erro
 	return nil
 }
 
-// fetchUnits fetches blocks [lo, hi) of ch from peer, one request per block
-// in parallel, and verifies them. The slab holds the bytes; the caller
-// releases it.
+// fetchUnits fetches blocks [lo, hi) of ch from peer in one request and
+// verifies them. The slab holds the bytes; the caller releases it.
 func (p *P2P) fetchUnits(ctx context.Context, ch *metaserver.Chunk, sums []uint64, peer string, lo, hi int64) (*slab, error) {
-	start, end := lo*blockSize, min(hi*blockSize, ch.Size)
-	sl := getSlab(end - start)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, hi-lo)
-	next := make(chan int64, hi-lo)
-	for i := lo; i < hi; i++ {
-		next <- i
+	sl := getSlab(min(hi*blockSize, ch.Size) - lo*blockSize)
+	err := p.fetchRange(ctx, peer, ch.ID, lo, hi, sl.buf)
+	if err == nil {
+		err = checkUnits(ch, sums, lo, sl.buf)
 	}
-	close(next)
-	// A few requests at a time per fetch: every reader of a hot chunk
-	// asks the same few peers at first, and hundreds of requests at once
-	// cost them connections rather than bytes.
-	for range min(p2pFetchWorkers, hi-lo) {
-		go func() {
-			for i := range next {
-				a := i*blockSize - start
-				err := p.fetchBlock(ctx, peer, blockKey{ch.ID, i}, sl.buf[a:min(a+blockSize, end-start)])
-				if err != nil {
-					cancel()
-				}
-				errs <- err
-			}
-		}()
-	}
-	var first error
-	for range hi - lo {
-		if err := <-errs; err != nil && (first == nil || errors.Is(first, context.Canceled)) {
-			first = err
-		}
-	}
-	if first == nil {
-		first = checkUnits(ch, sums, lo, sl.buf)
-	}
-	if first != nil {
+	if err != nil {
 		sl.release()
-		return nil, first
+		return nil, err
 	}
 	return sl, nil
 }
 
-// fetchBlock reads one block from a peer into dst, whose length is the
-// block's, checking the answer's length, sum and (with a secret) MAC.
-func (p *P2P) fetchBlock(ctx context.Context, peer string, k blockKey, dst []byte) error {
-	uri := blockPath(k)
+// fetchRange reads blocks [lo, hi) of a chunk from a peer into dst, whose
+// length is theirs, checking the answer's length, sum and (with a secret)
+// MAC. The sum and the MAC come as trailers, so that the peer can stream
+// blocks from its disk cache without reading them all first.
+func (p *P2P) fetchRange(ctx context.Context, peer string, chunk metaserver.ChunkID, lo, hi int64, dst []byte) error {
+	uri := rangePath(chunk, lo, hi-1)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+peer+uri, nil)
 	if err != nil {
 		return err
@@ -639,41 +803,45 @@ func (p *P2P) fetchBlock(ctx context.Context, peer string, k blockKey, dst []byt
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("peer %s: block %s: %w", peer, uri, errNotHeld)
+		return fmt.Errorf("peer %s: %s: %w", peer, uri, errNotHeld)
 	case resp.StatusCode != http.StatusOK:
 		if err := clusterauth.CheckResponse("peer "+peer, resp); err != nil {
 			return err
 		}
-		return fmt.Errorf("peer %s: block %s: HTTP %d", peer, uri, resp.StatusCode)
+		return fmt.Errorf("peer %s: %s: HTTP %d", peer, uri, resp.StatusCode)
 	case resp.ContentLength >= 0 && resp.ContentLength != int64(len(dst)):
-		return fmt.Errorf("peer %s: block %s: %d bytes, want %d: %w", peer, uri, resp.ContentLength, len(dst), errVerify)
+		return fmt.Errorf("peer %s: %s: %d bytes, want %d: %w", peer, uri, resp.ContentLength, len(dst), errVerify)
 	}
 	if _, err := io.ReadFull(resp.Body, dst); err != nil {
-		return fmt.Errorf("peer %s: block %s: %w", peer, uri, err)
+		return fmt.Errorf("peer %s: %s: %w", peer, uri, err)
 	}
-	if n, _ := resp.Body.Read(make([]byte, 1)); n > 0 {
-		return fmt.Errorf("peer %s: block %s: longer than %d bytes: %w", peer, uri, len(dst), errVerify)
+	// Reading to the end makes the trailers available.
+	if n, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return fmt.Errorf("peer %s: %s: %w", peer, uri, err)
+	} else if n > 0 {
+		return fmt.Errorf("peer %s: %s: longer than %d bytes: %w", peer, uri, len(dst), errVerify)
 	}
-	sumText := resp.Header.Get(P2PSumHeader)
+	sumText := resp.Trailer.Get(P2PSumHeader)
 	if sum, err := chunkserver.ParseSum(sumText); err != nil || sum != chunkserver.Sum(dst) {
-		return fmt.Errorf("peer %s: block %s: damaged in transit (sum %q): %w", peer, uri, sumText, errVerify)
+		return fmt.Errorf("peer %s: %s: damaged in transit (sum %q): %w", peer, uri, sumText, errVerify)
 	}
 	if s := p.opt.Secret; s != nil {
-		if err := s.Verify(resp.Header.Get(P2PAuthHeader), p2pAnswerMethod, answerSubject(uri, nonce, sumText), time.Now(), clusterauth.Window); err != nil {
-			return fmt.Errorf("peer %s: block %s: answer not authenticated: %v: %w", peer, uri, err, errVerify)
+		if err := s.Verify(resp.Trailer.Get(P2PAuthHeader), p2pAnswerMethod, answerSubject(uri, nonce, sumText), time.Now(), clusterauth.Window); err != nil {
+			return fmt.Errorf("peer %s: %s: answer not authenticated: %v: %w", peer, uri, err, errVerify)
 		}
 	}
 	return nil
 }
 
 // answerSubject is what an answer's MAC covers: the request, the asker's
-// nonce and the block's sum. None of them contains a space.
+// nonce and the sum of the blocks sent. None of them contains a space.
 func answerSubject(uri, nonce, sum string) string { return uri + " " + nonce + " " + sum }
 
-// blockPath is a block's address on a peer server: the block cache's key,
-// the chunk in the 16 hex digits of shard names.
-func blockPath(k blockKey) string {
-	return fmt.Sprintf("/p2p/blocks/%016x/%d", uint64(k.chunk), k.idx)
+// rangePath is the address on a peer server of a chunk's blocks first to
+// last, inclusive (block cache keys), the chunk in the 16 hex digits of
+// shard names.
+func rangePath(chunk metaserver.ChunkID, first, last int64) string {
+	return fmt.Sprintf("/p2p/blocks/%016x/%d-%d", uint64(chunk), first, last)
 }
 
 // offer caches the blocks a peer fetch brought beyond the run asked for
@@ -794,18 +962,25 @@ func (p *P2P) announce(ids []metaserver.ChunkID, replace bool) {
 	}
 }
 
-// parseBlockPath is blockPath's inverse.
-func parseBlockPath(chunk, block string) (blockKey, error) {
+// parseRangePath is rangePath's inverse, for ranges of at most
+// maxP2PRange blocks.
+func parseRangePath(chunk, blocks string) (id metaserver.ChunkID, first, last int64, err error) {
 	if len(chunk) != 16 {
-		return blockKey{}, fmt.Errorf("chunk %q: want 16 hex digits", chunk)
+		return 0, 0, 0, fmt.Errorf("chunk %q: want 16 hex digits", chunk)
 	}
-	id, err := strconv.ParseUint(chunk, 16, 64)
+	n, err := strconv.ParseUint(chunk, 16, 64)
 	if err != nil {
-		return blockKey{}, fmt.Errorf("chunk %q: want 16 hex digits", chunk)
+		return 0, 0, 0, fmt.Errorf("chunk %q: want 16 hex digits", chunk)
 	}
-	idx, err := strconv.ParseInt(block, 10, 64)
-	if err != nil || idx < 0 || idx > 1<<31 {
-		return blockKey{}, fmt.Errorf("block %q: want a block index", block)
+	a, b, ok := strings.Cut(blocks, "-")
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if !ok || !digits(a) || !digits(b) || err1 != nil || err2 != nil || first < 0 || last < first || last > 1<<31 || last-first >= maxP2PRange {
+		return 0, 0, 0, fmt.Errorf("blocks %q: want first-last, block indexes, at most %d blocks", blocks, maxP2PRange)
 	}
-	return blockKey{metaserver.ChunkID(id), idx}, nil
+	return metaserver.ChunkID(n), first, last, nil
+}
+
+func digits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }

@@ -196,8 +196,9 @@ func TestP2PVerifyUnits(t *testing.T) {
 	}
 }
 
-// getBlock asks a peer server for a block with hc, with a fresh nonce.
-func getBlock(t *testing.T, hc *http.Client, p *P2P, path, nonce string) (*http.Response, []byte) {
+// getBlocks asks a peer server for blocks with hc and returns the answer,
+// its body read whole (so its trailers are there).
+func getBlocks(t *testing.T, hc *http.Client, p *P2P, path, nonce string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+p.ListenAddr()+path, nil)
 	if nonce != "" {
@@ -208,7 +209,10 @@ func getBlock(t *testing.T, hc *http.Client, p *P2P, path, nonce string) (*http.
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 	return resp, b
 }
 
@@ -216,7 +220,7 @@ func TestP2PServer(t *testing.T) {
 	ctx := context.Background()
 	cl := newCluster(t, 6)
 	writer := cl.client(Options{})
-	data := randBytes(1, 5<<20)
+	data := randBytes(1, 5<<20) // a 4 MiB chunk and a 1 MiB one of 8 blocks
 	writeFile(t, writer, "/read", data).Close()
 	writeFile(t, writer, "/unread", randBytes(2, 1<<20)).Close()
 
@@ -227,102 +231,149 @@ func TestP2PServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Read block 3 of the first chunk only.
-	buf := make([]byte, 1000)
-	if _, err := f.ReadAt(buf, 3*blockSize+10); err != nil {
-		t.Fatal(err)
+	// Blocks 2 to 4 of the first chunk, and the last two of the second.
+	for _, r := range [][2]int64{{2*blockSize + 10, 3*blockSize - 20}, {4<<20 + 6*blockSize, 2 * blockSize}} {
+		if _, err := f.ReadAt(make([]byte, r[1]), r[0]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f.Close()
 	first := cl.chunkAt(t, "/read", 0).ID
-	held := blockPath(blockKey{first, 3})
+	second := cl.chunkAt(t, "/read", 4<<20).ID
 	const nonce = "0123456789abcdef0123456789abcdef"
-
 	signed := secret.Client(&http.Client{})
-	resp, body := getBlock(t, signed, p, held, nonce)
-	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data[3*blockSize:4*blockSize]) {
-		t.Fatalf("held block: HTTP %d, %d bytes", resp.StatusCode, len(body))
+
+	for _, c := range []struct {
+		chunk       metaserver.ChunkID
+		first, last int64
+		want        []byte
+	}{
+		{first, 3, 3, data[3*blockSize : 4*blockSize]},
+		{first, 2, 4, data[2*blockSize : 5*blockSize]},
+		{second, 6, 7, data[4<<20+6*blockSize:]}, // to the chunk's end
+	} {
+		path := rangePath(c.chunk, c.first, c.last)
+		resp, body := getBlocks(t, signed, p, path, nonce)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, c.want) {
+			t.Fatalf("%s: HTTP %d, %d bytes, want the %d held", path, resp.StatusCode, len(body), len(c.want))
+		}
+		sum := resp.Trailer.Get(P2PSumHeader)
+		if sum != chunkserver.FormatSum(chunkserver.Sum(c.want)) {
+			t.Fatalf("%s: sum trailer %q", path, sum)
+		}
+		auth := resp.Trailer.Get(P2PAuthHeader)
+		if err := secret.Verify(auth, p2pAnswerMethod, answerSubject(path, nonce, sum), time.Now(), time.Minute); err != nil {
+			t.Fatalf("%s: answer MAC: %v", path, err)
+		}
+		// The MAC is bound to the request: it does not verify for
+		// another nonce, nor for another range.
+		if err := secret.Verify(auth, p2pAnswerMethod, answerSubject(path, strings.Repeat("0", 32), sum), time.Now(), time.Minute); err == nil {
+			t.Fatalf("%s: answer MAC verified for another nonce", path)
+		}
+		if err := secret.Verify(auth, p2pAnswerMethod, answerSubject(rangePath(c.chunk, c.first, c.last+1), nonce, sum), time.Now(), time.Minute); err == nil {
+			t.Fatalf("%s: answer MAC verified for another range", path)
+		}
 	}
-	sum := resp.Header.Get(P2PSumHeader)
-	if sum != chunkserver.FormatSum(chunkserver.Sum(body)) {
-		t.Fatalf("sum header %q", sum)
-	}
-	if err := secret.Verify(resp.Header.Get(P2PAuthHeader), p2pAnswerMethod, answerSubject(held, nonce, sum), time.Now(), time.Minute); err != nil {
-		t.Fatalf("answer MAC: %v", err)
-	}
-	// The MAC is bound to the request: it does not verify for another
-	// nonce.
-	if err := secret.Verify(resp.Header.Get(P2PAuthHeader), p2pAnswerMethod, answerSubject(held, strings.Repeat("0", 32), sum), time.Now(), time.Minute); err == nil {
-		t.Fatal("answer MAC verified for another request")
-	}
+	held := rangePath(first, 2, 4)
 
 	// Without the secret, or with another one, nothing is served.
 	for name, hc := range map[string]*http.Client{"unsigned": {}, "other secret": newSecret(t).Client(&http.Client{})} {
-		resp, _ := getBlock(t, hc, p, held, nonce)
+		resp, _ := getBlocks(t, hc, p, held, nonce)
 		if err := clusterauth.CheckResponse("peer", resp); !errors.Is(err, clusterauth.ErrRefused) {
 			t.Errorf("%s: HTTP %d, want the cluster's 401", name, resp.StatusCode)
 		}
 	}
-	if resp, _ := getBlock(t, signed, p, held, ""); resp.StatusCode != http.StatusBadRequest {
+	if resp, _ := getBlocks(t, signed, p, held, ""); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("no nonce: HTTP %d, want 400", resp.StatusCode)
 	}
 
-	// Blocks not held are 404, and asking for them fetches nothing.
+	// A range lacking any block is 404, and asking for it fetches
+	// nothing: one block short at either end, a range past the chunk's
+	// end, chunks not held.
 	gets := cl.shardGets()
 	unread := cl.chunkAt(t, "/unread", 0).ID
-	for _, path := range []string{blockPath(blockKey{first, 4}), blockPath(blockKey{unread, 0}), blockPath(blockKey{first + 1000, 0})} {
-		if resp, _ := getBlock(t, signed, p, path, nonce); resp.StatusCode != http.StatusNotFound {
-			t.Errorf("%s: HTTP %d, want 404", path, resp.StatusCode)
+	for _, path := range []string{
+		rangePath(first, 1, 4), rangePath(first, 2, 5), rangePath(first, 5, 5),
+		rangePath(second, 6, 8), rangePath(second, 7, 9), rangePath(second, 8, 8),
+		rangePath(unread, 0, 0), rangePath(first+1000, 0, 3),
+	} {
+		if resp, body := getBlocks(t, signed, p, path, nonce); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: HTTP %d, %d bytes, want 404", path, resp.StatusCode, len(body))
 		}
 	}
 	if got := cl.shardGets(); got != gets {
 		t.Errorf("requests for blocks not held made %d shard reads", got-gets)
 	}
-	for _, path := range []string{"/p2p/blocks/xyz/0", "/p2p/blocks/0000000000000001/-1", "/p2p/blocks/1/0", "/p2p/blocks/0000000000000001/x"} {
-		if resp, _ := getBlock(t, signed, p, path, nonce); resp.StatusCode != http.StatusBadRequest {
+	const chunk1 = "/p2p/blocks/0000000000000001/"
+	for _, path := range []string{
+		"/p2p/blocks/xyz/0-1", "/p2p/blocks/1/0-1", chunk1 + "3", chunk1 + "x", chunk1 + "4-3", chunk1 + "-1-2",
+		chunk1 + "0-", chunk1 + "-3", chunk1 + "+1-2", chunk1 + "1-+2", chunk1 + "1-2-3", chunk1 + "0-512",
+		chunk1 + "0-99999999999999999999",
+	} {
+		if resp, _ := getBlocks(t, signed, p, path, nonce); resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: HTTP %d, want 400", path, resp.StatusCode)
 		}
 	}
 	st := p.Stats()
-	if st.ServedBlocks != 1 || st.ServedBytes != blockSize || st.ServedMisses != 3 {
-		t.Errorf("stats %+v", st)
+	if st.ServedBlocks != 6 || st.ServedBytes != 6*blockSize || st.ServedMisses != 8 {
+		t.Errorf("stats %+v, want 6 blocks served and 8 misses", st)
 	}
 }
 
-// fakePeer serves blocks of known chunks, right or in some wrong way.
+// fakePeer serves ranges of blocks of known chunks, right or in some wrong
+// way, and counts the requests it gets.
 type fakePeer struct {
 	srv    *httptest.Server
 	chunks map[metaserver.ChunkID][]byte
-	mode   string // "right", "wrong", "slow"
+	mode   string        // "right", "wrong", "slow", "gated"
+	gate   chan struct{} // "gated": answers wait for it to close
 	hits   atomic.Int64
+	// cancelled counts the requests whose asker went away before the
+	// answer.
+	cancelled atomic.Int64
 }
 
 func (fp *fakePeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fp.hits.Add(1)
-	var chunk, block string
+	var chunk, blocks string
 	if rest, ok := strings.CutPrefix(r.URL.Path, "/p2p/blocks/"); ok {
-		chunk, block, _ = strings.Cut(rest, "/")
+		chunk, blocks, _ = strings.Cut(rest, "/")
 	}
-	k, err := parseBlockPath(chunk, block)
-	data, ok := fp.chunks[k.chunk]
-	if err != nil || !ok || k.idx*blockSize >= int64(len(data)) {
+	id, first, last, err := parseRangePath(chunk, blocks)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	data, ok := fp.chunks[id]
+	if !ok || last*blockSize >= int64(len(data)) {
 		http.NotFound(w, r)
 		return
 	}
-	b := bytes.Clone(data[k.idx*blockSize : min((k.idx+1)*blockSize, int64(len(data)))])
+	b := bytes.Clone(data[first*blockSize : min((last+1)*blockSize, int64(len(data)))])
+	var wait <-chan time.Time
+	var gate <-chan struct{}
 	switch fp.mode {
 	case "wrong":
 		// Wrong bytes with a sum that matches them: only the chunk
 		// map can tell.
 		b[len(b)/3] ^= 0x40
 	case "slow":
+		wait = time.After(20 * time.Second)
+	case "gated":
+		gate = fp.gate
+	}
+	if wait != nil || gate != nil {
 		select {
-		case <-time.After(20 * time.Second):
+		case <-wait:
+		case <-gate:
 		case <-r.Context().Done():
+			fp.cancelled.Add(1)
 			return
 		}
 	}
-	w.Header().Set(P2PSumHeader, chunkserver.FormatSum(chunkserver.Sum(b)))
+	w.Header().Set("Trailer", P2PSumHeader)
 	w.Write(b)
+	w.Header().Set(P2PSumHeader, chunkserver.FormatSum(chunkserver.Sum(b)))
 }
 
 func TestP2PReadFromFakePeer(t *testing.T) {
@@ -364,10 +415,17 @@ func TestP2PReadFromFakePeer(t *testing.T) {
 			t.Logf("%s: %+v, %d shard reads, %v", mode, st, fromShards, took)
 			switch mode {
 			case "right":
-				// At least the file: a fetch brings whole data shards,
-				// and two misses in one shard at once may both fetch it.
-				if fromShards != 0 || st.PeerBytes < uint64(len(data)) || st.VerifyFailures != 0 {
-					t.Fatalf("%d shard reads, %d bytes from the peer: want everything from the peer", fromShards, st.PeerBytes)
+				// Exactly the file: every unit is fetched once, however
+				// many reads (and read-aheads) missed blocks of it at
+				// once, and a fetch brings whole data shards but not
+				// their padding past the chunk's end.
+				if fromShards != 0 || st.PeerBytes != uint64(len(data)) || st.PeerBlocks != 32+32+3 || st.VerifyFailures != 0 {
+					t.Fatalf("%d shard reads, %d bytes (%d blocks) from the peer: want the file from the peer, once", fromShards, st.PeerBytes, st.PeerBlocks)
+				}
+				// At most one request per unit: 4 shards of each whole
+				// chunk, the tail chunk whole.
+				if n := fp.hits.Load(); n < 1 || n > 4+4+1 {
+					t.Fatalf("%d requests to the peer, want at most 9", n)
 				}
 			case "wrong":
 				if st.VerifyFailures == 0 || st.PeerBytes != 0 || fromShards == 0 {
@@ -442,10 +500,9 @@ func TestP2PTwoClients(t *testing.T) {
 		t.Fatalf("second client made %d chunkserver requests, want none", n)
 	}
 	sa, sb := pa.Stats(), pb.Stats()
-	// A peer fetch brings whole data shards, and two misses in one shard at
-	// once may both fetch it, so the bytes counted may pass the file's
-	// size; both sides count the same.
-	if sb.PeerBytes < uint64(len(data)) || sa.ServedBytes != sb.PeerBytes || sb.VerifyFailures != 0 {
+	// Every byte of the file crossed once: each unit is fetched once, and
+	// the last chunk's shard padding is not sent (the asker hashes it).
+	if sb.PeerBytes != uint64(len(data)) || sa.ServedBytes != sb.PeerBytes || sb.VerifyFailures != 0 {
 		t.Fatalf("first client %+v, second %+v: want every byte served by the first", sa, sb)
 	}
 	// The second client now holds the chunks too and says so; the
@@ -454,4 +511,179 @@ func TestP2PTwoClients(t *testing.T) {
 		r, err := rc.meta.P2PPeers(ctx, metaserver.P2PPeersArgs{Chunks: ids[:1], Self: pa.Addr()})
 		return err == nil && len(r.Peers[ids[0]]) == 1 && r.Peers[ids[0]][0] == pb.Addr()
 	})
+}
+
+// gatedPeer starts a fake peer for the chunks of a file written to cl whose
+// answers wait until the test closes its gate, and a client reading from it
+// that never hedges.
+func gatedPeer(t *testing.T, cl *cluster, data []byte) (*fakePeer, *P2P, *Client) {
+	t.Helper()
+	writeFile(t, cl.client(Options{}), "/f", data).Close()
+	fp := &fakePeer{chunks: cl.chunkBytes(t, "/f", data), mode: "gated", gate: make(chan struct{})}
+	fp.srv = httptest.NewServer(fp)
+	t.Cleanup(fp.srv.Close)
+	t.Cleanup(func() {
+		if !isClosed(fp.gate) {
+			close(fp.gate)
+		}
+	})
+	tr := &fakeTracker{peers: []string{strings.TrimPrefix(fp.srv.URL, "http://")}}
+	p := startP2P(t, tr, P2POptions{HedgeAfter: time.Minute, PeerTimeout: time.Minute})
+	return fp, p, cl.client(Options{P2P: p, ReadAhead: -1})
+}
+
+// flightUsers is how many readers wait on the peer fetch of the unit
+// starting at block u of chunk id (-1: none running).
+func flightUsers(p *P2P, id metaserver.ChunkID, u int64) int32 {
+	p.fmu.Lock()
+	defer p.fmu.Unlock()
+	f := p.flights[unitKey{id, u}]
+	if f == nil || isClosed(f.done) {
+		return -1
+	}
+	return f.users
+}
+
+// Reads missing blocks of one shard at the same time share one request to
+// the peer; a read that also needs a shard nobody is fetching joins the
+// running fetch and asks for the other shard only.
+func TestP2PSharedFetch(t *testing.T) {
+	cl := newCluster(t, 6)
+	data := randBytes(21, 4<<20) // one chunk, four 1 MiB shards of 8 blocks
+	fp, p, c := gatedPeer(t, cl, data)
+	ch := cl.chunkAt(t, "/f", 0)
+	gets := cl.shardGets()
+
+	// Reads in shard 1 (blocks 8 to 15), as readers and read-ahead make
+	// them: single blocks, a few bytes, a run across blocks.
+	reads := [][2]int64{
+		{1<<20 + 0*blockSize, blockSize},
+		{1<<20 + 3*blockSize, blockSize},
+		{1<<20 + 7*blockSize, blockSize},
+		{1<<20 + 100, 10},
+		{1<<20 + 2*blockSize + 5, 3 * blockSize},
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(reads)+1)
+	bufs := make([][]byte, len(reads)+1)
+	for i, r := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bufs[i] = make([]byte, r[1])
+			errs[i] = p.fetch(context.Background(), c, ch, bufs[i], r[0])
+		}()
+	}
+	waitFor(t, "every read to wait on one fetch", func() bool { return flightUsers(p, ch.ID, 8) == int32(len(reads)) })
+	// Shards 1 and 2: joins the fetch of shard 1, fetches shard 2.
+	span := [2]int64{2<<20 - 10, 20}
+	reads = append(reads, span)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bufs[len(reads)-1] = make([]byte, span[1])
+		errs[len(reads)-1] = p.fetch(context.Background(), c, ch, bufs[len(reads)-1], span[0])
+	}()
+	waitFor(t, "the spanning read to join", func() bool {
+		return flightUsers(p, ch.ID, 8) == int32(len(reads)) && flightUsers(p, ch.ID, 16) == 1
+	})
+	waitFor(t, "the requests for shards 1 and 2 to reach the peer", func() bool { return fp.hits.Load() == 2 })
+	close(fp.gate)
+	wg.Wait()
+	for i, r := range reads {
+		if errs[i] != nil {
+			t.Fatalf("read %v: %v", r, errs[i])
+		}
+		if !bytes.Equal(bufs[i], data[r[0]:r[0]+r[1]]) {
+			t.Fatalf("read %v: wrong bytes", r)
+		}
+	}
+	st := p.Stats()
+	if n := fp.hits.Load(); n != 2 || st.PeerBytes != 2<<20 || st.PeerBlocks != 16 || cl.shardGets() != gets {
+		t.Fatalf("%d requests to the peer, %+v, %d shard reads: want shards 1 and 2 from the peer, once each",
+			n, st, cl.shardGets()-gets)
+	}
+	// What the fetches brought beyond the reads is cached.
+	if _, blocks := c.cache.stats(); blocks != 16 {
+		t.Fatalf("%d blocks cached, want shards 1 and 2", blocks)
+	}
+	// A read right after a fetch finished takes its bytes rather than
+	// asking again.
+	late := make([]byte, blockSize)
+	if err := p.fetch(context.Background(), c, ch, late, 1<<20+blockSize); err != nil || !bytes.Equal(late, data[1<<20+blockSize:1<<20+2*blockSize]) {
+		t.Fatalf("late read: %v", err)
+	}
+	if n := fp.hits.Load(); n != 2 {
+		t.Fatalf("a read just after the fetch made %d more requests", n-2)
+	}
+}
+
+// A reader that gives up while a shared fetch runs leaves it running for the
+// others; when the last one gives up the fetch is cancelled.
+func TestP2PSharedFetchCancel(t *testing.T) {
+	cl := newCluster(t, 6)
+	data := randBytes(22, 4<<20)
+	fp, p, c := gatedPeer(t, cl, data)
+	ch := cl.chunkAt(t, "/f", 0)
+
+	type result struct {
+		buf []byte
+		err error
+	}
+	start := func(ctx context.Context, from int64) chan result {
+		res := make(chan result, 1)
+		go func() {
+			buf := make([]byte, blockSize)
+			err := p.fetch(ctx, c, ch, buf, from)
+			res <- result{buf, err}
+		}()
+		return res
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	quitter := start(ctx, 0)
+	stayers := []chan result{start(context.Background(), blockSize), start(context.Background(), 5*blockSize)}
+	waitFor(t, "three readers on the fetch of shard 0", func() bool { return flightUsers(p, ch.ID, 0) == 3 })
+	cancel()
+	if r := <-quitter; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled reader: %v, want context.Canceled", r.err)
+	}
+	if n := flightUsers(p, ch.ID, 0); n != 2 {
+		t.Fatalf("after one reader left: %d waiting, want 2", n)
+	}
+	close(fp.gate)
+	for i, res := range stayers {
+		r := <-res
+		from := int64(1+4*i) * blockSize
+		if r.err != nil || !bytes.Equal(r.buf, data[from:from+blockSize]) {
+			t.Fatalf("reader %d: %v", i, r.err)
+		}
+	}
+	if h, c := fp.hits.Load(), fp.cancelled.Load(); h != 1 || c != 0 {
+		t.Fatalf("%d requests, %d cancelled: want one, answered", h, c)
+	}
+
+	// Every reader of shard 2 gives up: nobody needs the fetch any more.
+	fp.gate = make(chan struct{})
+	ctx, cancel = context.WithCancel(context.Background())
+	a, b := start(ctx, 2<<20), start(ctx, 2<<20+blockSize)
+	waitFor(t, "two readers on the fetch of shard 2", func() bool { return flightUsers(p, ch.ID, 16) == 2 })
+	cancel()
+	for _, res := range []chan result{a, b} {
+		if r := <-res; !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("cancelled reader: %v", r.err)
+		}
+	}
+	waitFor(t, "the abandoned fetch to be cancelled", func() bool { return fp.cancelled.Load() == 1 })
+	if n := flightUsers(p, ch.ID, 16); n != -1 {
+		t.Fatalf("the abandoned fetch is still joinable (%d users)", n)
+	}
+	// The next reader starts afresh.
+	close(fp.gate)
+	r := <-start(context.Background(), 2<<20+3*blockSize)
+	if r.err != nil || !bytes.Equal(r.buf, data[2<<20+3*blockSize:2<<20+4*blockSize]) {
+		t.Fatalf("reader after the abandoned fetch: %v", r.err)
+	}
+	if st := p.Stats(); st.PeerBytes != 2<<20 || st.VerifyFailures != 0 {
+		t.Fatalf("%+v: want shards 0 and 2 from the peer", st)
+	}
 }
