@@ -687,3 +687,33 @@ func TestP2PSharedFetchCancel(t *testing.T) {
 		t.Fatalf("%+v: want shards 0 and 2 from the peer", st)
 	}
 }
+
+// An answer is used only whole and, with a secret, with its MAC: the fake
+// peer sends the right bytes and sum, but no MAC, or cuts the bytes short.
+func TestP2PFetchRangeRefuses(t *testing.T) {
+	data := randBytes(23, 4*blockSize)
+	const id = metaserver.ChunkID(7)
+	fp := &fakePeer{chunks: map[metaserver.ChunkID][]byte{id: data}, mode: "right"}
+	fp.srv = httptest.NewServer(fp)
+	t.Cleanup(fp.srv.Close)
+	peer := strings.TrimPrefix(fp.srv.URL, "http://")
+	ctx := context.Background()
+	open := startP2P(t, &fakeTracker{}, P2POptions{})
+	dst := make([]byte, 4*blockSize)
+	if err := open.fetchRange(ctx, peer, id, 0, 4, dst); err != nil || !bytes.Equal(dst, data) {
+		t.Fatalf("without a secret: %v", err)
+	}
+	signed := startP2P(t, &fakeTracker{}, P2POptions{Secret: newSecret(t)})
+	if err := signed.fetchRange(ctx, peer, id, 0, 4, dst); !errors.Is(err, errVerify) {
+		t.Fatalf("answer without a MAC: %v, want errVerify", err)
+	}
+	// Asking for more than the peer sends (it has 4 blocks, the asker
+	// expects 5 whole ones): the answer is short.
+	fp.chunks[id] = append(bytes.Clone(data), make([]byte, 100)...)
+	if err := open.fetchRange(ctx, peer, id, 0, 5, make([]byte, 5*blockSize)); err == nil {
+		t.Fatal("a short answer was taken")
+	}
+	if err := open.fetchRange(ctx, peer, id, 4, 6, make([]byte, 2*blockSize)); !errors.Is(err, errNotHeld) {
+		t.Fatalf("blocks the peer lacks: %v, want errNotHeld", err)
+	}
+}
