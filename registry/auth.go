@@ -20,6 +20,8 @@ import (
 //   - a user NAME: pull, push and delete on NAME and NAME/...;
 //   - grants: pull, or push (which includes pull and delete), on a
 //     repository and everything under it;
+//   - members of an organisation ORG: their role, pull or push, on ORG
+//     and ORG/...;
 //   - anyone, with AnonymousPull: pull.
 //
 // Deleting needs push rights: whoever may overwrite a tag may remove it.
@@ -59,9 +61,10 @@ const (
 // identity is who a request is: a user from Basic credentials, a token's
 // subject, or nobody.
 type identity struct {
-	name   string       // "" for anonymous
-	user   *User        // set for Basic credentials, or once looked up
-	claims *tokenClaims // set for a bearer token
+	name   string          // "" for anonymous
+	user   *User           // set for Basic credentials, or once looked up
+	claims *tokenClaims    // set for a bearer token
+	orgs   map[string]*Org // organisations read for this request; nil: none of that name
 }
 
 // auth is the registry's access control; nil when auth is off.
@@ -129,6 +132,13 @@ func (a *auth) rights(ctx context.Context, id *identity, repo string) (actionSet
 		id.user = u
 	}
 	s := id.user.Actions(repo)
+	if s != allActions {
+		o, err := a.orgRights(ctx, id, repo)
+		if err != nil {
+			return 0, err
+		}
+		s |= o
+	}
 	if a.cfg.AnonymousPull {
 		s |= canPull
 	}

@@ -23,6 +23,7 @@ import (
 // images never walks over them.
 //
 //	user/<name>    User: bcrypt hash, admin flag, grants
+//	org/<name>     Org: members and their roles (orgs.go)
 //	signing-key    the ed25519 key every registry of the cluster signs tokens with
 //
 // Anyone holding the cluster secret can read and write these records
@@ -227,18 +228,25 @@ func (s *UserStore) Add(ctx context.Context, name, password string, admin bool) 
 	}
 	u := User{Name: name, Admin: admin, Hash: hash, Created: s.now().Unix()}
 	err = s.kv.KVTxn(ctx,
-		[]metaserver.KVCond{{Bucket: authBucket, Key: userKey(name), Exists: false}},
+		[]metaserver.KVCond{
+			{Bucket: authBucket, Key: userKey(name), Exists: false},
+			{Bucket: authBucket, Key: orgKey(name), Exists: false},
+		},
 		[]metaserver.KVOp{{Bucket: authBucket, Key: userKey(name), Value: mustJSON(u)}})
 	if errors.Is(err, metaserver.ErrConflict) {
+		if err := s.nameTakenByOrg(ctx, name); err != nil {
+			return err
+		}
 		return fmt.Errorf("%w: %s", ErrUserExists, name)
 	}
 	return kvErr(err, "adding user "+name)
 }
 
-// Remove deletes a user. Tokens already issued to it stay valid until
-// they expire (minutes); Basic credentials stop working at once.
+// Remove deletes a user and its organisation memberships. Tokens already
+// issued to it stay valid until they expire (minutes); Basic credentials
+// stop working at once.
 func (s *UserStore) Remove(ctx context.Context, name string) error {
-	return s.update(ctx, name, func(*User) (bool, error) { return false, nil })
+	return s.removeUser(ctx, name)
 }
 
 // List returns every user, sorted by name, without password hashes.
