@@ -103,6 +103,9 @@ type blockCache struct {
 	lru     *list.List // of *cacheEntry, most recently used at the front
 	items   map[blockKey]*list.Element
 	flights map[blockKey]*flight
+	// held, when set, follows used, summed over the caches of the clients
+	// sharing Counters (for metrics, read without mu).
+	held *atomic.Int64
 
 	// Read-ahead in flight, over all files (startPrefetch).
 	raMu    sync.Mutex
@@ -150,6 +153,9 @@ func (bc *blockCache) putLocked(k blockKey, data []byte, s *slab) {
 	s.ref()
 	bc.items[k] = bc.lru.PushFront(&cacheEntry{key: k, data: data, slab: s})
 	bc.used += int64(len(data))
+	if bc.held != nil {
+		bc.held.Add(int64(len(data)))
+	}
 	for bc.used > bc.max {
 		bc.removeLocked(bc.lru.Back())
 	}
@@ -161,6 +167,9 @@ func (bc *blockCache) removeLocked(el *list.Element) {
 	bc.lru.Remove(el)
 	delete(bc.items, e.key)
 	bc.used -= int64(len(e.data))
+	if bc.held != nil {
+		bc.held.Add(-int64(len(e.data)))
+	}
 	e.slab.release()
 }
 

@@ -25,6 +25,7 @@ type Client struct {
 	cache *blockCache // nil when disabled
 	disk  *diskCache  // nil unless Options.CacheDir is set
 	p2p   *P2P        // nil unless Options.P2P is set (and the cache is on)
+	ctr   *Counters   // Options.Counters, or the client's own
 
 	// uploads bounds the chunks being encoded or uploaded, over all files.
 	uploads chan struct{}
@@ -74,9 +75,14 @@ func New(meta metaserver.API, shards *chunkserver.Client, opt Options) *Client {
 		encs:     map[[2]int]reedsolomon.Encoder{},
 		chunks:   map[metaserver.ChunkID]*metaserver.Chunk{},
 		reported: map[shardRef]time.Time{},
+		ctr:      opt.Counters,
+	}
+	if c.ctr == nil {
+		c.ctr = new(Counters)
 	}
 	if opt.CacheBytes > 0 {
 		c.cache = newBlockCache(opt.CacheBytes)
+		c.cache.held = &c.ctr.cacheBytes
 		if opt.CacheDir != "" {
 			// New has no error to return: a cache directory that cannot
 			// be used costs speed, not correctness.

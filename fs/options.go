@@ -103,6 +103,9 @@ type Options struct {
 	// fetches missing blocks from peers before the chunkservers (see
 	// p2p.go). Several clients may share one. It needs the memory cache.
 	P2P *P2P
+	// Counters, when set, is where the client counts its reads (see
+	// Client.Stats); several clients may share one. Nil: its own.
+	Counters *Counters
 }
 
 // LayerOpener reads files whose bytes live inside a layer blob.

@@ -34,14 +34,15 @@ func (c *Client) withChunk(ctx context.Context, id metaserver.ChunkID, read func
 		return err
 	}
 	err = read(ch)
-	if err == nil || !errors.Is(err, ErrUnreadable) {
-		return err
+	if err != nil && errors.Is(err, ErrUnreadable) {
+		if fresh, ferr := c.chunk(ctx, id, true); ferr == nil && !sameLocations(ch, fresh) {
+			err = read(fresh)
+		}
 	}
-	fresh, ferr := c.chunk(ctx, id, true)
-	if ferr != nil || sameLocations(ch, fresh) {
-		return err
+	if err != nil && ctx.Err() == nil {
+		c.ctr.readErrors.Add(1)
 	}
-	return read(fresh)
+	return err
 }
 
 func sameLocations(a, b *metaserver.Chunk) bool {
@@ -135,11 +136,13 @@ func (c *Client) cachedBlocks(ctx context.Context, ch *metaserver.Chunk, a, n in
 		fl  *flight
 	}
 	var fromDisk []diskLoad
+	var hits uint64
 	bc.mu.Lock()
 	for i := first; i <= last; i++ {
 		k := blockKey{ch.ID, i}
 		if b, sl, ok := bc.lookupLocked(k, use); ok {
 			blocks[i-first], slabs[i-first] = b, sl
+			hits++
 			continue
 		}
 		if fl, ok := bc.flights[k]; ok {
@@ -168,6 +171,13 @@ func (c *Client) cachedBlocks(ctx context.Context, ch *metaserver.Chunk, a, n in
 		}
 	}
 	bc.mu.Unlock()
+	// Counted once per call, outside the lock.
+	if hits > 0 {
+		c.ctr.cacheHits.Add(hits)
+	}
+	if misses := uint64(last-first+1) - hits; misses > 0 {
+		c.ctr.cacheMisses.Add(misses)
+	}
 
 	var wg sync.WaitGroup
 	for ri, r := range runs {
@@ -269,12 +279,22 @@ func (c *Client) fetchShard(ctx context.Context, ch *metaserver.Chunk, locs []*m
 	if !force && c.health.isDown(s.Addr) {
 		return errDown(s.Addr, name)
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.opt.IOTimeout)
 	defer cancel()
 	_, err := c.shards.ReadAt(ctx, s.Addr, name, dst, lo)
 	c.health.note(s.Addr, err)
 	if err != nil {
+		// A read cancelled because another answer won is no failure.
+		if parent.Err() == nil {
+			c.ctr.shardErrors.Add(1)
+		}
 		return err
+	}
+	local := c.shards.Attached(s.Addr)
+	c.ctr.shardBytes.Add(uint64(len(dst)))
+	if local {
+		c.ctr.localShardBytes.Add(uint64(len(dst)))
 	}
 	// A whole shard can be checked end to end against the checksum the
 	// metaserver recorded at commit, on top of the chunkserver's own block
@@ -282,8 +302,9 @@ func (c *Client) fetchShard(ctx context.Context, ch *metaserver.Chunk, locs []*m
 	// chunkserver verified them. An in-process chunkserver hands over the
 	// very bytes its store just verified block by block, so hashing them
 	// again would only cost CPU (a whole pass over every shard read).
-	if lo == 0 && int64(len(dst)) == ch.ShardSize && s.Sum != 0 && !c.shards.Attached(s.Addr) {
+	if lo == 0 && int64(len(dst)) == ch.ShardSize && s.Sum != 0 && !local {
 		if got := chunkserver.Sum(dst); got != s.Sum {
+			c.ctr.shardErrors.Add(1)
 			return fmt.Errorf("shard %s on %s: checksum %016x, recorded %016x: %w", name, s.Addr, got, s.Sum, chunkserver.ErrCorrupt)
 		}
 	}
@@ -430,6 +451,7 @@ phase1:
 					return withPieceErrors(err, errs)
 				}
 				copyRebuilt(ps, targets, data, lo)
+				c.ctr.degraded.Add(1)
 				return nil
 			}
 			for _, i := range targets {
@@ -445,6 +467,9 @@ phase1:
 				}
 			}
 			copyRebuilt(ps, missing, rb.data, lo)
+			if len(missing) > 0 {
+				c.ctr.degraded.Add(1)
+			}
 			return nil
 		}
 	}
