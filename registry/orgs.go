@@ -144,7 +144,7 @@ func (s *UserStore) nameTakenByOrg(ctx context.Context, name string) error {
 func (s *UserStore) RemoveOrg(ctx context.Context, name string, force bool) error {
 	return s.updateOrg(ctx, name, nil, func(o *Org) (bool, error) {
 		if len(o.Members) > 0 && !force {
-			return false, fmt.Errorf("%w: %s has %d", ErrOrgNotEmpty, name, len(o.Members))
+			return false, fmt.Errorf("%w (%d)", ErrOrgNotEmpty, len(o.Members))
 		}
 		return false, nil
 	})
