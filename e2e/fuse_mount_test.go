@@ -48,12 +48,14 @@ func needFUSE(t *testing.T) {
 	f.Close()
 }
 
-// startMount runs `dockyard mount --meta META DIR` and waits until the
-// mount is up. The mount is taken down when the test ends, whatever happens.
-func startMount(t *testing.T, meta, dir string) *mountProc {
+// startMount runs `dockyard mount --meta META [FLAGS] DIR` and waits until
+// the mount is up. The mount is taken down when the test ends, whatever
+// happens.
+func startMount(t *testing.T, meta, dir string, flags ...string) *mountProc {
 	t.Helper()
 	m := &mountProc{dir: dir, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	m.cmd = exec.Command(Binary(t), "mount", "--meta", meta, dir)
+	args := append([]string{"mount", "--meta", meta}, flags...)
+	m.cmd = exec.Command(Binary(t), append(args, dir)...)
 	m.cmd.Stdout, m.cmd.Stderr = m.stderr, m.stderr
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)

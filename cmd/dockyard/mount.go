@@ -94,6 +94,7 @@ func mountCmd() *cobra.Command {
 		fileCacheMB      int64
 		p2pListen        string
 		p2pAdvertise     string
+		metricsListen    string
 	)
 	cmd := &cobra.Command{
 		Use:   "mount [--meta ADDRS] [--image REF] DIR",
@@ -123,6 +124,14 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			}
 			if err := checkP2PFlags(p2pListen, p2pAdvertise); err != nil {
 				return err
+			}
+			metricsLn, err := listenMetrics(metricsListen)
+			if err != nil {
+				return err
+			}
+			if metricsLn != nil {
+				// Closed here too when the mount fails; twice is harmless.
+				defer metricsLn.Close()
 			}
 			mc, err := dialMeta(cmd, meta)
 			if err != nil {
@@ -181,7 +190,9 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 			mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			var srv *fuse.Server
 			if imageRef != "" {
-				srv, err = mountImage(mctx, mc, imageRef, scheme, gate, args[0], p2p, log)
+				// The image's clients count their reads together, so the
+				// mount's metrics cover the layer reads too.
+				srv, err = mountImage(mctx, mc, imageRef, scheme, gate, args[0], dfs.Options{P2P: p2p, Counters: new(dfs.Counters)}, log)
 			} else {
 				srv, err = fuse.Mount(mctx, args[0], client, opt)
 			}
@@ -190,6 +201,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "dockyard: mounted on %s\n", srv.Dir)
+			defer serveMetrics(metricsLn, srv, log)()
 			// What reached the mount, for judging the kernel's caching: a
 			// file read again unchanged should cost no READs, and each
 			// drop of the metadata cache makes the kernel forget names,
@@ -258,6 +270,7 @@ instead, read-only, its bytes fetched lazily as they are read.`,
 	f.Int64Var(&fileCacheMB, "file-cache-mb", 0, "bound on the passthrough copies in MiB (0: 10 GiB or a tenth of the cache directory's file system, whichever is less)")
 	f.StringVar(&imageRef, "image", "", "mount this image's merged tree (read-only, lazy) instead of the whole file system")
 	addP2PFlags(f, &p2pListen, &p2pAdvertise)
+	addMetricsFlag(f, &metricsListen)
 	f.StringVar(&verifyKey, "verify-key", "", "with --image: mount only if the image carries a signature made with this PEM public key (cosign's format), in addition to what the policy requires")
 	addPolicyFlag(f, &policyPath)
 	addRegistrySchemeFlag(f, &scheme)

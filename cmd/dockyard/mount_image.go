@@ -13,9 +13,10 @@ import (
 
 // mountImage mounts one image's merged tree on dir, as `dockyard run` does
 // before it starts the container, once the image has passed gate (the
-// policy and --verify-key). With p2p set, the image's blocks are also
-// served to and fetched from peers.
-func mountImage(ctx context.Context, mc *metaserver.Client, ref, scheme string, gate imageGate, dir string, p2p *dfs.P2P, log *slog.Logger) (*fuse.Server, error) {
+// policy and --verify-key). fsOpt is what the image's fs clients share:
+// with P2P set, the image's blocks are also served to and fetched from
+// peers; with Counters set, every client counts its reads there.
+func mountImage(ctx context.Context, mc *metaserver.Client, ref, scheme string, gate imageGate, dir string, fsOpt dfs.Options, log *slog.Logger) (*fuse.Server, error) {
 	r, err := image.ParseRef(ref)
 	if err != nil {
 		return nil, err
@@ -29,7 +30,7 @@ func mountImage(ctx context.Context, mc *metaserver.Client, ref, scheme string, 
 		return nil, err
 	}
 	images, err := image.New(mc, localShardClient(log, false), image.Options{Logger: log, SpanCacheDir: defaultSpanCacheDir,
-		FS: dfs.Options{P2P: p2p}})
+		FS: fsOpt})
 	if err != nil {
 		return nil, err
 	}

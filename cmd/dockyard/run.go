@@ -25,7 +25,7 @@ func runCmd() *cobra.Command {
 		meta, platform, workdir, user, entrypoint, network, stateDir, runtime, hostname, scheme string
 		env, volumeSpecs                                                                        []string
 		keep, verbose                                                                           bool
-		spanCacheDir, verifyKey, policyPath, name, p2pListen, p2pAdvertise                      string
+		spanCacheDir, verifyKey, policyPath, name, p2pListen, p2pAdvertise, metricsListen       string
 		spanCacheMB                                                                             int64
 	)
 	cmd := &cobra.Command{
@@ -72,6 +72,15 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 			if err := checkP2PFlags(p2pListen, p2pAdvertise); err != nil {
 				return err
 			}
+			metricsLn, err := listenMetrics(metricsListen)
+			if err != nil {
+				return err
+			}
+			if metricsLn != nil {
+				// Closed here too when run fails before mounting; twice
+				// is harmless.
+				defer metricsLn.Close()
+			}
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
@@ -104,9 +113,11 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 					logP2PStats(log, p2p)
 				}()
 			}
+			// The image's clients count their reads together, so the
+			// mount's metrics cover the layer reads too.
 			images, err := image.New(mc, localShardClient(log, false), image.Options{
 				Logger: log, SpanCacheDir: spanCacheDir, SpanCacheDiskBytes: spanCacheMB << 20,
-				FS: dfs.Options{P2P: p2p}})
+				FS: dfs.Options{P2P: p2p, Counters: new(dfs.Counters)}})
 			if err != nil {
 				return err
 			}
@@ -155,6 +166,7 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 				}
 			}()
 			log.Info("image mounted", "ref", ref, "manifest", res.ManifestDigest, "after", time.Since(start))
+			defer serveMetrics(metricsLn, srv, log)()
 
 			mounts, closeVolumes, err := mountVolumes(ctx, mc, vols, filepath.Join(dir, "volumes"), id, log)
 			if err != nil {
@@ -202,6 +214,7 @@ exits, for "dockyard commit --container NAME REF"; "dockyard container rm NAME" 
 	f.StringArrayVarP(&volumeSpecs, "volume", "v", nil, "mount a Dockyard volume (NAME:/path) or a host directory (/dir:/path), :ro for read-only; repeatable")
 	f.BoolVar(&verbose, "verbose", false, "log what run does")
 	addP2PFlags(f, &p2pListen, &p2pAdvertise)
+	addMetricsFlag(f, &metricsListen)
 	f.StringVar(&verifyKey, "verify-key", "", "run only if the image carries a signature made with this PEM public key (cosign's format; see dockyard sign), in addition to what the policy requires")
 	addPolicyFlag(f, &policyPath)
 	return cmd
