@@ -86,7 +86,7 @@ func NewCollector(s *Server) prometheus.Collector {
 	if c.m != nil && c.m.cache != nil {
 		add("metadata_cache_hits_total", "Lookups and attribute reads answered by the metadata cache.", counter,
 			func(s *snapshot) float64 { return float64(s.meta.Hits) })
-		add("metadata_cache_misses_total", "Lookups and attribute reads the metadata cache sent to the metaserver.", counter,
+		add("metadata_cache_misses_total", "Lookups and attribute reads the metadata cache did not hold while following the change feed, sent to the metaserver.", counter,
 			func(s *snapshot) float64 { return float64(s.meta.Misses) })
 		add("metadata_cache_drops_total", "Times the whole metadata cache was dropped (its change feed failed, lagged or was reset).", counter,
 			func(s *snapshot) float64 { return float64(s.meta.Drops) })
