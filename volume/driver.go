@@ -58,6 +58,9 @@ type Volume struct {
 	Name       string
 	Mountpoint string // empty unless mounted on this host
 	CreatedAt  time.Time
+	// Ino is the volume's root directory, for readers that walk its tree
+	// (the web UI sums its file sizes).
+	Ino metaserver.Ino
 }
 
 // Driver manages the volumes of one cluster on one host.
@@ -232,7 +235,11 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 
 // stat returns the volume's directory attributes, or ErrNotFound.
 func (d *Driver) stat(ctx context.Context, name string) (metaserver.Attr, error) {
-	a, err := d.c.Stat(ctx, volPath(name))
+	return statVolume(ctx, d.c, name)
+}
+
+func statVolume(ctx context.Context, c *dfs.Client, name string) (metaserver.Attr, error) {
+	a, err := c.Stat(ctx, volPath(name))
 	if errors.Is(err, syscall.ENOENT) || (err == nil && !a.IsDir()) {
 		return a, fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
@@ -333,7 +340,7 @@ func (d *Driver) Get(ctx context.Context, name string) (Volume, error) {
 }
 
 func (d *Driver) describe(name string, a metaserver.Attr) Volume {
-	v := Volume{Name: name, CreatedAt: time.Unix(0, a.Ctime).UTC()}
+	v := describe(name, a)
 	d.mu.Lock()
 	if d.mounts[name] != nil {
 		v.Mountpoint = d.mountpoint(name)
@@ -342,9 +349,35 @@ func (d *Driver) describe(name string, a metaserver.Attr) Volume {
 	return v
 }
 
+func describe(name string, a metaserver.Attr) Volume {
+	return Volume{Name: name, CreatedAt: time.Unix(0, a.Ctime).UTC(), Ino: a.Ino}
+}
+
 // List describes every volume of the cluster, sorted by name.
 func (d *Driver) List(ctx context.Context) ([]Volume, error) {
-	ents, err := d.c.ReadDirPlus(ctx, Dir)
+	vols, err := List(ctx, d.c)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, v := range vols {
+		if d.mounts[v.Name] != nil {
+			vols[i].Mountpoint = d.mountpoint(v.Name)
+		}
+	}
+	return vols, nil
+}
+
+// List describes every volume of the cluster c reaches, sorted by name,
+// for readers that run no plugin (the web UI): Mountpoint is empty, as
+// the volume is not looked for on any host. A cluster where no volume was
+// ever made has none.
+func List(ctx context.Context, c *dfs.Client) ([]Volume, error) {
+	ents, err := c.ReadDirPlus(ctx, Dir)
+	if errors.Is(err, syscall.ENOENT) {
+		return []Volume{}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing volumes: %w", err)
 	}
@@ -353,10 +386,23 @@ func (d *Driver) List(ctx context.Context) ([]Volume, error) {
 		if e.Attr == nil || !e.Attr.IsDir() || !validName.MatchString(e.Name) {
 			continue
 		}
-		vols = append(vols, d.describe(e.Name, *e.Attr))
+		vols = append(vols, describe(e.Name, *e.Attr))
 	}
 	sort.Slice(vols, func(i, j int) bool { return vols[i].Name < vols[j].Name })
 	return vols, nil
+}
+
+// Lookup describes one volume as List does; it fails with ErrBadName or
+// ErrNotFound.
+func Lookup(ctx context.Context, c *dfs.Client, name string) (Volume, error) {
+	if err := checkName(name); err != nil {
+		return Volume{}, err
+	}
+	a, err := statVolume(ctx, c, name)
+	if err != nil {
+		return Volume{}, err
+	}
+	return describe(name, a), nil
 }
 
 // Close unmounts every volume mounted on this host.
