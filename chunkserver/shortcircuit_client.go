@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,10 @@ type scProber struct {
 
 	mu   sync.Mutex
 	next map[string]time.Time // addr -> earliest next probe; zero: probing now
+	// attached is every server the probes attached, kept after a Detach
+	// so the client's counters (Client.ShortCircuitStats) never go back.
+	// At most one per chunkserver on this host.
+	attached []*ShortCircuit
 }
 
 // maybeProbe starts a probe of addr unless one ran recently or is running.
@@ -114,7 +119,42 @@ func (p *scProber) probeNow(addr string) {
 		return
 	}
 	p.opt.Logger.Info("short-circuit reads from chunkserver", "addr", addr, "id", s.info.ID, "socket", s.info.Socket)
+	p.mu.Lock()
+	p.attached = append(p.attached, s)
+	p.mu.Unlock()
 	p.c.Attach(addr, s)
+}
+
+// ShortCircuitEnabled reports whether EnableShortCircuit was called on c.
+func (c *Client) ShortCircuitEnabled() bool { return c.probe.Load() != nil }
+
+// ShortCircuitStats adds up the counters of the servers c reaches through
+// their sockets: those its probes attached (still counted once detached),
+// and any *ShortCircuit attached by hand while it is. Attached counts those
+// attached now. It reads the counters the reads keep anyway, so it costs
+// the read path nothing, and a client without short-circuit reads returns
+// zeros.
+func (c *Client) ShortCircuitStats() ShortCircuitStats {
+	var all []*ShortCircuit
+	if pr := c.probe.Load(); pr != nil {
+		pr.mu.Lock()
+		all = append(all, pr.attached...)
+		pr.mu.Unlock()
+	}
+	now := c.localMap()
+	var st ShortCircuitStats
+	for _, ls := range now {
+		if s, ok := ls.(*ShortCircuit); ok {
+			st.Attached++
+			if !slices.Contains(all, s) {
+				all = append(all, s)
+			}
+		}
+	}
+	for _, s := range all {
+		st.add(s.Stats())
+	}
+	return st
 }
 
 // ShortCircuit reaches one chunkserver on this host: shard reads through
@@ -146,7 +186,9 @@ type ShortCircuit struct {
 	// to conn, one at a time.
 	idle chan *net.UnixConn
 
-	opens, reads, puts, fallbacks atomic.Int64
+	opens, reads, puts, fallbacks         atomic.Int64
+	fdReadBytes, byteReads, byteReadBytes atomic.Int64
+	socketErrors                          atomic.Int64
 }
 
 var _ LocalBufferedServer = (*ShortCircuit)(nil)
@@ -251,17 +293,46 @@ func deadline(ctx context.Context) time.Time {
 	return time.Now().Add(shortCircuitTimeout)
 }
 
-// ShortCircuitStats counts what a ShortCircuit did.
+// ShortCircuitStats counts what a ShortCircuit did, or (from
+// Client.ShortCircuitStats) all of a client's.
 type ShortCircuitStats struct {
-	Opens     int64 // descriptors received
-	Reads     int64 // reads served through descriptors
-	Puts      int64 // shards stored over the socket (ShortCircuitOptions.Writes)
-	Fallbacks int64 // reads and puts sent over HTTP because the socket path was down or failed
+	// Attached is the servers reached through their sockets now; always
+	// zero from ShortCircuit.Stats.
+	Attached int
+	Opens    int64 // descriptors received
+	// Reads and ReadBytes count the reads served through descriptors and
+	// the bytes they returned.
+	Reads, ReadBytes int64
+	// ByteReads and ByteReadBytes count the reads a server without
+	// descriptors (an encrypted store) answered with checked plaintext
+	// over the socket, and their bytes.
+	ByteReads, ByteReadBytes int64
+	Puts                     int64 // shards stored over the socket (ShortCircuitOptions.Writes)
+	Fallbacks                int64 // reads and puts sent over HTTP because the socket path was down or failed
+	// SocketErrors counts the failures of the socket path (not answers
+	// about a shard) that sent it down for ShortCircuitOptions.DownFor.
+	SocketErrors int64
+}
+
+func (st *ShortCircuitStats) add(o ShortCircuitStats) {
+	st.Attached += o.Attached
+	st.Opens += o.Opens
+	st.Reads += o.Reads
+	st.ReadBytes += o.ReadBytes
+	st.ByteReads += o.ByteReads
+	st.ByteReadBytes += o.ByteReadBytes
+	st.Puts += o.Puts
+	st.Fallbacks += o.Fallbacks
+	st.SocketErrors += o.SocketErrors
 }
 
 // Stats returns the counters so far.
 func (s *ShortCircuit) Stats() ShortCircuitStats {
-	return ShortCircuitStats{Opens: s.opens.Load(), Reads: s.reads.Load(), Puts: s.puts.Load(), Fallbacks: s.fallbacks.Load()}
+	return ShortCircuitStats{
+		Opens: s.opens.Load(), Reads: s.reads.Load(), ReadBytes: s.fdReadBytes.Load(),
+		ByteReads: s.byteReads.Load(), ByteReadBytes: s.byteReadBytes.Load(),
+		Puts: s.puts.Load(), Fallbacks: s.fallbacks.Load(), SocketErrors: s.socketErrors.Load(),
+	}
 }
 
 // Info is the socket description the server gave when last connected.
@@ -290,11 +361,9 @@ func (s *ShortCircuit) Close() {
 // about the shard) over HTTP.
 func (s *ShortCircuit) ReadShard(ctx context.Context, name string, p []byte, off int64) error {
 	if !s.closed.Load() && time.Now().UnixNano() >= s.downUntil.Load() {
+		// readLocal counts what it served, by the way it went.
 		err := s.readLocal(ctx, name, p, off)
 		if err == nil || definite(err) {
-			if err == nil {
-				s.reads.Add(1)
-			}
 			return err
 		}
 		s.markDown(err)
@@ -313,6 +382,7 @@ func definite(err error) bool {
 }
 
 func (s *ShortCircuit) markDown(err error) {
+	s.socketErrors.Add(1)
 	s.opt.Logger.Warn("short-circuit reads failed; reading over HTTP for a while", "addr", s.addr, "for", s.opt.DownFor, "err", err)
 	s.downUntil.Store(time.Now().Add(s.opt.DownFor).UnixNano())
 	s.mu.Lock()
@@ -376,6 +446,10 @@ func (s *ShortCircuit) readLocal(ctx context.Context, name string, p []byte, off
 		s.fds.drop(h)
 		s.tellCorrupt(ctx, name)
 		return NewStatusError(http.StatusInternalServerError, ErrorCorrupt, fmt.Sprintf("read %s: %v", name, err))
+	}
+	if err == nil {
+		s.reads.Add(1)
+		s.fdReadBytes.Add(int64(len(p)))
 	}
 	return err
 }
@@ -550,6 +624,8 @@ func (s *ShortCircuit) readBytes(ctx context.Context, name string, p []byte, off
 	s.release(c)
 	switch reply.Status {
 	case 0:
+		s.byteReads.Add(1)
+		s.byteReadBytes.Add(int64(len(p)))
 		return nil
 	case http.StatusRequestedRangeNotSatisfiable:
 		// As the HTTP client makes of a 416.
