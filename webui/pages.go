@@ -554,13 +554,14 @@ func shortType(mt string) string {
 
 func (u *UI) funcs() template.FuncMap {
 	return template.FuncMap{
-		"bytes":    func(n any) string { return humanBytes(toInt64(n)) },
-		"short":    shortDigest,
-		"type":     shortType,
-		"repoURL":  func(name string) string { return "/ui/r/" + name },
-		"imageURL": func(name, digest string) string { return "/ui/r/" + name + "@" + digest },
-		"join":     strings.Join,
-		"platform": func(p *platform) string { return p.String() },
+		"bytes":     func(n any) string { return humanBytes(toInt64(n)) },
+		"short":     shortDigest,
+		"type":      shortType,
+		"repoURL":   func(name string) string { return "/ui/r/" + name },
+		"volumeURL": func(name string) string { return "/ui/volumes/" + name },
+		"imageURL":  func(name, digest string) string { return "/ui/r/" + name + "@" + digest },
+		"join":      strings.Join,
+		"platform":  func(p *platform) string { return p.String() },
 		// Bars are widths in 5% steps from the stylesheet: the CSP forbids
 		// inline styles.
 		"pclass": func(p int) string {

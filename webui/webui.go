@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/metaserver"
 )
 
@@ -36,6 +37,16 @@ type Config struct {
 	Registry http.Handler
 	// Meta answers the cluster page.
 	Meta StatusSource
+	// FS lets the volumes pages read the cluster's volumes and snapshots
+	// (metadata only: listings and sizes). Without it those pages say
+	// that the UI has no file system rather than failing.
+	FS *dfs.Client
+	// Users is the registry's account store when the registry runs with
+	// auth: the volumes pages are for admins only, checked against it.
+	Users Accounts
+	// VolumeWalkLimit caps the directory entries read to size one volume
+	// (default 100 000); past it the page shows "≥" and the partial sum.
+	VolumeWalkLimit int
 	// Logger receives failures the UI renders as error pages (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -87,9 +98,12 @@ func New(cfg Config) (*UI, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.VolumeWalkLimit <= 0 {
+		cfg.VolumeWalkLimit = defaultWalkLimit
+	}
 	u := &UI{cfg: cfg, reg: regClient{h: cfg.Registry}, pages: map[string]*template.Template{}}
 	funcs := u.funcs()
-	for _, p := range []string{"repos", "repo", "image", "cluster", "error"} {
+	for _, p := range []string{"repos", "repo", "image", "cluster", "volumes", "volume", "error"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("webui: parsing %s template: %w", p, err)
@@ -113,6 +127,8 @@ func (u *UI) Register(e *echo.Echo) {
 	get("/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") })
 	get("/ui/", u.repos)
 	get("/ui/cluster", u.cluster)
+	get("/ui/volumes", u.volumes)
+	get("/ui/volumes/*", u.volumePage)
 	get("/ui/r/*", u.repoOrImage)
 	get("/ui/static/*", func(c echo.Context) error {
 		c.Response().Header().Set("Cache-Control", "public, max-age=3600")
@@ -166,6 +182,11 @@ func (u *UI) fail(c echo.Context, err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		ep.Status, ep.Heading = http.StatusNotFound, "Not found"
+	case errors.Is(err, ErrLogin):
+		ep.Status, ep.Heading = http.StatusUnauthorized, "Log in to see this page"
+		c.Response().Header().Set("WWW-Authenticate", `Basic realm="dockyard", charset="UTF-8"`)
+	case errors.Is(err, ErrForbidden):
+		ep.Status, ep.Heading = http.StatusForbidden, "You may not see this"
 	case errors.Is(err, ErrMetaserver):
 		ep.Status, ep.Heading = http.StatusBadGateway, "The metaserver cannot be reached"
 	case errors.Is(err, context.DeadlineExceeded):

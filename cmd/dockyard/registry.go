@@ -79,7 +79,7 @@ SIGTERM.`,
 				return err
 			}
 			defer closeQueue(queue)
-			if err := mountWebUI(reg, mc, log); err != nil {
+			if err := mountWebUI(reg, mc, client, authCfg, log); err != nil {
 				return err
 			}
 			return serveRegistry(ctx, cmd, reg, listen, gcInterval)

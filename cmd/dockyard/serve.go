@@ -127,7 +127,7 @@ through --meta, which defaults to the address serve uses. It runs until SIGINT o
 				return err
 			}
 			defer closeQueue(queue)
-			if err := mountWebUI(reg, node.API(), log); err != nil {
+			if err := mountWebUI(reg, node.API(), cluster.FS, authCfg, log); err != nil {
 				return err
 			}
 			if volumeSocket != "" {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	dfs "github.com/dockyard/dockyard/fs"
 	"github.com/dockyard/dockyard/metaserver"
 	"github.com/dockyard/dockyard/registry"
 	"github.com/dockyard/dockyard/webui"
@@ -11,9 +12,14 @@ import (
 
 // mountWebUI puts the web UI (/, /ui/...) on the registry's address, beside
 // /v2/ and /metrics, so the address a user pushes to is also the one they
-// open in a browser.
-func mountWebUI(reg *registry.Registry, meta metaserver.API, log *slog.Logger) error {
-	ui, err := webui.New(webui.Config{Registry: reg.Handler(), Meta: meta, Logger: log})
+// open in a browser. fc is the cluster's file system, which the volumes
+// pages read; with auth on, those pages check admins against its users.
+func mountWebUI(reg *registry.Registry, meta metaserver.API, fc *dfs.Client, auth *registry.AuthConfig, log *slog.Logger) error {
+	cfg := webui.Config{Registry: reg.Handler(), Meta: meta, FS: fc, Logger: log}
+	if auth != nil {
+		cfg.Users = auth.Users
+	}
+	ui, err := webui.New(cfg)
 	if err != nil {
 		return fmt.Errorf("web UI: %w", err)
 	}
