@@ -44,6 +44,34 @@ func (c *Client) Stat(ctx context.Context, p string) (metaserver.Attr, error) {
 	return c.meta.ResolvePath(ctx, path.Clean(p))
 }
 
+// Mkdir makes one directory, like os.Mkdir: its parent must exist, and a
+// name already taken is EEXIST.
+func (c *Client) Mkdir(ctx context.Context, p string, mode uint32) (metaserver.Ino, error) {
+	if !strings.HasPrefix(p, "/") {
+		return 0, metaserver.Errf("mkdir", syscall.EINVAL, "path %q is not absolute", p)
+	}
+	p = path.Clean(p)
+	if p == "/" {
+		return 0, metaserver.Errf("mkdir", syscall.EEXIST, "/")
+	}
+	dir, name := path.Split(p)
+	parent, err := c.meta.ResolvePath(ctx, path.Clean(dir))
+	if err != nil {
+		return 0, err
+	}
+	if !parent.IsDir() {
+		return 0, metaserver.Errf("mkdir", syscall.ENOTDIR, "%s is not a directory", path.Clean(dir))
+	}
+	a, err := c.meta.Create(ctx, metaserver.CreateIn{
+		Parent: parent.Ino, Name: name, Mode: syscall.S_IFDIR | mode&0o7777,
+		Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Exclusive: true,
+	})
+	if err != nil {
+		return 0, err
+	}
+	return a.Ino, nil
+}
+
 // MkdirAll makes a directory and any missing parents, like os.MkdirAll, and
 // returns its inode. Racing creators both succeed.
 func (c *Client) MkdirAll(ctx context.Context, p string, mode uint32) (metaserver.Ino, error) {

@@ -134,16 +134,29 @@ func checkName(name string) error {
 
 func volPath(name string) string { return path.Join(Dir, name) }
 
-// Create makes the volume's directory. Options: mode (octal, default 0755),
-// uid and gid of the volume's root directory, so containers running as
-// another user can write to it; from=VOLUME or from=VOLUME@SNAPSHOT makes
-// the new volume a clone of that volume as it is now, or of that snapshot,
-// sharing its bytes (mode, uid and gid then change the clone's root, which
-// otherwise keeps the source's). Creating a volume that exists is no error,
-// as Docker may ask again for a volume it already knows.
+// Create makes the volume's directory (see the package function Create).
 func (d *Driver) Create(ctx context.Context, name string, opts map[string]string) error {
-	if err := checkName(name); err != nil {
+	created, err := Create(ctx, d.c, name, opts)
+	if err != nil {
 		return err
+	}
+	if created {
+		d.log.Info("volume: created", "name", name, "from", opts["from"])
+	}
+	return nil
+}
+
+// Create makes volume name's directory, with or without a plugin running.
+// Options: mode (octal, default 0755), uid and gid of the volume's root
+// directory, so containers running as another user can write to it;
+// from=VOLUME or from=VOLUME@SNAPSHOT makes the new volume a clone of that
+// volume as it is now, or of that snapshot, sharing its bytes (mode, uid and
+// gid then change the clone's root, which otherwise keeps the source's).
+// Creating a volume that exists is no error, as Docker may ask again for a
+// volume it already knows; created says whether this call made it.
+func Create(ctx context.Context, c *dfs.Client, name string, opts map[string]string) (created bool, err error) {
+	if err := checkName(name); err != nil {
+		return false, err
 	}
 	var (
 		set  metaserver.SetAttrIn
@@ -154,14 +167,14 @@ func (d *Driver) Create(ctx context.Context, name string, opts map[string]string
 		case "mode":
 			m, err := strconv.ParseUint(v, 8, 32)
 			if err != nil || m > 0o7777 {
-				return fmt.Errorf("%w: mode %q is not an octal permission", ErrBadOpt, v)
+				return false, fmt.Errorf("%w: mode %q is not an octal permission", ErrBadOpt, v)
 			}
 			m32 := uint32(m)
 			set.Mode = &m32
 		case "uid", "gid":
 			id, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
-				return fmt.Errorf("%w: %s %q is not a number", ErrBadOpt, k, v)
+				return false, fmt.Errorf("%w: %s %q is not a number", ErrBadOpt, k, v)
 			}
 			id32 := uint32(id)
 			if k == "uid" {
@@ -171,44 +184,42 @@ func (d *Driver) Create(ctx context.Context, name string, opts map[string]string
 			}
 		case "from":
 			if v == "" {
-				return fmt.Errorf("%w: from is empty; want VOLUME or VOLUME@SNAPSHOT", ErrBadOpt)
+				return false, fmt.Errorf("%w: from is empty; want VOLUME or VOLUME@SNAPSHOT", ErrBadOpt)
 			}
 			from = v
 		default:
-			return fmt.Errorf("%w: %q (known: mode, uid, gid, from)", ErrBadOpt, k)
+			return false, fmt.Errorf("%w: %q (known: mode, uid, gid, from)", ErrBadOpt, k)
 		}
 	}
-	if a, err := d.c.Stat(ctx, volPath(name)); err == nil {
+	if a, err := c.Stat(ctx, volPath(name)); err == nil {
 		if !a.IsDir() {
-			return fmt.Errorf("volume %s: %s is not a directory", name, volPath(name))
+			return false, fmt.Errorf("volume %s: %s is not a directory", name, volPath(name))
 		}
-		return nil
+		return false, nil
 	}
 	if from != "" {
-		if err := cloneVolume(ctx, d.c, from, name); err != nil {
-			return err
+		if err := cloneVolume(ctx, c, from, name); err != nil {
+			return false, err
 		}
-		if err := cloneRootAttrs(ctx, d.c, name, set); err != nil {
-			return err
+		if err := cloneRootAttrs(ctx, c, name, set); err != nil {
+			return false, err
 		}
-		d.log.Info("volume: created", "name", name, "from", from)
-		return nil
+		return true, nil
 	}
 	mode := uint32(0o755)
 	if set.Mode != nil {
 		mode, set.Mode = *set.Mode, nil
 	}
-	ino, err := d.c.MkdirAll(ctx, volPath(name), mode)
+	ino, err := c.MkdirAll(ctx, volPath(name), mode)
 	if err != nil {
-		return fmt.Errorf("creating volume %s: %w", name, err)
+		return false, fmt.Errorf("creating volume %s: %w", name, err)
 	}
 	if set.Uid != nil || set.Gid != nil {
-		if _, err := d.c.Meta().SetAttr(ctx, ino, set); err != nil {
-			return fmt.Errorf("creating volume %s: setting its owner: %w", name, err)
+		if _, err := c.Meta().SetAttr(ctx, ino, set); err != nil {
+			return false, fmt.Errorf("creating volume %s: setting its owner: %w", name, err)
 		}
 	}
-	d.log.Info("volume: created", "name", name)
-	return nil
+	return true, nil
 }
 
 // Remove deletes the volume and everything in it. A volume mounted on this
@@ -223,13 +234,26 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 	if m != nil {
 		return fmt.Errorf("removing %s: %w", name, ErrInUse)
 	}
-	if _, err := d.stat(ctx, name); err != nil {
+	if err := Remove(ctx, d.c, name); err != nil {
 		return err
 	}
-	if err := d.c.RemoveAll(ctx, volPath(name)); err != nil {
+	d.log.Info("volume: removed", "name", name)
+	return nil
+}
+
+// Remove deletes volume name and everything in it, or returns ErrNotFound.
+// It cannot know whether a host mounts the volume; the plugin's Remove
+// refuses one mounted on its own host. Its snapshots stay.
+func Remove(ctx context.Context, c *dfs.Client, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if _, err := statVolume(ctx, c, name); err != nil {
+		return err
+	}
+	if err := c.RemoveAll(ctx, volPath(name)); err != nil {
 		return fmt.Errorf("removing volume %s: %w", name, err)
 	}
-	d.log.Info("volume: removed", "name", name)
 	return nil
 }
 

@@ -54,3 +54,50 @@ func TestListWithoutDriver(t *testing.T) {
 		t.Errorf("Lookup(.snapshots): %v", err)
 	}
 }
+
+// TestCreateRemoveWithoutDriver: `dockyard volume create|rm` manage volumes
+// from any host, with the options and refusals the plugin has.
+func TestCreateRemoveWithoutDriver(t *testing.T) {
+	ctx := context.Background()
+	cl, err := local.Start(local.Config{Dir: t.TempDir(), HeartbeatInterval: 100 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	c := cl.FS
+	created, err := volume.Create(ctx, c, "web", map[string]string{"mode": "0770", "uid": "1000"})
+	if err != nil || !created {
+		t.Fatalf("Create = %v, %v", created, err)
+	}
+	a, err := c.Stat(ctx, "/volumes/web")
+	if err != nil || a.Mode&0o7777 != 0o770 || a.Uid != 1000 {
+		t.Fatalf("the volume's root: %+v, %v", a, err)
+	}
+	if created, err := volume.Create(ctx, c, "web", nil); err != nil || created {
+		t.Fatalf("Create of an existing volume = %v, %v; want no error, not created", created, err)
+	}
+	for _, bad := range []struct {
+		name string
+		opts map[string]string
+	}{
+		{"../x", nil},
+		{"ok", map[string]string{"size": "1G"}},
+		{"ok", map[string]string{"mode": "99"}},
+	} {
+		if _, err := volume.Create(ctx, c, bad.name, bad.opts); err == nil {
+			t.Errorf("Create(%q, %v) succeeded", bad.name, bad.opts)
+		}
+	}
+	if _, err := volume.Create(ctx, c, "copy", map[string]string{"from": "missing"}); err == nil {
+		t.Error("Create from a missing volume succeeded")
+	}
+	if err := volume.Remove(ctx, c, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat(ctx, "/volumes/web"); err == nil {
+		t.Fatal("the removed volume's directory is still there")
+	}
+	if err := volume.Remove(ctx, c, "web"); !errors.Is(err, volume.ErrNotFound) {
+		t.Fatalf("Remove of a missing volume: %v, want ErrNotFound", err)
+	}
+}

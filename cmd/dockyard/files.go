@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -18,10 +19,11 @@ import (
 	"github.com/dockyard/dockyard/metaserver"
 )
 
-// File access without a mount: ls, stat and rm on dfs:/paths (cp is in cp.go).
+// File access without a mount: ls, stat, mkdir and rm on dfs:/paths (cp is
+// in cp.go).
 
 func init() {
-	subcommands = append(subcommands, lsCmd, statCmd, rmCmd)
+	subcommands = append(subcommands, lsCmd, statCmd, mkdirCmd, rmCmd)
 }
 
 // dfsPrefix marks a path in the Dockyard namespace on the command line.
@@ -185,6 +187,55 @@ func runStat(ctx context.Context, c *fs.Client, p string, out io.Writer) error {
 		} else {
 			fmt.Fprintf(out, "extents: %d\n", len(in.Extents))
 		}
+	}
+	return nil
+}
+
+func mkdirCmd() *cobra.Command {
+	var (
+		parents bool
+		mode    string
+	)
+	c := &cobra.Command{
+		Use:   "mkdir [-p] [-m MODE] dfs:/path...",
+		Short: "Make directories in the Dockyard file system (-p: with their parents, no error if they exist)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := strconv.ParseUint(mode, 8, 32)
+			if err != nil || m > 0o7777 {
+				return fmt.Errorf("mkdir: mode %q is not an octal permission", mode)
+			}
+			c, err := newFSClient(cmd)
+			if err != nil {
+				return fmt.Errorf("mkdir: %w", err)
+			}
+			for _, arg := range args {
+				p, err := mustDFSPath(arg)
+				if err != nil {
+					return fmt.Errorf("mkdir: %w", err)
+				}
+				if err := runMkdir(cmd.Context(), c, p, uint32(m), parents); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&parents, "parents", "p", false, "make missing parents too; an existing directory is no error")
+	c.Flags().StringVarP(&mode, "mode", "m", "755", "permissions of the new directories, in octal")
+	addMetaFlag(c)
+	return c
+}
+
+func runMkdir(ctx context.Context, c *fs.Client, p string, mode uint32, parents bool) error {
+	var err error
+	if parents {
+		_, err = c.MkdirAll(ctx, p, mode)
+	} else {
+		_, err = c.Mkdir(ctx, p, mode)
+	}
+	if err != nil {
+		return fmt.Errorf("mkdir %s%s: %w", dfsPrefix, p, err)
 	}
 	return nil
 }

@@ -110,6 +110,26 @@ func TestCpLsStatRm(t *testing.T) {
 		t.Fatalf("stat output:\n%s", out.String())
 	}
 
+	if err := runMkdir(ctx, c, "/d/sub", 0o750, false); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := c.Stat(ctx, "/d/sub"); err != nil || !a.IsDir() || a.Mode&0o7777 != 0o750 {
+		t.Fatalf("mkdir made %+v, %v", a, err)
+	}
+	if err := runMkdir(ctx, c, "/d/sub", 0o755, false); err == nil || !strings.Contains(err.Error(), "file exists") {
+		t.Fatalf("mkdir of an existing directory: %v", err)
+	}
+	if err := runMkdir(ctx, c, "/x/y/z", 0o755, false); err == nil || !strings.Contains(err.Error(), "no such file or directory") {
+		t.Fatalf("mkdir without its parent: %v", err)
+	}
+	if err := runMkdir(ctx, c, "/d/stdin/z", 0o755, false); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("mkdir under a file: %v", err)
+	}
+	for range 2 { // -p: parents made, and no error the second time
+		if err := runMkdir(ctx, c, "/x/y/z", 0o755, true); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := runRm(ctx, c, "/d", false); err == nil || !strings.Contains(err.Error(), "directory not empty") {
 		t.Fatalf("rm of a non-empty directory without -r: %v", err)
 	}

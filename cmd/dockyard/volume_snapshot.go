@@ -18,9 +18,10 @@ func init() { subcommands = append(subcommands, volumeCmd) }
 
 func volumeCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "volume snapshot|snapshots|restore|rm-snapshot",
-		Short: "Snapshots of Docker volumes stored in the Dockyard file system",
-		Long: `Snapshots of the volumes that dockyard volume-plugin serves. A snapshot is an
+		Use:   "volume ls|create|rm|snapshot|snapshots|restore|rm-snapshot",
+		Short: "Volumes stored in the Dockyard file system, and their snapshots",
+		Long: `The volumes that dockyard volume-plugin serves to Docker and dockyard run -v
+mounts: ls, create and rm manage them from any host. A snapshot is an
 instant copy of dfs:/volumes/NAME at dfs:/volumes/.snapshots/NAME/SNAPSHOT that
 shares every byte with the volume; later writes to either never reach the other.
 It holds what the metaserver has committed when it is taken: data a container
@@ -29,7 +30,8 @@ Snapshots are not volumes (docker volume ls does not show them) and outlive
 their volume. docker volume create -d dockyard --opt from=NAME@SNAPSHOT NEW
 makes a volume from one, as restore does.`,
 	}
-	c.AddCommand(volumeSnapshotCmd(), volumeSnapshotsCmd(), volumeRestoreCmd(), volumeRmSnapshotCmd())
+	c.AddCommand(volumeLsCmd(), volumeCreateCmd(), volumeRmCmd(),
+		volumeSnapshotCmd(), volumeSnapshotsCmd(), volumeRestoreCmd(), volumeRmSnapshotCmd())
 	return c
 }
 
