@@ -112,6 +112,10 @@ func New(meta metaserver.API, shards *chunkserver.Client, opt Options) *Client {
 // Meta returns the metaserver API: namespace operations go straight to it.
 func (c *Client) Meta() metaserver.API { return c.meta }
 
+// Shards returns the chunkserver client shards go through, for its
+// counters (chunkserver.Client.ShortCircuitStats).
+func (c *Client) Shards() *chunkserver.Client { return c.shards }
+
 func (c *Client) encoder(k, m int) (reedsolomon.Encoder, error) {
 	c.encMu.Lock()
 	defer c.encMu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dockyard/dockyard/chunkserver"
 	dfs "github.com/dockyard/dockyard/fs"
 )
 
@@ -26,24 +27,33 @@ type snapshot struct {
 	reads dfs.ReadStats
 	meta  dfs.MetaCacheStats
 	p2p   dfs.P2PStats
+	sc    chunkserver.ShortCircuitStats
 }
 
 // collector is a prometheus.Collector over one mounted Server.
 type collector struct {
-	srv   *Server
-	m     *mountState
-	p2p   *dfs.P2P
-	kinds []metricKind
+	srv *Server
+	m   *mountState
+	p2p *dfs.P2P
+	// shards is the client's shard client when it reads local
+	// chunkservers through their sockets, else nil.
+	shards *chunkserver.Client
+	kinds  []metricKind
 }
 
 // NewCollector returns the collector of the mount's metrics, all named
 // dockyard_mount_*. The metadata cache's series are there only when the
-// mount has one, the P2P series only when its client takes part in P2P.
+// mount has one, the P2P series only when its client takes part in P2P,
+// the short-circuit series only when its shard client has short-circuit
+// reads on (an image mount's clients share one shard client).
 func NewCollector(s *Server) prometheus.Collector {
 	c := &collector{srv: s}
 	if n, ok := s.root.(*node); ok {
 		c.m = n.m
 		c.p2p = n.m.client.P2P()
+		if sh := n.m.client.Shards(); sh != nil && sh.ShortCircuitEnabled() {
+			c.shards = sh
+		}
 	}
 	labels := prometheus.Labels{"mount": s.Dir}
 	add := func(name, help string, typ prometheus.ValueType, v func(*snapshot) float64) {
@@ -119,6 +129,27 @@ func NewCollector(s *Server) prometheus.Collector {
 		add("p2p_served_misses_total", "Peer requests for blocks not all held here.", counter,
 			func(s *snapshot) float64 { return float64(s.p2p.ServedMisses) })
 	}
+
+	if c.shards != nil {
+		add("short_circuit_attached_servers", "Chunkservers on this host read through their short-circuit sockets now.", gauge,
+			func(s *snapshot) float64 { return float64(s.sc.Attached) })
+		add("short_circuit_descriptors_total", "Shard file descriptors received from local chunkservers.", counter,
+			func(s *snapshot) float64 { return float64(s.sc.Opens) })
+		add("short_circuit_descriptor_reads_total", "Shard reads served from received descriptors, checked here.", counter,
+			func(s *snapshot) float64 { return float64(s.sc.Reads) })
+		add("short_circuit_descriptor_read_bytes_total", "Bytes of the shard reads served from received descriptors.", counter,
+			func(s *snapshot) float64 { return float64(s.sc.ReadBytes) })
+		add("short_circuit_socket_reads_total", "Shard reads a local chunkserver without descriptors (encrypted store) answered with checked plaintext over its socket.", counter,
+			func(s *snapshot) float64 { return float64(s.sc.ByteReads) })
+		add("short_circuit_socket_read_bytes_total", "Bytes of the shard reads answered over the socket.", counter,
+			func(s *snapshot) float64 { return float64(s.sc.ByteReadBytes) })
+		add("short_circuit_puts_total", "Shards stored over the socket (short-circuit writes).", counter,
+			func(s *snapshot) float64 { return float64(s.sc.Puts) })
+		add("short_circuit_fallbacks_total", "Reads and puts to attached chunkservers sent over HTTP because their socket path was down or failed.", counter,
+			func(s *snapshot) float64 { return float64(s.sc.Fallbacks) })
+		add("short_circuit_errors_total", "Failures of a socket path (not answers about a shard), each sending that server's reads over HTTP for a while.", counter,
+			func(s *snapshot) float64 { return float64(s.sc.SocketErrors) })
+	}
 	return c
 }
 
@@ -139,6 +170,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.p2p != nil {
 		s.p2p = c.p2p.Stats()
+	}
+	if c.shards != nil {
+		s.sc = c.shards.ShortCircuitStats()
 	}
 	for _, k := range c.kinds {
 		ch <- prometheus.MustNewConstMetric(k.desc, k.typ, k.value(&s))

@@ -168,3 +168,60 @@ func TestMetricsP2POnlyWithP2P(t *testing.T) {
 		t.Fatal("metadata cache series served by a mount without one")
 	}
 }
+
+// shortCircuitSeries are the series of a mount whose shard client reads
+// local chunkservers through their sockets.
+var shortCircuitSeries = []string{
+	"dockyard_mount_short_circuit_attached_servers",
+	"dockyard_mount_short_circuit_descriptors_total",
+	"dockyard_mount_short_circuit_descriptor_reads_total",
+	"dockyard_mount_short_circuit_descriptor_read_bytes_total",
+	"dockyard_mount_short_circuit_socket_reads_total",
+	"dockyard_mount_short_circuit_socket_read_bytes_total",
+	"dockyard_mount_short_circuit_puts_total",
+	"dockyard_mount_short_circuit_fallbacks_total",
+	"dockyard_mount_short_circuit_errors_total",
+}
+
+// TestMetricsShortCircuitOnlyWhenEnabled: a mount whose shard client has
+// short-circuit reads on serves the short-circuit series; these test
+// chunkservers keep their shards in memory and offer no socket, so the
+// mount reads over HTTP, attaches none and counts nothing there. A mount
+// without short-circuit reads serves none of the series.
+func TestMetricsShortCircuitOnlyWhenEnabled(t *testing.T) {
+	c := newCluster(t)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, _ := c.mount(t, Options{})
+	data := randomBytes(t, 1<<20+5)
+	if err := os.WriteFile(filepath.Join(a, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// Closing the idle connections before the servers close spares their
+	// shutdown a wait on a spare connection the probes may have dialled.
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	on := chunkserver.NewClient(&http.Client{Transport: tr})
+	on.EnableShortCircuit(chunkserver.ShortCircuitOptions{Logger: quiet})
+	dirOn, srvOn := c.mountWith(t, dfs.New(c.meta.API(), on, dfs.Options{Logger: quiet}), Options{})
+	if got := readFile(t, filepath.Join(dirOn, "f")); !bytes.Equal(got, data) {
+		t.Fatal("read through the short-circuit mount differs")
+	}
+	got := scrape(t, srvOn)
+	if got["dockyard_mount_chunkserver_read_bytes_total"] < float64(len(data)) {
+		t.Fatalf("the read of %d bytes fetched %v from chunkservers", len(data), got["dockyard_mount_chunkserver_read_bytes_total"])
+	}
+	for _, name := range shortCircuitSeries {
+		v, ok := got[name]
+		if !ok || v != 0 {
+			t.Errorf("%s: %v (present %v), want 0 with no chunkserver offering a socket", name, v, ok)
+		}
+	}
+
+	_, srvOff := c.mountWith(t, dfs.New(c.meta.API(), chunkserver.NewClient(nil), dfs.Options{Logger: quiet}), Options{})
+	for name := range scrape(t, srvOff) {
+		if strings.HasPrefix(name, "dockyard_mount_short_circuit_") {
+			t.Errorf("%s served by a mount without short-circuit reads", name)
+		}
+	}
+}
