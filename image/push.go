@@ -104,7 +104,7 @@ func (r *Resolver) ensureBlob(ctx context.Context, ref, from Ref, l ocispec.Desc
 	}
 	if from.Registry == ref.Registry {
 		q := url.Values{"mount": {l.Digest.String()}, "from": {from.Repo}}
-		resp, err := r.send(ctx, http.MethodPost, r.url(ref, "blobs/uploads/?"+q.Encode()), nil, 0)
+		resp, err := r.send(ctx, http.MethodPost, r.url(ref, "blobs/uploads/?"+q.Encode()), "", nil, 0)
 		if err != nil {
 			return err
 		}
@@ -114,7 +114,7 @@ func (r *Resolver) ensureBlob(ctx context.Context, ref, from Ref, l ocispec.Desc
 		}
 		// 202: the registry opened an upload instead; copy the bytes.
 	}
-	resp, err := r.send(ctx, http.MethodGet, r.url(from, "blobs/"+l.Digest.String()), nil, 0)
+	resp, err := r.send(ctx, http.MethodGet, r.url(from, "blobs/"+l.Digest.String()), "", nil, 0)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func (r *Resolver) ensureBlob(ctx context.Context, ref, from Ref, l ocispec.Desc
 
 func (r *Resolver) hasBlob(ctx context.Context, ref Ref, d digest.Digest) (bool, error) {
 	u := r.url(ref, "blobs/"+d.String())
-	resp, err := r.send(ctx, http.MethodHead, u, nil, 0)
+	resp, err := r.send(ctx, http.MethodHead, u, "", nil, 0)
 	if err != nil {
 		return false, err
 	}
@@ -146,7 +146,7 @@ func (r *Resolver) hasBlob(ctx context.Context, ref Ref, d digest.Digest) (bool,
 // requests, which every registry accepts).
 func (r *Resolver) upload(ctx context.Context, ref Ref, d digest.Digest, size int64, body io.Reader) error {
 	start := r.url(ref, "blobs/uploads/")
-	resp, err := r.send(ctx, http.MethodPost, start, nil, 0)
+	resp, err := r.send(ctx, http.MethodPost, start, "", nil, 0)
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func (r *Resolver) upload(ctx context.Context, ref Ref, d digest.Digest, size in
 	q := loc.Query()
 	q.Set("digest", d.String())
 	loc.RawQuery = q.Encode()
-	resp, err = r.send(ctx, http.MethodPut, loc.String(), body, size)
+	resp, err = r.send(ctx, http.MethodPut, loc.String(), "application/octet-stream", body, size)
 	if err != nil {
 		return err
 	}
@@ -172,15 +172,16 @@ func (r *Resolver) upload(ctx context.Context, ref Ref, d digest.Digest, size in
 	return nil
 }
 
-// send makes one request; a body is sent with its length (size).
-func (r *Resolver) send(ctx context.Context, method, u string, body io.Reader, size int64) (*http.Response, error) {
+// send makes one request; a body is sent with its length (size) and
+// content type.
+func (r *Resolver) send(ctx context.Context, method, u, contentType string, body io.Reader, size int64) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
 		req.ContentLength = size
-		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := r.client().Do(req)
 	if ae := authError(err); ae != nil {
@@ -205,7 +206,7 @@ func statusError(method, u string, resp *http.Response) error {
 // commit fails before writing its layer when the registry is unreachable.
 func (r *Resolver) Ping(ctx context.Context, ref Ref) error {
 	u := strings.TrimSuffix(r.url(ref, ""), ref.Repo+"/")
-	resp, err := r.send(ctx, http.MethodGet, u, nil, 0)
+	resp, err := r.send(ctx, http.MethodGet, u, "", nil, 0)
 	if err != nil {
 		return err
 	}

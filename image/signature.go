@@ -15,10 +15,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -390,22 +388,13 @@ func (r *Resolver) put(ctx context.Context, ref Ref, path, contentType string, b
 }
 
 func (r *Resolver) do(ctx context.Context, method, url, contentType string, body []byte, want int) error {
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	resp, err := r.send(ctx, method, url, contentType, bytes.NewReader(body), int64(len(body)))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := r.client().Do(req)
-	if ae := authError(err); ae != nil {
-		return ae
-	}
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, url, err)
-	}
 	defer resp.Body.Close()
 	if resp.StatusCode != want {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, strings.TrimSpace(string(msg)))
+		return statusError(method, url, resp)
 	}
 	return nil
 }
