@@ -305,11 +305,11 @@ func (d *Disk) readEntry(name, path string) (diskEntry, shardHeader, error) {
 	sum := hdr.sum
 	if hdr.enc && d.keys != nil {
 		if key, ok := d.keys.byFingerprint(hdr.fp); ok {
-			c, err := newShardCipher(key, name, hdr)
+			_, mask, err := fileKeys(key, hdr.salt)
 			if err != nil {
 				return diskEntry{}, shardHeader{}, err
 			}
-			sum = c.sum()
+			sum = hdr.sum ^ mask
 		}
 	}
 	return diskEntry{size: hdr.size, sum: sum, file: fi.Size()}, hdr, nil

@@ -108,14 +108,25 @@ func newShardCipher(key Key, name string, hdr shardHeader) (*shardCipher, error)
 	return c, nil
 }
 
-// deriveCipher derives a file's key and mask from the master key and the
+// fileKeys derives a file's AES key and checksum mask from the master key
+// and the file's salt. Indexing a store at start needs only the mask, so it
+// stops here rather than set up a cipher per shard.
+func fileKeys(key Key, salt [16]byte) (aesKey []byte, mask uint64, err error) {
+	okm, err := hkdf.Key(sha256.New, key.secret[:], salt[:], hkdfInfo, KeySize+8)
+	if err != nil {
+		return nil, 0, err
+	}
+	return okm[:KeySize], binary.LittleEndian.Uint64(okm[KeySize:]), nil
+}
+
+// deriveCipher derives a file's cipher and mask from the master key and the
 // file's salt; bind must follow.
 func deriveCipher(key Key, salt [16]byte) (*shardCipher, error) {
-	okm, err := hkdf.Key(sha256.New, key.secret[:], salt[:], hkdfInfo, KeySize+8)
+	aesKey, mask, err := fileKeys(key, salt)
 	if err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(okm[:KeySize])
+	block, err := aes.NewCipher(aesKey)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +134,7 @@ func deriveCipher(key Key, salt [16]byte) (*shardCipher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &shardCipher{aead: aead, mask: binary.LittleEndian.Uint64(okm[KeySize:])}, nil
+	return &shardCipher{aead: aead, mask: mask}, nil
 }
 
 // bind ties the cipher to the shard: its name, size and checksum become
