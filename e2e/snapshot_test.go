@@ -143,7 +143,9 @@ func TestVolumeSnapshot(t *testing.T) {
 	}
 }
 
-// pluginProc is a `dockyard volume-plugin` spoken to on its socket.
+// pluginProc is a `dockyard volume-plugin` spoken to on its socket, started
+// by startPlugin, which stops it (and checks it removed its socket) when the
+// test ends.
 type pluginProc struct {
 	hc *http.Client
 }
@@ -168,6 +170,9 @@ func startPlugin(t *testing.T, bin, meta, sock, mountDir string) *pluginProc {
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
 			t.Errorf("volume-plugin did not stop on SIGTERM\n%s", stderr.String())
+		}
+		if _, err := os.Stat(sock); !os.IsNotExist(err) {
+			t.Errorf("the plugin left its socket behind: %v", err)
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)

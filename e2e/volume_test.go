@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -28,44 +25,7 @@ func TestVolumePlugin(t *testing.T) {
 	sock := "/run/docker/plugins/" + driver + ".sock"
 	mountDir := t.TempDir()
 
-	var stderr bytes.Buffer
-	plugin := exec.Command(Binary(t), "volume-plugin", "--meta", c.Meta, "--socket", sock, "--mount-dir", mountDir)
-	plugin.Stdout, plugin.Stderr = &stderr, &stderr
-	if err := plugin.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- plugin.Wait() }()
-	t.Cleanup(func() {
-		plugin.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("volume-plugin exited with %v\n%s", err, stderr.String())
-			}
-		case <-time.After(30 * time.Second):
-			plugin.Process.Kill()
-			t.Errorf("volume-plugin did not stop on SIGTERM\n%s", stderr.String())
-		}
-		if _, err := os.Stat(sock); !os.IsNotExist(err) {
-			t.Errorf("the plugin left its socket behind: %v", err)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("volume-plugin exited: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no plugin socket after 30 s\n%s", stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	startPlugin(t, Binary(t), c.Meta, sock, mountDir)
 
 	ref := "dockyard-e2e/volume:" + stamp
 	t.Cleanup(func() { RunErr(time.Minute, "docker", "rmi", "-f", ref) })
