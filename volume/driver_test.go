@@ -36,14 +36,21 @@ func needFUSE(t *testing.T) {
 	}
 }
 
-// newDriver runs a local cluster and a driver on it.
-func newDriver(t *testing.T) (*volume.Driver, *local.Cluster) {
+// startCluster runs a local cluster for the test's length.
+func startCluster(t *testing.T) *local.Cluster {
 	t.Helper()
 	cl, err := local.Start(local.Config{Dir: t.TempDir(), HeartbeatInterval: 100 * time.Millisecond, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// newDriver runs a local cluster and a driver on it.
+func newDriver(t *testing.T) (*volume.Driver, *local.Cluster) {
+	t.Helper()
+	cl := startCluster(t)
 	// Relative, as `dockyard serve --data dir` gives it.
 	t.Chdir(t.TempDir())
 	d, err := volume.New(context.Background(), cl.FS, volume.Options{MountDir: "mnt", Logger: quiet()})
@@ -331,11 +338,7 @@ func TestListen(t *testing.T) {
 func TestStaleMountsCleared(t *testing.T) {
 	needFUSE(t)
 	ctx := context.Background()
-	cl, err := local.Start(local.Config{Dir: t.TempDir(), HeartbeatInterval: 100 * time.Millisecond, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := startCluster(t)
 	mountDir := t.TempDir()
 	d, err := volume.New(ctx, cl.FS, volume.Options{MountDir: mountDir, Logger: quiet()})
 	if err != nil {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
-	"github.com/dockyard/dockyard/local"
 	"github.com/dockyard/dockyard/volume"
 )
 
@@ -15,12 +13,7 @@ import (
 // /volumes and after.
 func TestListWithoutDriver(t *testing.T) {
 	ctx := context.Background()
-	cl, err := local.Start(local.Config{Dir: t.TempDir(), HeartbeatInterval: 100 * time.Millisecond, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	c := cl.FS
+	c := startCluster(t).FS
 	if vols, err := volume.List(ctx, c); err != nil || len(vols) != 0 {
 		t.Fatalf("List before any volume = %+v, %v", vols, err)
 	}
@@ -59,12 +52,7 @@ func TestListWithoutDriver(t *testing.T) {
 // from any host, with the options and refusals the plugin has.
 func TestCreateRemoveWithoutDriver(t *testing.T) {
 	ctx := context.Background()
-	cl, err := local.Start(local.Config{Dir: t.TempDir(), HeartbeatInterval: 100 * time.Millisecond, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	c := cl.FS
+	c := startCluster(t).FS
 	created, err := volume.Create(ctx, c, "web", map[string]string{"mode": "0770", "uid": "1000"})
 	if err != nil || !created {
 		t.Fatalf("Create = %v, %v", created, err)
