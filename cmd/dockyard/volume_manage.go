@@ -49,16 +49,9 @@ func volumeCreateCmd() *cobra.Command {
 		Short: "Create a volume (the options docker volume create --opt takes)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := map[string]string{}
-			for _, kv := range opts {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("volume create: option %q: want KEY=VALUE", kv)
-				}
-				if _, dup := o[k]; dup {
-					return fmt.Errorf("volume create: option %s given twice", k)
-				}
-				o[k] = v
+			o, err := parseVolumeOpts(opts)
+			if err != nil {
+				return err
 			}
 			fc, err := newFSClient(cmd)
 			if err != nil {
@@ -79,6 +72,23 @@ func volumeCreateCmd() *cobra.Command {
 	c.Flags().StringArrayVarP(&opts, "opt", "o", nil, "volume option KEY=VALUE (mode, uid, gid, from); repeatable")
 	addMetaFlag(c)
 	return c
+}
+
+// parseVolumeOpts turns -o KEY=VALUE flags into the options volume.Create
+// takes, which checks the keys and values themselves.
+func parseVolumeOpts(opts []string) (map[string]string, error) {
+	o := map[string]string{}
+	for _, kv := range opts {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("volume create: option %q: want KEY=VALUE", kv)
+		}
+		if _, dup := o[k]; dup {
+			return nil, fmt.Errorf("volume create: option %s given twice", k)
+		}
+		o[k] = v
+	}
+	return o, nil
 }
 
 func volumeRmCmd() *cobra.Command {
