@@ -300,8 +300,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 // Flush runs at every close(2) of a descriptor: the data is committed before
 // close returns, which is what makes the next open on another mount see it.
+// It ignores the kernel's interrupt, as metadata calls do (interrupt.go):
+// close cannot be retried, so EINTR there reads as lost data, while the
+// commit is bounded by the client's own I/O timeouts.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	if err := h.f.Flush(ctx); err != nil {
+	if err := h.f.Flush(quiet(ctx)); err != nil {
 		return h.n.m.fail("flush", h.n.ino, err)
 	}
 	h.n.keepGen(h.f)

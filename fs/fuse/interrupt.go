@@ -14,9 +14,11 @@ import (
 // deadlines, and a mutation cut off after it was sent may be applied all the
 // same: answering EINTR would tell the program an unlink or rename failed
 // that in fact happened. So the mount lets them finish and returns their
-// real result. Data reads and writes keep the kernel's context: those are
+// real result. So does the flush at close(2) (handle.Flush), which cannot be
+// retried. Data reads, writes and fsync keep the kernel's context: those are
 // the calls that can wait long on a sick chunkserver, and there a signal
-// should get the program out.
+// should get the program out (an interrupted fsync can be asked again; an
+// interrupted close cannot).
 type uninterrupted struct{ metaserver.API }
 
 func quiet(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
